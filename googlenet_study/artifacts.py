@@ -1,0 +1,80 @@
+"""Files a run leaves behind (written to a folder; tracking.py uploads them): the parameter
+table, the per-epoch CSV, the learning curves and the first-conv filter grids."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: figures go to files
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
+                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s")
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | tuple[str, ...]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def epochs_csv(path: Path, history: list[dict]) -> Path:
+    return write_csv(path, [{"epoch": i + 1, **h} for i, h in enumerate(history)], EPOCH_COLUMNS)
+
+
+def learning_curves(path: Path, history: list[dict], title: str) -> Path:
+    """The lecture's two plots: main vs auxiliary training loss; train vs test accuracy."""
+    ep = list(range(1, len(history) + 1))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.plot(ep, [h["train_loss"] for h in history], "o-", label="main (train)")
+    a.plot(ep, [h["train_aux_loss"] for h in history], "s--", label="auxiliary, summed (train)")
+    a.plot(ep, [h["test_loss"] for h in history], "^-", label="main (test)")
+    a.set(xlabel="epoch", ylabel="cross-entropy", title="losses")
+    b.plot(ep, [100 * h["train_acc"] for h in history], "o-", label="train")
+    b.plot(ep, [100 * h["test_acc"] for h in history], "s-", label="test")
+    b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (a, b):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def filter_grid(path: Path, w: torch.Tensor, title: str, symmetric: bool = False) -> Path:
+    """w: (C_out, 3, k, k) -> one RGB tile per filter. Filters are scaled together (one range
+    for the grid) so before/after grids compare; the difference is drawn around 0 (grey)."""
+    n = w.shape[0]
+    cols = 8
+    rows = math.ceil(n / cols)
+    lim = float(w.abs().max()) or 1.0
+    if symmetric:
+        img = 0.5 + 0.5 * w / lim
+    else:
+        img = (w - w.min()) / ((w.max() - w.min()) or 1.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(img[i].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    fig.suptitle(f"{title} (max |w| = {lim:.3g})", fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def pip_freeze(path: Path) -> Path:
+    out = subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, timeout=120)
+    path.write_text(out.stdout or out.stderr)
+    return path

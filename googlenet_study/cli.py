@@ -1,0 +1,161 @@
+"""The command line: `googlenet-study train | reproduce | sweep | report`.
+
+Bad input anywhere ends in one line on stderr and exit status 2, before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from dataclasses import fields
+
+from .config import RunConfig, UserError
+
+EXIT_USAGE = 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """--field-name VALUE for every RunConfig field (booleans true/false, lists comma-separated)."""
+    g = p.add_argument_group("run config (command line > --config file > defaults)")
+    for f in fields(RunConfig):
+        default = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default))
+        g.add_argument(_flag(f.name), dest=f.name, default=None, metavar="VALUE",
+                       help=f"default: {default}")
+
+
+def add_tracking_flags(p: argparse.ArgumentParser, experiment: bool = True) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    if experiment:
+        p.add_argument("--experiment", default="googlenet-study", help="MLflow experiment (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="googlenet-study", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="one fine-tuning run, recorded in MLflow")
+    t.add_argument("--config", help="YAML file of config fields")
+    add_tracking_flags(t)
+    t.add_argument("--run-name", default=None)
+    t.add_argument("--checkpoint-dir", default=None,
+                   help="where per-epoch checkpoints go (default: .checkpoints/ beside the tracking store)")
+    t.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint when the run finishes")
+    t.add_argument("--resume", default="auto", help="auto | never | RUN_ID (default: auto)")
+    add_config_flags(t)
+
+    r = sub.add_parser("reproduce", help="re-run a recorded run from what MLflow holds; print the differences")
+    r.add_argument("run_id")
+    add_tracking_flags(r)
+
+    s = sub.add_parser("sweep", help="an Optuna study from a YAML file; trials are child MLflow runs")
+    s.add_argument("file")
+    s.add_argument("--workers", type=int, default=1, help="processes on this machine sharing the study")
+    s.add_argument("--n-trials", type=int, default=None)
+    s.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///optuna.db)")
+    s.add_argument("--set", action="append", default=[], metavar="field=value", help="override a base field")
+    s.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    add_tracking_flags(s, experiment=False)
+
+    rep = sub.add_parser("report", help="HTML + PDF comparison from MLflow runs")
+    rep.add_argument("--experiment", required=True)
+    who = rep.add_mutually_exclusive_group()
+    who.add_argument("--study", default=None, help="runs of this sweep (its parent run's name)")
+    who.add_argument("--parent-run", default=None, help="runs under this parent run id")
+    rep.add_argument("--filter", default=None, help="MLflow search filter, e.g. \"params.model = 'googlenet'\"")
+    rep.add_argument("--targets", default=None, help="target accuracies in percent (default: 50,60,70,80)")
+    rep.add_argument("--out", default=None, help="output folder (default: reports/<study or experiment>/)")
+    add_tracking_flags(rep, experiment=False)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
+    if args.config:
+        return RunConfig.from_yaml(args.config, overrides)
+    return RunConfig.from_dict(overrides, source="command line")
+
+
+def _signals_to_exceptions() -> None:
+    # SIGTERM behaves like Ctrl-C so that `finally` blocks end MLflow runs honestly.
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    cfg = config_from_args(args)
+    result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name)
+    print(one_line(result))
+    return 0 if result.status == "FINISHED" else 1
+
+
+def one_line(result) -> str:
+    s = result.summary
+    if result.status != "FINISHED":
+        return f"run {result.run_id} {result.status}: {result.failure_reason or ''}".strip()
+    times = " ".join(f"{k[len('time_to_test_acc_'):]}%@{v:.1f}s" for k, v in s.items()
+                     if k.startswith("time_to_test_acc_"))
+    return (f"run {result.run_id} FINISHED: {len(result.history)} epochs in {s['total_time_s']:.1f} s, "
+            f"best_test_acc {s['best_test_acc']:.4f}, final_test_acc {s['final_test_acc']:.4f}"
+            + (f", reached {times}" if times else ""))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import tracking
+    from .train import train
+
+    cfg, _ = tracking.load_run_config(args.run_id, args.tracking_uri)
+    c = tracking.client(args.tracking_uri)
+    original = c.get_run(args.run_id)
+    exp = c.get_experiment(original.info.experiment_id).name
+    result = train(cfg, args.tracking_uri, exp, run_name=f"reproduce-{args.run_id[:8]}",
+                   tags={"reproduces_run_id": args.run_id})
+    print(one_line(result))
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    old = {k: dict(tracking.metric_history(args.run_id, k, args.tracking_uri)) for k in keys}
+    print("epoch  " + "  ".join(f"{'d_' + k:>14}" for k in keys))
+    worst = 0.0
+    for i, h in enumerate(result.history, start=1):
+        diffs = [h[k] - old[k].get(i, float("nan")) for k in keys]
+        worst = max([worst] + [abs(d) for d in diffs if d == d])
+        print(f"{i:>5}  " + "  ".join(f"{d:>14.3e}" for d in diffs))
+    print("bit-identical" if worst == 0.0 else f"max |difference| {worst:.3e}")
+    return 0 if result.status == "FINISHED" else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import sweep
+    return sweep.main(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+    return report.main(args)
+
+
+COMMANDS = {"train": cmd_train, "reproduce": cmd_reproduce, "sweep": cmd_sweep, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _signals_to_exceptions()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"googlenet-study {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"googlenet-study {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Stage 2: the data. Images live in memory as uint8 (N, 3, H, W); batches are upscaled and
+normalised on the run's device, a batch at a time (per-image PIL resizing at 299 px
+starves a GPU: see benchmarks/input_pipeline.py)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import RunConfig, UserError
+
+# torchvision's ImageNet statistics: the pretrained weights expect inputs normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 3, h, w) uint8, at the dataset's native size
+    labels: torch.Tensor  # (N,) int64 in [0, 10)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    digest: str  # sha256 prefix of the exact images and labels used (after subsetting)
+    classes: tuple[str, ...]
+
+
+def load(cfg: RunConfig) -> Dataset:
+    """The configured dataset, subset as asked, with a digest for provenance."""
+    if cfg.dataset == "digits":
+        train, test, classes = _digits()
+    else:
+        train, test, classes = _cifar10(Path(cfg.data_dir), cfg.download)
+    train = _stratified_subset(train, cfg.train_size, cfg.seed, "train_size")
+    test = _stratified_subset(test, cfg.test_size, cfg.seed + 1, "test_size")
+    h = hashlib.sha256()
+    for s in (train, test):
+        h.update(s.images.numpy().tobytes())
+        h.update(s.labels.numpy().tobytes())
+    return Dataset(cfg.dataset, train, test, h.hexdigest()[:16], classes)
+
+
+def _digits() -> tuple[Split, Split, tuple[str, ...]]:
+    # scikit-learn ships these 1,797 8x8 images (values 0..16) inside the package: no network.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)       # (N, 8, 8) grey
+    images = np.repeat(images[:, None], 3, axis=1)                        # (N, 3, 8, 8)
+    idx_train, idx_test = train_test_split(np.arange(len(images)), test_size=0.2,
+                                           stratify=d.target, random_state=0)  # fixed split
+    def split(idx: np.ndarray) -> Split:
+        return Split(torch.from_numpy(images[idx]).contiguous(), torch.from_numpy(d.target[idx]).long())
+    return split(idx_train), split(idx_test), tuple(str(i) for i in range(10))
+
+
+def _cifar10(root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
+    from torchvision.datasets import CIFAR10
+
+    folder = root / "cifar-10-batches-py"
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+        if download:
+            raise UserError(f"dataset: CIFAR-10 under {folder} is corrupted (a file fails torchvision's MD5 "
+                            f"check); delete {folder} and run again to download it") from None
+        raise UserError(f"dataset: CIFAR-10 not found or corrupted under {folder} and download is off; "
+                        f"set download=true or place cifar-10-python.tar.gz's contents there") from None
+    except OSError as e:  # URLError and socket errors derive from OSError
+        raise UserError(f"dataset: CIFAR-10 is not under {folder} and downloading it failed ({_reason(e)}); "
+                        f"put {CIFAR10.url.rsplit('/', 1)[-1]} from {CIFAR10.url} into {root}/ "
+                        f"and run again") from None
+
+    def split(ds) -> Split:  # ds.data: (N, 32, 32, 3) uint8, HWC
+        return Split(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                     torch.tensor(ds.targets, dtype=torch.long))
+    return split(train), split(test), tuple(train.classes)
+
+
+def _reason(e: BaseException) -> str:
+    return str(getattr(e, "reason", None) or e).splitlines()[0][:120]
+
+
+def _stratified_subset(s: Split, size: int | None, seed: int, field: str) -> Split:
+    """`size` images with the class proportions of `s`, chosen by `seed`; all when None."""
+    if size is None or size >= len(s):
+        if size is not None and size > len(s):
+            raise UserError(f"{field}: {size} is more than the {len(s)} images in that split")
+        return s
+    from sklearn.model_selection import train_test_split
+
+    idx, _ = train_test_split(np.arange(len(s)), train_size=size, stratify=s.labels.numpy(),
+                              random_state=seed)
+    idx = torch.from_numpy(np.sort(idx))
+    return Split(s.images[idx].contiguous(), s.labels[idx].contiguous())
+
+
+class DeviceBatches:
+    """Yields (x, y) batches: uint8 on the host -> device -> float, upscaled and normalised there."""
+
+    def __init__(self, split: Split, batch_size: int, image_size: int, device: torch.device,
+                 shuffle: bool, channels_last: bool = False) -> None:
+        self.split, self.batch_size, self.image_size = split, batch_size, image_size
+        self.device, self.shuffle, self.channels_last = device, shuffle, channels_last
+        pin = device.type == "cuda"
+        # Pinned host memory lets the copy overlap compute (non_blocking) on CUDA.
+        self.images = split.images.pin_memory() if pin else split.images
+        self.labels = split.labels.pin_memory() if pin else split.labels
+        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+
+    def __len__(self) -> int:
+        return (len(self.split) + self.batch_size - 1) // self.batch_size
+
+    def order(self, seed: int, epoch: int) -> torch.Tensor:
+        """The epoch's permutation: a function of (seed, epoch) only, so a resumed run sees the same order."""
+        if not self.shuffle:
+            return torch.arange(len(self.split))
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.split), generator=g)
+
+    def iterate(self, order: torch.Tensor):
+        nb = self.device.type == "cuda"
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = self.images[idx].to(self.device, non_blocking=nb)
+            y = self.labels[idx].to(self.device, non_blocking=nb)
+            yield self.transform(x), y
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, h, w) -> float32 (B, 3, S, S), bilinear upscale then ImageNet normalisation."""
+        x = x.float()
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.image_size)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

@@ -1,0 +1,219 @@
+"""Stage 4: the loop. `train_one_epoch` and `evaluate` are pure steps that return dicts;
+`fit` is the epoch driver and the only place that times, logs and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .data import Dataset, DeviceBatches
+from .model import Network
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__(f"non-finite loss at epoch {epoch}, batch {batch}")
+        self.epoch, self.batch = epoch, batch
+
+
+class Interrupted(Exception):
+    """A stop was requested (SIGTERM/SIGINT); the last epoch checkpoint is the state to resume."""
+
+
+class Tracker(Protocol):
+    """What the driver needs from tracking (an MLflow run in practice; a list in tests)."""
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class Hooks:
+    on_epoch: list[Callable[[int, dict[str, float]], None]] = field(default_factory=list)  # e.g. pruning
+    save_checkpoint: Callable[[dict], None] | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    progress: bool | None = None  # None: bars only on a terminal
+
+
+def seed_everything(cfg: RunConfig) -> None:
+    """Seed every RNG and set the determinism and threading the config asks for."""
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # also seeds every CUDA device
+    torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(cfg.deterministic)
+    torch.backends.cudnn.deterministic = cfg.deterministic
+    torch.backends.cudnn.benchmark = not cfg.deterministic  # autotuning picks kernels non-deterministically
+
+
+def make_optimizer(cfg: RunConfig, net: Network) -> torch.optim.Optimizer:
+    params = [p for p in net.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def _autocast(cfg: RunConfig, device: torch.device):
+    if cfg.amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(step_model, net: Network, batches: DeviceBatches, order: torch.Tensor,
+                    opt: torch.optim.Optimizer, scaler, cfg: RunConfig, epoch: int, hooks: Hooks) -> dict:
+    """One pass over the training split; losses are per-image means over the epoch."""
+    device = batches.device
+    net.train()
+    # Accumulate on the device: one host sync per epoch (and per finiteness check), not per batch.
+    sums = torch.zeros(4, device=device, dtype=torch.float64)  # main CE, aux CE, total, correct
+    seen, data_time, check_every = 0, 0.0, (1 if device.type == "cpu" else 25)
+    pending: list[torch.Tensor] = []
+    bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs} train", unit="img", leave=False,
+               disable=_bar_disabled(hooks), dynamic_ncols=True)
+    _sync(device)
+    t0 = time.perf_counter()
+    it = batches.iterate(order)
+    for i in range(len(batches)):
+        t_data = time.perf_counter()
+        x, y = next(it)
+        data_time += time.perf_counter() - t_data
+        with _autocast(cfg, device):
+            main, aux = step_model(x)
+            loss_main = F.cross_entropy(main, y)
+            loss_aux = sum((F.cross_entropy(a, y) for a in aux), torch.zeros((), device=device))
+            loss = loss_main + cfg.aux_weight * loss_aux
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        n = y.numel()
+        sums += torch.stack([loss_main.detach() * n, loss_aux.detach() * n, loss.detach() * n,
+                             (main.detach().argmax(1) == y).sum()]).double()
+        seen += n
+        pending.append(loss.detach())
+        if len(pending) >= check_every or i == len(batches) - 1:
+            finite = torch.isfinite(torch.stack(pending))
+            if not bool(finite.all()):
+                raise NonFiniteLoss(epoch, i + 1 - len(pending) + int((~finite).nonzero()[0]))
+            pending.clear()
+        bar.update(n)
+        if hooks.should_stop():
+            bar.close()
+            raise Interrupted()
+    _sync(device)
+    train_time = time.perf_counter() - t0
+    bar.close()
+    s = (sums / seen).tolist()
+    return {"train_loss": s[0], "train_aux_loss": s[1], "train_total_loss": s[2], "train_acc": s[3],
+            "train_time_s": train_time, "data_time_s": data_time, "throughput_img_s": seen / train_time}
+
+
+@torch.no_grad()
+def evaluate(step_model, net: Network, batches: DeviceBatches, cfg: RunConfig, hooks: Hooks) -> dict:
+    """Main head, eval mode, whole test split."""
+    device = batches.device
+    net.eval()
+    sums = torch.zeros(2, device=device, dtype=torch.float64)
+    _sync(device)
+    t0 = time.perf_counter()
+    order = batches.order(cfg.seed, 0)
+    for x, y in tqdm(batches.iterate(order), total=len(batches), desc="  eval", leave=False,
+                     disable=_bar_disabled(hooks), dynamic_ncols=True):
+        with _autocast(cfg, device):
+            main, _ = step_model(x)
+        sums += torch.stack([F.cross_entropy(main.float(), y, reduction="sum"),
+                             (main.argmax(1) == y).sum()]).double()
+    _sync(device)
+    t = time.perf_counter() - t0
+    loss, correct = sums.tolist()
+    return {"test_loss": loss / len(order), "test_acc": correct / len(order), "eval_time_s": t}
+
+
+def _bar_disabled(hooks: Hooks) -> bool | None:
+    return None if hooks.progress is None else not hooks.progress
+
+
+def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, float]:
+    """best/final accuracy, total time and time-to-target from the per-epoch metrics."""
+    out = {"best_test_acc": max(h["test_acc"] for h in history),
+           "final_test_acc": history[-1]["test_acc"],
+           "total_time_s": history[-1]["elapsed_time_s"]}
+    for p in target_accs:
+        hit = next((h for h in history if h["test_acc"] >= p / 100.0 - 1e-12), None)
+        if hit is not None:  # never reached: not logged (the report counts it as unreached)
+            out[f"time_to_test_acc_{p}"] = hit["elapsed_time_s"]
+    return out
+
+
+def rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Hooks | None = None,
+        resume: dict | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Train for cfg.epochs (continuing `resume`, a checkpoint, if given); returns history and summary."""
+    hooks = hooks or Hooks()
+    device = torch.device(cfg.device)
+    net.to(device)
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+    step_model = torch.compile(net) if cfg.compile else net
+    opt = make_optimizer(cfg, net)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+    train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, device, True, cfg.channels_last)
+    test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, device, False, cfg.channels_last)
+    history: list[dict] = []
+    if resume is not None:
+        net.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        set_rng_state(resume["rng"])
+        history = list(resume["history"])
+    elapsed = history[-1]["elapsed_time_s"] if history else 0.0  # downtime between runs is not counted
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        tr = train_one_epoch(step_model, net, train, train.order(cfg.seed, epoch), opt, scaler, cfg, epoch, hooks)
+        ev = evaluate(step_model, net, test, cfg, hooks)
+        epoch_time = tr["train_time_s"] + ev["eval_time_s"]
+        elapsed += epoch_time
+        metrics = {**tr, **ev, "epoch_time_s": epoch_time, "elapsed_time_s": elapsed}
+        history.append(metrics)
+        tracker.log_epoch(epoch, metrics)
+        if hooks.save_checkpoint is not None:
+            hooks.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "optimizer": opt.state_dict(),
+                                   "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
+                                   "history": history, "elapsed_time_s": elapsed})
+        for cb in hooks.on_epoch:
+            cb(epoch, metrics)
+    return history, summarize(history, cfg.target_accs)

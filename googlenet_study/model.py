@@ -1,0 +1,208 @@
+"""Stage 3: the network. torchvision's Inception-v3 / GoogLeNet with 10-class heads, split into
+trunk segments and auxiliary taps so a frozen backbone runs without autograd at all."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+from .config import RunConfig, UserError
+
+NUM_CLASSES = 10
+
+# The forward pass as torchvision writes it (Inception3._forward, GoogLeNet._forward), cut at
+# the points where an auxiliary arm taps the trunk: segment i runs, then arm i (if any) reads it.
+# The final segment ends at the pooled, flattened feature vector; `dropout` + `fc` are the head.
+SEGMENTS = {
+    "inception_v3": (
+        ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+         "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+         "Mixed_6e"),                                        # -> N x 768 x 17 x 17 at 299 px
+        ("Mixed_7a", "Mixed_7b", "Mixed_7c", "avgpool"),     # -> N x 2048 x 1 x 1
+    ),
+    "googlenet": (
+        ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+         "inception4a"),                                      # -> N x 512 x 14 x 14 at 224 px
+        ("inception4b", "inception4c", "inception4d"),        # -> N x 528 x 14 x 14
+        ("inception4e", "maxpool4", "inception5a", "inception5b", "avgpool"),  # -> N x 1024 x 1 x 1
+    ),
+}
+ARMS = {"inception_v3": ("AuxLogits",), "googlenet": ("aux1", "aux2")}
+# Last Linear of each arm, replaced for 10 classes (768->10 for Inception-v3; 1024->10 for GoogLeNet).
+ARM_HEADS = {"inception_v3": ("AuxLogits.fc",), "googlenet": ("aux1.fc2", "aux2.fc2")}
+FIRST_CONV = {"inception_v3": "Conv2d_1a_3x3.conv", "googlenet": "conv1.conv"}
+IMAGENET_WEIGHTS = {"inception_v3": models.Inception_V3_Weights.IMAGENET1K_V1,
+                    "googlenet": models.GoogLeNet_Weights.IMAGENET1K_V1}
+# torchvision's GoogLeNet checkpoint carries aux arms that were never trained (torchvision warns),
+# so they train in full even with a frozen backbone; Inception-v3's arm is pretrained.
+UNTRAINED_ARMS = {"inception_v3": False, "googlenet": True}
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    source: str             # imagenet | none | the file's path
+    url: str | None         # torchvision's download URL (imagenet)
+    file: str | None        # the file the state dict came from
+    sha256: str | None      # of that file
+    enum: str | None        # e.g. Inception_V3_Weights.IMAGENET1K_V1
+
+
+class Network(nn.Module):
+    """A torchvision model plus the knowledge of where its trunk ends and its heads begin."""
+
+    def __init__(self, net: nn.Module, arch: str, frozen: bool) -> None:
+        super().__init__()
+        self.net, self.arch, self.frozen = net, arch, frozen
+        self.arms = [a for a in ARMS[arch] if getattr(net, a, None) is not None]
+        trainable = {"fc"} | set(ARM_HEADS[arch])
+        if UNTRAINED_ARMS[arch]:
+            trainable |= set(self.arms)
+        for name, p in net.named_parameters():
+            p.requires_grad_(not frozen or any(name == t or name.startswith(t + ".") for t in trainable))
+
+    def train(self, mode: bool = True) -> "Network":
+        super().train(mode)
+        if self.frozen and mode:
+            # Frozen trunk: BatchNorm keeps its ImageNet running statistics, and its frozen
+            # parts of the arms too. Only modules owning trainable parameters train.
+            for m in self.net.modules():
+                own = list(m.parameters(recurse=False))
+                if own and not any(p.requires_grad for p in own):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x: (N, 3, S, S) ImageNet-normalised -> (main logits (N, 10), aux logits [(N, 10), ...])."""
+        net, aux = self.net, []
+        trunk_grad = torch.is_grad_enabled() and not self.frozen
+        with torch.set_grad_enabled(trunk_grad):
+            x = net._transform_input(x)
+        for i, segment in enumerate(SEGMENTS[self.arch]):
+            with torch.set_grad_enabled(trunk_grad):  # frozen: no graph through the trunk at all
+                for name in segment:
+                    x = getattr(net, name)(x)
+            if self.training and i < len(self.arms):
+                aux.append(getattr(net, self.arms[i])(x))
+        x = net.fc(net.dropout(torch.flatten(x, 1)))
+        return x, aux
+
+
+def build(cfg: RunConfig) -> tuple[Network, WeightsInfo]:
+    """The configured network with 10-class heads, weights loaded, arms dropped when aux_weight=0."""
+    ctor = getattr(models, cfg.model)
+    pretrained = cfg.weights != "none"
+    # Build with every arm and ImageNet's 1000 classes so any torchvision checkpoint fits;
+    # transform_input follows torchvision's builders (True with pretrained weights).
+    kwargs = dict(weights=None, aux_logits=True, num_classes=1000, transform_input=pretrained,
+                  init_weights=not pretrained)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GoogLeNet's init_weights scipy/perf notice
+        net = ctor(**kwargs)
+    info = WeightsInfo("none", None, None, None, None)
+    if cfg.weights == "imagenet":
+        state, info = _imagenet_state(cfg.model)
+        _load(net, state, info.file or "")
+    elif pretrained:
+        state, info = _file_state(cfg.weights)
+        if not _try_load(net, state):
+            replace_heads(net, cfg.model)
+            _load(net, state, cfg.weights)
+    replace_heads(net, cfg.model)
+    if not cfg.has_aux:  # the arms leave the model, and their cost leaves the wall time
+        for arm in ARMS[cfg.model]:
+            setattr(net, arm, None)
+        net.aux_logits = False
+    return Network(net, cfg.model, frozen=cfg.backbone == "frozen"), info
+
+
+def replace_heads(net: nn.Module, arch: str) -> None:
+    """fc and the last Linear of every arm -> NUM_CLASSES outputs (already done: no-op)."""
+    for path in ("fc",) + ARM_HEADS[arch]:
+        parent_name, _, attr = path.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        old = getattr(parent, attr, None)
+        if isinstance(old, nn.Linear) and old.out_features != NUM_CLASSES:
+            setattr(parent, attr, nn.Linear(old.in_features, NUM_CLASSES))
+
+
+def imagenet_cache_path(arch: str) -> Path:
+    url = IMAGENET_WEIGHTS[arch].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _imagenet_state(arch: str) -> tuple[dict, WeightsInfo]:
+    w = IMAGENET_WEIGHTS[arch]
+    path = imagenet_cache_path(arch)
+    try:
+        # torchvision's own path: torch.hub cache, download on a miss, hash-checked on download.
+        state = w.get_state_dict(progress=False, check_hash=True)
+    except OSError as e:  # URLError, socket errors: offline with nothing cached
+        raise UserError(f"weights: ImageNet weights for {arch} are not cached and downloading failed "
+                        f"({str(getattr(e, 'reason', e))[:80]}); download {w.url} and place it at "
+                        f"{path}") from None
+    except Exception:  # a truncated/corrupt file in the cache
+        raise UserError(f"weights: {path} is not a readable state dict (corrupt download?); "
+                        f"delete it, or replace it with {w.url}") from None
+    return state, WeightsInfo("imagenet", w.url, str(path), _sha256(path), f"{type(w).__name__}.{w.name}")
+
+
+def _file_state(path: str) -> tuple[dict, WeightsInfo]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"weights: {p} does not exist; allowed: imagenet | none | a state-dict file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception:
+        raise UserError(f"weights: {p} is not a readable PyTorch state dict") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a googlenet-study checkpoint
+    if not isinstance(state, dict):
+        raise UserError(f"weights: {p} holds a {type(state).__name__}, not a state dict")
+    return state, WeightsInfo("file", None, str(p.resolve()), _sha256(p), None)
+
+
+def _try_load(net: nn.Module, state: dict) -> bool:
+    try:
+        net.load_state_dict(state, strict=True)
+        return True
+    except (RuntimeError, KeyError, TypeError):
+        return False
+
+
+def _load(net: nn.Module, state: dict, source: str) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).splitlines()[1:2] or [str(e)[:100]]
+        raise UserError(f"weights: {source} does not fit {type(net).__name__}: {first[0].strip()[:160]}") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parameter_table(net: Network) -> list[dict]:
+    """The lecture's parameter listing: one row per tensor."""
+    return [{"name": n, "shape": "x".join(map(str, p.shape)), "count": p.numel(), "trainable": p.requires_grad}
+            for n, p in net.net.named_parameters()]
+
+
+def count_params(net: nn.Module) -> tuple[int, int]:
+    ps = list(net.parameters())
+    return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+
+
+def first_conv_weight(net: Network) -> torch.Tensor:
+    """A CPU copy of the first conv's filters: (32, 3, 3, 3) for Inception-v3, (64, 3, 7, 7) GoogLeNet."""
+    return net.net.get_submodule(FIRST_CONV[net.arch]).weight.detach().float().cpu().clone()

@@ -1,0 +1,209 @@
+"""Stage 5: MLflow. The only module that imports mlflow; the engine sees `MlflowRun.log_epoch`."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+import torchvision
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunStatus
+from mlflow.exceptions import MlflowException
+
+from . import artifacts
+from .config import RunConfig, UserError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, in the working folder
+DEFAULT_EXPERIMENT = "googlenet-study"
+SYSTEM_METRICS_INTERVAL_S = 5.0
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+
+
+def redact(text: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (anywhere in `text`)."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    uri = tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None:
+    """The experiment's id, created if missing (two workers racing both end with the same id)."""
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    if not create:
+        return None
+    try:
+        return c.create_experiment(name)
+    except MlflowException:  # created meanwhile by another process
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@functools.lru_cache(maxsize=1)
+def _git() -> tuple[str, str]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        if sha.returncode == 0:
+            return sha.stdout.strip(), str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown", "unknown"
+
+
+def provenance_tags(cfg: RunConfig, dataset_digest: str, weights) -> dict[str, str]:
+    sha, dirty = _git()
+    dev = torch.device(cfg.device)
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    tags = {
+        "mlflow.source.git.commit": sha, "git_commit": sha, "git_dirty": dirty,
+        "python_version": platform.python_version(), "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+        "cuda_version": str(torch.version.cuda), "cudnn_version": str(torch.backends.cudnn.version()),
+        "device_name": device_name, "host": socket.gethostname(),
+        "dataset_digest": dataset_digest, "config_hash": cfg.digest(), "weights_source": weights.source,
+    }
+    if weights.url:
+        tags["weights_url"] = weights.url
+    if weights.enum:
+        tags["weights_enum"] = weights.enum
+    if weights.sha256:
+        tags["weights_sha256"] = weights.sha256
+    if weights.file:
+        tags["weights_file"] = redact(weights.file)
+    return tags
+
+
+@functools.lru_cache(maxsize=1)
+def _pip_freeze_text() -> str:
+    with tempfile.TemporaryDirectory() as d:
+        return artifacts.pip_freeze(Path(d) / "f.txt").read_text()
+
+
+class MlflowRun:
+    """One training run in MLflow: params and provenance at the start, per-epoch metrics,
+    summary metrics and artifacts at the end, and an honest final status."""
+
+    def __init__(self, cfg: RunConfig, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                 parent_run_id: str | None = None, run_name: str | None = None,
+                 tags: dict[str, str] | None = None, run_id: str | None = None) -> None:
+        self.cfg, self.uri = cfg, tracking_uri(uri)
+        self.client = client(self.uri)
+        attach = run_id or (None if parent_run_id else os.environ.get("MLFLOW_RUN_ID"))
+        if attach:  # `mlflow run .` made the run (MLFLOW_RUN_ID), or we resume one
+            self.run_id = attach
+            self.resumed = run_id is not None
+        else:
+            exp_id = experiment_id(self.client, experiment)
+            t = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
+            self.run_id = self.client.create_run(exp_id, run_name=run_name, tags={**t, **(tags or {})}).info.run_id
+            self.resumed = False
+        if attach and tags:
+            self.client.log_batch(self.run_id, tags=_tags(tags))
+        if cfg.system_metrics:
+            mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+            mlflow.set_system_metrics_samples_before_logging(1)
+        # The fluent run is what MLflow's system-metrics monitor attaches to.
+        self._active = mlflow.start_run(run_id=self.run_id, log_system_metrics=cfg.system_metrics)
+        self._tmp = tempfile.TemporaryDirectory(prefix="googlenet-study-")
+        self.tmp = Path(self._tmp.name)
+
+    def log_start(self, params: dict[str, Any], tags: dict[str, str], param_table: list[dict],
+                  filters_before: torch.Tensor) -> None:
+        if not self.resumed:  # params are immutable in MLflow: a resumed run has them already
+            self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, redact(str(v)))
+                                                       for k, v in params.items()])
+        self.client.log_batch(self.run_id, tags=_tags(tags))
+        (self.tmp / "config.yaml").write_text(redact(self.cfg.to_yaml()))
+        artifacts.write_csv(self.tmp / "parameters.csv", param_table, ("name", "shape", "count", "trainable"))
+        (self.tmp / "environment.txt").write_text(_pip_freeze_text())
+        artifacts.filter_grid(self.tmp / "filters_before.png", filters_before, "first conv, before training")
+        for f in ("config.yaml", "parameters.csv", "environment.txt"):
+            self.client.log_artifact(self.run_id, str(self.tmp / f))
+        torch.save(filters_before, self.tmp / "filters_before.pt")
+        self.filters_before = filters_before
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """step = epoch (from 1); timestamp = when the epoch ended."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()],
+                              synchronous=True)
+
+    def log_summary(self, summary: dict[str, float], history: list[dict], filters_after: torch.Tensor) -> None:
+        now = int(time.time() * 1000)
+        step = len(history)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in summary.items()])
+        t = self.tmp
+        artifacts.epochs_csv(t / "epochs.csv", history)
+        artifacts.learning_curves(t / "learning_curves.png", history, f"{self.cfg.model} on {self.cfg.dataset}")
+        before = self.filters_before
+        artifacts.filter_grid(t / "filters_after.png", filters_after, "first conv, after training")
+        artifacts.filter_grid(t / "filters_difference.png", filters_after - before, "after - before", symmetric=True)
+        torch.save({"before": before, "after": filters_after}, t / "filters.pt")
+        for f in ("epochs.csv", "learning_curves.png"):
+            self.client.log_artifact(self.run_id, str(t / f))
+        for f in ("filters_before.png", "filters_after.png", "filters_difference.png", "filters.pt"):
+            self.client.log_artifact(self.run_id, str(t / f), artifact_path="filters")
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=_tags(tags))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """FINISHED | FAILED | KILLED; always stops the system-metrics monitor."""
+        try:
+            mlflow.end_run(status)
+        finally:
+            if self.client.get_run(self.run_id).info.status != status:
+                self.client.set_terminated(self.run_id, status)
+            self._tmp.cleanup()
+
+
+def _tags(d: dict[str, str]) -> list:
+    return [mlflow.entities.RunTag(k, redact(str(v))[:5000]) for k, v in d.items()]
+
+
+def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dict]:
+    """The config a run recorded (its config.yaml artifact, else its params)."""
+    c = client(uri)
+    try:
+        run = c.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"run_id: no run {run_id!r} in {redact(tracking_uri(uri))}") from None
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
+                                                    tracking_uri=tracking_uri(uri))
+        data = yaml.safe_load(Path(local).read_text())
+    except Exception:
+        names = set(RunConfig.__dataclass_fields__)
+        data = {k: v for k, v in run.data.params.items() if k in names}
+    return RunConfig.from_dict(data, source=f"run {run_id}"), run.data.params
+
+
+def metric_history(run_id: str, key: str, uri: str | None = None) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client(uri).get_metric_history(run_id, key)]

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real, shrunken config; a real MLflow store in a temp dir; real services.
+
+On CI (CI=true) a missing service or browser is a failure, not a skip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from googlenet_study.config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots and other things a person may want to look at
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+POSTGRES_URL = os.environ.get("GS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip where a service is simply absent; on CI that absence is a failure."""
+    if ON_CI:
+        pytest.fail(f"required on CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def tiny_cfg() -> RunConfig:
+    """The real config, shrunk: GoogLeNet on offline digits at 32 px, random init, 2 epochs."""
+    return RunConfig(model="googlenet", dataset="digits", weights="none", image_size=32, epochs=2,
+                     batch_size=32, train_size=200, test_size=100, threads=2, system_metrics=False)
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """A real SQLite MLflow store in a temp dir; the working folder is that dir too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch) -> Path:
+    """An empty torch hub cache: nothing is downloaded, weights are written here by tests."""
+    home = tmp_path / "torch-home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    import torch.hub
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return home
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A real PostgreSQL database on 127.0.0.1:5432 (trust auth), or skip (fail on CI)."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=2):
+            pass
+    except OSError:
+        skip_or_fail("PostgreSQL is not listening on 127.0.0.1:5432")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        skip_or_fail("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        skip_or_fail("the playwright Python package is not installed")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600):
+    """Run the real command line in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "googlenet_study", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)
