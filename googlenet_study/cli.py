@@ -35,9 +35,16 @@ def add_tracking_flags(p: argparse.ArgumentParser, experiment: bool = True) -> N
         p.add_argument("--experiment", default="googlenet-study", help="MLflow experiment (default: %(default)s)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage text is one `--help` away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="googlenet-study", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="googlenet-study", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="one fine-tuning run, recorded in MLflow")
     t.add_argument("--config", help="YAML file of config fields")

@@ -112,7 +112,11 @@ class RunConfig:
 
     def to_params(self) -> dict[str, str]:
         """MLflow params: every field under its own name; lists comma-separated."""
-        return {k: (",".join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in self.to_dict().items()}
+        def fmt(v: Any) -> str:
+            if isinstance(v, bool):
+                return str(v).lower()
+            return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+        return {k: fmt(v) for k, v in self.to_dict().items()}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -193,7 +197,7 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
         if isinstance(value, (dict, list)):
             raise ValueError
         return str(value).strip()
-    except ValueError:
+    except (ValueError, TypeError):
         kind = typ.split(" ")[0].replace("tuple[int, ...]", "comma-separated integers")
         raise UserError(f"{source}: {name} must be {kind}, got {value!r}") from None
 

@@ -80,7 +80,7 @@ def _git() -> tuple[str, str]:
 def provenance_tags(cfg: RunConfig, dataset_digest: str, weights) -> dict[str, str]:
     sha, dirty = _git()
     dev = torch.device(cfg.device)
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     tags = {
         "mlflow.source.git.commit": sha, "git_commit": sha, "git_dirty": dirty,
         "python_version": platform.python_version(), "torch_version": torch.__version__,
@@ -98,6 +98,17 @@ def provenance_tags(cfg: RunConfig, dataset_digest: str, weights) -> dict[str, s
     if weights.file:
         tags["weights_file"] = redact(weights.file)
     return tags
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)
@@ -207,3 +218,68 @@ def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dic
 
 def metric_history(run_id: str, key: str, uri: str | None = None) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client(uri).get_metric_history(run_id, key)]
+
+
+# ==== reading runs back: used by googlenet_study.report (owner: reports) ===============
+HISTORY_WORKERS = 8  # concurrent metric-history requests; they wait on I/O (SQLite, HTTP)
+
+
+def search_runs_all(experiment: str, filter_string: str | None = None, uri: str | None = None,
+                    page_size: int = 1000) -> list[dict]:
+    """Every run of `experiment` matching `filter_string` (all pages), as plain dicts."""
+    c = client(uri)
+    exp_id = experiment_id(c, experiment, create=False)
+    if exp_id is None:
+        raise UserError(f"--experiment: no experiment named {experiment!r} in {redact(tracking_uri(uri))}")
+    runs, token = [], None
+    while True:
+        try:
+            page = c.search_runs([exp_id], filter_string or "", max_results=page_size, page_token=token)
+        except MlflowException as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(f"--filter: MLflow rejected {filter_string!r}: {msg}") from None
+        runs += [_run_dict(r) for r in page]
+        token = page.token
+        if not token:
+            return runs
+
+
+def _run_dict(r) -> dict:
+    return {"run_id": r.info.run_id, "run_name": r.info.run_name or "", "status": r.info.status,
+            "start_time": r.info.start_time, "end_time": r.info.end_time,
+            "params": dict(r.data.params), "metrics": dict(r.data.metrics), "tags": dict(r.data.tags)}
+
+
+def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, progress=None,
+                     workers: int = HISTORY_WORKERS) -> dict[str, dict[str, list[tuple[int, float, int]]]]:
+    """{run_id: {key: [(step, value, timestamp_ms)]}}, fetched concurrently; `progress()` per run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = client(uri)
+
+    def one(run_id: str) -> tuple[str, dict]:
+        out = {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run_id, k)]
+               for k in keys_by_run[run_id]}
+        return run_id, out
+
+    result = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for run_id, hist in pool.map(one, keys_by_run):
+            result[run_id] = hist
+            if progress is not None:
+                progress()
+    return result
+
+
+def download_artifact(run_id: str, path: str, dst: str | os.PathLike, uri: str | None = None) -> Path | None:
+    """One artifact of a run, copied under `dst`; None when the run has no such artifact."""
+    try:
+        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
+                                                        tracking_uri=tracking_uri(uri)))
+    except (MlflowException, OSError):
+        return None
+
+
+def log_report(run_id: str, folder: str | os.PathLike, uri: str | None = None) -> None:
+    """Attach a written report folder to a run (a sweep's parent) under `report/`."""
+    client(uri).log_artifacts(run_id, str(folder), artifact_path="report")

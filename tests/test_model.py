@@ -1,0 +1,139 @@
+"""The networks: the lecture's parameter count, 10-class heads, arms, frozen trunks, weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torchvision import models
+
+from googlenet_study import model
+from googlenet_study.config import RunConfig, UserError
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def build(**kw) -> model.Network:
+    cfg = RunConfig(**{"weights": "none", **kw}).resolve()
+    return model.build(cfg)[0]
+
+
+def test_inception_v3_with_imagenet_heads_has_the_lectures_27161264_parameters():
+    assert n_params(models.inception_v3(weights=None, aux_logits=True, init_weights=False)) == 27_161_264
+
+
+@pytest.mark.parametrize("arch", ["inception_v3", "googlenet"])
+@pytest.mark.parametrize("aux", [True, False])
+def test_ten_class_heads_match_torchvisions_own_num_classes_10(arch, aux):
+    ref = getattr(models, arch)(weights=None, aux_logits=aux, num_classes=10, init_weights=False)
+    net = build(model=arch, aux_weight=1.0 if aux else 0.0, image_size=299 if aux else 224)
+    assert model.count_params(net)[0] == n_params(ref)
+    assert net.net.fc.out_features == 10
+    if arch == "inception_v3" and aux:
+        assert (net.net.AuxLogits.fc.in_features, net.net.AuxLogits.fc.out_features) == (768, 10)
+        assert net.net.fc.in_features == 2048
+    if arch == "googlenet" and aux:
+        assert net.net.aux1.fc2.out_features == net.net.aux2.fc2.out_features == 10
+
+
+def test_aux_weight_zero_removes_the_arms_from_the_model_and_the_forward_pass():
+    net = build(model="googlenet", aux_weight=0.0, image_size=32)
+    assert net.net.aux1 is None and net.net.aux2 is None and net.arms == []
+    net.train()
+    main, aux = net(torch.randn(2, 3, 32, 32))
+    assert main.shape == (2, 10) and aux == []
+    with_arms = build(model="googlenet", aux_weight=0.3, image_size=32).train()
+    assert len(with_arms(torch.randn(2, 3, 32, 32))[1]) == 2
+
+
+def trainable_names(net: model.Network) -> set[str]:
+    return {n for n, p in net.net.named_parameters() if p.requires_grad}
+
+
+def test_frozen_inception_trains_only_the_new_heads():
+    net = build(model="inception_v3", backbone="frozen")
+    assert trainable_names(net) == {"fc.weight", "fc.bias", "AuxLogits.fc.weight", "AuxLogits.fc.bias"}
+
+
+def test_frozen_googlenet_also_trains_its_untrained_aux_arms():
+    net = build(model="googlenet", backbone="frozen", image_size=32)
+    names = trainable_names(net)
+    assert {"fc.weight", "aux1.fc2.weight", "aux2.fc1.weight", "aux1.conv.conv.weight"} <= names
+    assert not any(n.startswith(("conv1", "inception", "conv2", "conv3")) for n in names)
+
+
+def test_frozen_trunk_gets_no_gradient_no_graph_and_keeps_its_batchnorm_statistics():
+    net = build(model="googlenet", backbone="frozen", image_size=32).train()
+    bn = net.net.conv1.bn
+    before = bn.running_mean.clone()
+    main, aux = net(torch.randn(4, 3, 32, 32) * 3 + 1)
+    (main.sum() + sum(a.sum() for a in aux)).backward()
+    assert torch.equal(bn.running_mean, before) and not bn.training
+    assert all(p.grad is None for n, p in net.net.named_parameters() if n.startswith(("conv1", "inception")))
+    assert net.net.fc.weight.grad is not None and net.net.aux1.fc2.weight.grad is not None
+    # No autograd graph through the trunk: its output carries no grad_fn.
+    trunk_out = []
+    h = net.net.inception5b.register_forward_hook(lambda m, i, o: trunk_out.append(o))
+    net(torch.randn(2, 3, 32, 32))
+    h.remove()
+    assert trunk_out[0].grad_fn is None and not trunk_out[0].requires_grad
+
+
+def test_full_backbone_trains_everything_and_updates_batchnorm():
+    net = build(model="googlenet", image_size=32).train()
+    assert model.count_params(net)[0] == model.count_params(net)[1]
+    before = net.net.conv1.bn.running_mean.clone()
+    net(torch.randn(4, 3, 32, 32) * 3 + 1)
+    assert not torch.equal(net.net.conv1.bn.running_mean, before)
+
+
+def write_fake_imagenet(arch: str) -> dict:
+    """Random-init weights in ImageNet's shape, written where torch.hub looks: stands in for the download."""
+    ref = getattr(models, arch)(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+    state = ref.state_dict()
+    torch.save(state, model.imagenet_cache_path(arch))
+    return state
+
+
+def test_imagenet_weights_come_from_the_torch_hub_cache(torch_home):
+    state = write_fake_imagenet("googlenet")
+    net, info = model.build(RunConfig(model="googlenet", image_size=32).resolve())
+    assert torch.equal(net.net.conv1.conv.weight, state["conv1.conv.weight"])
+    assert net.net.transform_input is True  # torchvision's builders do this with pretrained weights
+    assert info.url == models.GoogLeNet_Weights.IMAGENET1K_V1.url and len(info.sha256) == 64
+    assert info.file == str(torch_home / "hub" / "checkpoints" / "googlenet-1378be20.pth")
+
+
+def test_imagenet_weights_missing_offline_names_url_and_exact_cache_path(torch_home):
+    with pytest.raises(UserError) as e:
+        model.build(RunConfig(model="googlenet", image_size=32).resolve())
+    msg = str(e.value)
+    assert "https://download.pytorch.org/models/googlenet-1378be20.pth" in msg
+    assert str(torch_home / "hub" / "checkpoints" / "googlenet-1378be20.pth") in msg
+
+
+def test_weights_file_imagenet_shaped_or_ten_class(tmp_path):
+    ref = models.googlenet(weights=None, aux_logits=True, init_weights=False)
+    f = tmp_path / "imagenet_like.pth"
+    torch.save(ref.state_dict(), f)
+    net = build(model="googlenet", image_size=32, weights=str(f))
+    assert torch.equal(net.net.inception3a.branch1.conv.weight, ref.inception3a.branch1.conv.weight)
+    # A 10-class state dict (e.g. a finished run's model) fits too.
+    f10 = tmp_path / "ten.pth"
+    torch.save(net.net.state_dict(), f10)
+    again = build(model="googlenet", image_size=32, weights=str(f10))
+    assert torch.equal(again.net.fc.weight, net.net.fc.weight)
+
+
+def test_weights_file_that_does_not_fit_is_refused(tmp_path):
+    f = tmp_path / "wrong.pth"
+    torch.save(models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict(), f)
+    with pytest.raises(UserError, match="does not fit"):
+        build(model="inception_v3", weights=str(f))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable"):
+        build(model="googlenet", image_size=32, weights=str(junk))
