@@ -70,21 +70,24 @@ def _digits() -> tuple[Split, Split, tuple[str, ...]]:
 
 def _cifar10(root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
     from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity
 
-    folder = root / "cifar-10-batches-py"
+    folder = root / CIFAR10.base_folder
+    # Name the exact file that fails torchvision's MD5 check: never re-download over it silently.
+    for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
+        if (folder / name).exists() and not check_integrity(str(folder / name), md5):
+            raise UserError(f"dataset: {folder / name} fails torchvision's MD5 check (truncated or corrupt); "
+                            f"delete {folder} and run again with download=true")
+    archive = CIFAR10.url.rsplit("/", 1)[-1]
     try:
         train = CIFAR10(str(root), train=True, download=download)
         test = CIFAR10(str(root), train=False, download=download)
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
-        if download:
-            raise UserError(f"dataset: CIFAR-10 under {folder} is corrupted (a file fails torchvision's MD5 "
-                            f"check); delete {folder} and run again to download it") from None
-        raise UserError(f"dataset: CIFAR-10 not found or corrupted under {folder} and download is off; "
-                        f"set download=true or place cifar-10-python.tar.gz's contents there") from None
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted."
+        raise UserError(f"dataset: CIFAR-10 is not under {folder} and download is off; set download=true, "
+                        f"or extract {archive} ({CIFAR10.url}) into {root}/") from None
     except OSError as e:  # URLError and socket errors derive from OSError
         raise UserError(f"dataset: CIFAR-10 is not under {folder} and downloading it failed ({_reason(e)}); "
-                        f"put {CIFAR10.url.rsplit('/', 1)[-1]} from {CIFAR10.url} into {root}/ "
-                        f"and run again") from None
+                        f"put {archive} from {CIFAR10.url} into {root}/ and run again") from None
 
     def split(ds) -> Split:  # ds.data: (N, 32, 32, 3) uint8, HWC
         return Split(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
