@@ -3,6 +3,7 @@ trunk segments and auxiliary taps so a frozen backbone runs without autograd at 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import warnings
@@ -10,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision import models
 
 from .config import RunConfig, UserError
@@ -57,7 +60,7 @@ class WeightsInfo:
 class Network(nn.Module):
     """A torchvision model plus the knowledge of where its trunk ends and its heads begin."""
 
-    def __init__(self, net: nn.Module, arch: str, frozen: bool) -> None:
+    def __init__(self, net: nn.Module, arch: str, frozen: bool, fold_bn: bool = True) -> None:
         super().__init__()
         self.net, self.arch, self.frozen = net, arch, frozen
         self.arms = [a for a in ARMS[arch] if getattr(net, a, None) is not None]
@@ -66,6 +69,12 @@ class Network(nn.Module):
             trainable |= set(self.arms)
         for name, p in net.named_parameters():
             p.requires_grad_(not frozen or any(name == t or name.startswith(t + ".") for t in trainable))
+        # Frozen conv+BN blocks, run as one conv (see fold_frozen_bn); [] when nothing is frozen.
+        self.folded = [m for m in net.modules() if _is_conv_bn(m)
+                       and not any(p.requires_grad for p in m.parameters())] if frozen and fold_bn else []
+        for m in self.folded:
+            m.forward = functools.partial(_folded_forward, m)
+        self.fold_frozen_bn()
 
     def train(self, mode: bool = True) -> "Network":
         super().train(mode)
@@ -76,7 +85,23 @@ class Network(nn.Module):
                 own = list(m.parameters(recurse=False))
                 if own and not any(p.requires_grad for p in own):
                     m.eval()
+        self.fold_frozen_bn()  # after a load_state_dict, .to() or anything else that changed weights
         return self
+
+    @torch.no_grad()
+    def fold_frozen_bn(self) -> None:
+        """Recompute each frozen block's folded conv. A frozen BatchNorm always runs in eval mode,
+        i.e. as the per-channel affine map y = (x - mean) / sqrt(var + eps) * gamma + beta, so
+        bn(conv(x)) is one conv with weight W * s and bias beta - mean * s, s = gamma / sqrt(var + eps):
+        one op and one pass over the activations fewer per block. Kept as non-persistent buffers, so
+        the state dict, the parameter table and the filter images are those of the unfolded model."""
+        for m in self.folded:
+            w, b = fuse_conv_bn_weights(m.conv.weight, m.conv.bias, m.bn.running_mean, m.bn.running_var,
+                                        m.bn.eps, m.bn.weight, m.bn.bias)
+            fmt = torch.channels_last if m.conv.weight.is_contiguous(memory_format=torch.channels_last) \
+                and not m.conv.weight.is_contiguous() else torch.contiguous_format
+            m.register_buffer("folded_weight", w.detach().contiguous(memory_format=fmt), persistent=False)
+            m.register_buffer("folded_bias", b.detach(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x: (N, 3, S, S) ImageNet-normalised -> (main logits (N, 10), aux logits [(N, 10), ...])."""
@@ -94,8 +119,19 @@ class Network(nn.Module):
         return x, aux
 
 
-def build(cfg: RunConfig) -> tuple[Network, WeightsInfo]:
-    """The configured network with 10-class heads, weights loaded, arms dropped when aux_weight=0."""
+def _is_conv_bn(m: nn.Module) -> bool:
+    """torchvision's BasicConv2d (GoogLeNet and Inception-v3 alike): relu(bn(conv(x)))."""
+    return isinstance(getattr(m, "conv", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d)
+
+
+def _folded_forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """BasicConv2d.forward with its eval-mode BatchNorm folded into the conv."""
+    return F.relu(m.conv._conv_forward(x, m.folded_weight, m.folded_bias), inplace=True)
+
+
+def build(cfg: RunConfig, fold_bn: bool = True) -> tuple[Network, WeightsInfo]:
+    """The configured network with 10-class heads, weights loaded, arms dropped when aux_weight=0.
+    fold_bn=False keeps a frozen trunk's BatchNorm as separate ops (for benchmarks and tests)."""
     ctor = getattr(models, cfg.model)
     pretrained = cfg.weights != "none"
     # Build with every arm and ImageNet's 1000 classes so any torchvision checkpoint fits;
@@ -119,7 +155,7 @@ def build(cfg: RunConfig) -> tuple[Network, WeightsInfo]:
         for arm in ARMS[cfg.model]:
             setattr(net, arm, None)
         net.aux_logits = False
-    return Network(net, cfg.model, frozen=cfg.backbone == "frozen"), info
+    return Network(net, cfg.model, frozen=cfg.backbone == "frozen", fold_bn=fold_bn), info
 
 
 def replace_heads(net: nn.Module, arch: str) -> None:
@@ -190,6 +226,14 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def speed_tags(net: Network) -> dict[str, str]:
+    """How a frozen trunk was run, as MLflow tags (the math is the same; the ops are not)."""
+    if not net.frozen:
+        return {}
+    return {"frozen_trunk": "no autograd graph; BatchNorm in eval mode",
+            "frozen_bn_folded_convs": str(len(net.folded))}  # conv+BN blocks run as one conv
 
 
 def parameter_table(net: Network) -> list[dict]:
