@@ -273,9 +273,14 @@ def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, 
 
 def download_artifact(run_id: str, path: str, dst: str | os.PathLike, uri: str | None = None) -> Path | None:
     """One artifact of a run, copied under `dst`; None when the run has no such artifact."""
+    c = client(uri)
     try:
-        return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst),
-                                                        tracking_uri=tracking_uri(uri)))
+        folder = os.path.dirname(path)
+        if path not in {f.path for f in c.list_artifacts(run_id, folder or None)}:
+            return None
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        return Path(c.download_artifacts(run_id, path, str(dst)))
     except (MlflowException, OSError):
         return None
 

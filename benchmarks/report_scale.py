@@ -1,0 +1,95 @@
+"""How long `googlenet-study report` takes over many runs: logs N synthetic runs x E epochs into a fresh
+SQLite MLflow store (log_batch: four requests per run), then times the report over them, cold (no local
+history cache) and warm (finished runs' histories cached).
+
+    .venv/bin/python benchmarks/report_scale.py --runs 1000 --epochs 30      # the issue's goal: <= 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from googlenet_study import report  # noqa: E402
+from googlenet_study.config import RunConfig  # noqa: E402
+
+GRID = list(itertools.product((32, 64, 128), (0.0, 0.3, 1.0), ("frozen", "full")))  # batch, aux, backbone
+
+
+def log_synthetic(uri: str, n_runs: int, epochs: int, experiment: str = "scale", seed: int = 0) -> None:
+    """n_runs plausible-looking FINISHED runs spread over the 18-point factorial grid."""
+    c = MlflowClient(uri)
+    exp = c.create_experiment(experiment)
+    rng = np.random.default_rng(seed)
+    for i in range(n_runs):
+        batch, aux, backbone = GRID[i % len(GRID)]
+        cfg = RunConfig(model="googlenet", dataset="cifar10", batch_size=batch, aux_weight=aux, backbone=backbone,
+                        epochs=epochs, seed=i // len(GRID), system_metrics=False)
+        run = c.create_run(exp, run_name=f"run-{i}", tags={"config_hash": cfg.digest()})
+        params = {**cfg.to_params(), "total_params": "5610154", "trainable_params": "5610154"}
+        c.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                    tags=[RunTag("device_name", "synthetic")])
+        sec = (30 + 4000 / batch) * (0.45 if backbone == "frozen" else 1.0) * (1 + 0.15 * (aux > 0))
+        top, rate = (0.72 if backbone == "frozen" else 0.9) - 0.02 * (batch == 128), 0.25 + 0.1 * aux
+        now, elapsed, best, metrics, reached = int(time.time() * 1000), 0.0, 0.0, [], {}
+        for e in range(1, epochs + 1):
+            t = sec * rng.uniform(0.95, 1.05)
+            elapsed += t
+            acc = float(np.clip(top * (1 - math.exp(-rate * e)) + rng.normal(0, 0.01), 0, 1))
+            best = max(best, acc)
+            for p in (50, 60, 70, 80):
+                if acc >= p / 100 and p not in reached:
+                    reached[p] = elapsed
+            loss = -math.log(max(acc, 0.05))
+            vals = {"train_loss": loss, "train_aux_loss": 2 * aux * loss, "train_total_loss": (1 + 2 * aux) * loss,
+                    "train_acc": min(1.0, acc + 0.03), "test_loss": loss * 1.1, "test_acc": acc,
+                    "epoch_time_s": t, "train_time_s": 0.85 * t, "eval_time_s": 0.15 * t, "data_time_s": 0.01 * t,
+                    "elapsed_time_s": elapsed, "throughput_img_s": 50000 / (0.85 * t)}
+            metrics += [Metric(k, v, now + e, e) for k, v in vals.items()]
+        summary = {"best_test_acc": best, "final_test_acc": acc, "total_time_s": elapsed,
+                   **{f"time_to_test_acc_{p}": v for p, v in reached.items()}}
+        metrics += [Metric(k, v, now + epochs, epochs) for k, v in summary.items()]
+        for j in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+            c.log_batch(run.info.run_id, metrics=metrics[j:j + 1000])
+        c.set_terminated(run.info.run_id, "FINISHED")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--workdir", default=None, help="default: a fresh temp dir")
+    a = ap.parse_args()
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="report-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    os.environ["GOOGLENET_STUDY_CACHE"] = str(work / "cache")
+    t0 = time.perf_counter()
+    log_synthetic(uri, a.runs, a.epochs)
+    t_log = time.perf_counter() - t0
+    print(f"logged {a.runs} runs x {a.epochs} epochs into {uri} in {t_log:.1f} s", flush=True)
+    rows = []
+    for label in ("cold (no cache)", "warm (histories cached)"):
+        _, t = report.build("scale", out=work / "report", uri=uri)
+        rows.append((label, t))
+    keys = ["fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s", "total_s"]
+    print(f"\n{'report over ' + str(a.runs) + ' runs x ' + str(a.epochs) + ' epochs':<40}"
+          + "".join(f"{k:>12}" for k in keys))
+    for label, t in rows:
+        print(f"{label:<40}" + "".join(f"{t[k]:>12.1f}" for k in keys))
+    print(f"\n{os.cpu_count()} cores; report folder: {work / 'report'}")
+
+
+if __name__ == "__main__":
+    main()

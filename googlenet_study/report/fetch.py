@@ -1,0 +1,179 @@
+"""Report stage 1: MLflow -> pandas. Which runs a report covers, and their per-epoch histories.
+
+Everything MLflow-specific goes through `googlenet_study.tracking`; this module sees plain dicts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from .. import tracking
+from ..config import UserError, field_names
+
+# What train() logs once per epoch (step = epoch, from 1) and once at the end.
+EPOCH_METRICS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
+                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s")
+SUMMARY_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")
+# Without these a run says nothing about accuracy over wall-clock time: it is listed, not counted.
+REQUIRED_EPOCH_METRICS = ("test_acc", "epoch_time_s", "elapsed_time_s")
+# Params that never change a result (config.digest() leaves them out too); `seed` is what varies within one
+# configuration, so none of these split configurations.
+NOT_CONFIG = {"seed", "data_dir", "download", "system_metrics", "total_params", "trainable_params"}
+CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
+
+
+@dataclass
+class Fetched:
+    runs: pd.DataFrame            # one row per counted run: run_id, run_name, start_time, params (strings)
+    epochs: pd.DataFrame          # one row per counted run per epoch: run_id, epoch, every per-epoch metric
+    excluded: pd.DataFrame        # run_id, run_name, status, reason
+    incomplete: pd.DataFrame      # run_id, run_name, missing: counted runs that lack some metrics
+    params: list[str]             # config params of the counted runs (all but NOT_CONFIG)
+    logged_summary: pd.DataFrame  # run_id + the summary metrics the runs logged themselves
+    source: dict = field(default_factory=dict)
+
+
+def select(experiment: str, study: str | None = None, parent_run: str | None = None,
+           filter_string: str | None = None, uri: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(training runs in scope, parent runs in scope): leaves of the run tree only; a sweep's parent run
+    and a trial that aggregates repeats are not training runs."""
+    runs = tracking.search_runs_all(experiment, filter_string, uri)
+    tree = tracking.search_runs_all(experiment, None, uri) if filter_string and (study or parent_run) else runs
+    parent_of = {r["run_id"]: r["tags"].get("mlflow.parentRunId") for r in tree}
+    has_children = {p for p in parent_of.values() if p}
+    if study is not None or parent_run is not None:
+        if parent_run is not None:
+            roots = {parent_run} & set(parent_of)
+            if not roots:
+                raise UserError(f"--parent-run: no run {parent_run!r} in experiment {experiment!r}")
+        else:
+            roots = {r["run_id"] for r in tree if r["run_name"] == study and not parent_of[r["run_id"]]}
+        tagged = {r["run_id"] for r in tree if study is not None and r["tags"].get("study") == study}
+        if not roots and not tagged:
+            raise UserError(f"--study: no sweep named {study!r} in experiment {experiment!r} "
+                            "(no parent run of that name, no run tagged study={study!r})")
+        members = set(tagged)
+        for rid in parent_of:  # walk up to a root: children, grandchildren (repeats), ...
+            p, seen = rid, 0
+            while p and seen < 10:
+                if p in roots:
+                    members.add(rid)
+                    break
+                p, seen = parent_of.get(p), seen + 1
+        runs = [r for r in runs if r["run_id"] in members - roots]
+    if not runs:
+        what = f" matching --filter {filter_string!r}" if filter_string else ""
+        raise UserError(f"no runs{what} in experiment {experiment!r}"
+                        + (f" under {'study ' + repr(study) if study else 'parent run ' + parent_run}"
+                           if study or parent_run else ""))
+    leaves = [r for r in runs if r["run_id"] not in has_children]
+    parents = [r for r in runs if r["run_id"] in has_children]
+    return leaves, parents
+
+
+def fetch(experiment: str, study: str | None = None, parent_run: str | None = None,
+          filter_string: str | None = None, uri: str | None = None, cache_dir: Path | None = None) -> Fetched:
+    leaves, parents = select(experiment, study, parent_run, filter_string, uri)
+    excluded = [{"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
+                 "reason": "parent run (sweep or repeats), not a training run"} for r in parents]
+    finished = []
+    for r in leaves:
+        if r["status"] == "FINISHED":
+            finished.append(r)
+        else:
+            excluded.append({"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
+                             "reason": f"status {r['status']}: only FINISHED runs count"})
+    if not finished:
+        raise UserError(f"no FINISHED runs in scope ({len(leaves)} training runs found, none finished)")
+
+    histories = _histories(finished, uri, cache_dir)
+    rows, incomplete, counted = [], [], []
+    for r in finished:
+        h = histories[r["run_id"]]
+        missing = [k for k in EPOCH_METRICS if not h.get(k)]
+        missing += [k for k in SUMMARY_METRICS if k not in r["metrics"]]
+        if any(k in missing for k in REQUIRED_EPOCH_METRICS):
+            excluded.append({"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
+                             "reason": "missing per-epoch " + ", ".join(k for k in REQUIRED_EPOCH_METRICS
+                                                                        if k in missing)})
+            continue
+        if missing:
+            incomplete.append({"run_id": r["run_id"], "run_name": r["run_name"], "missing": ", ".join(missing)})
+        counted.append(r)
+        by_epoch: dict[int, dict] = {}
+        for k, points in h.items():
+            for step, value, _ in points:  # a resumed run may re-log an epoch: the last value wins
+                by_epoch.setdefault(step, {})[k] = value
+        rows += [{"run_id": r["run_id"], "epoch": e, **v} for e, v in sorted(by_epoch.items())]
+    if not counted:
+        raise UserError("no FINISHED run in scope has per-epoch test_acc and time metrics")
+
+    params = sorted({k for r in counted for k in r["params"]} - NOT_CONFIG,
+                    key=lambda k: (field_names().index(k) if k in field_names() else 99, k))
+    runs = pd.DataFrame([{"run_id": r["run_id"], "run_name": r["run_name"], "start_time": r["start_time"],
+                          "seed": r["params"].get("seed", ""), **{p: r["params"].get(p, "") for p in params},
+                          "study": r["tags"].get("study", ""), "trial": r["tags"].get("trial", ""),
+                          "device_name": r["tags"].get("device_name", "")} for r in counted])
+    epochs = pd.DataFrame(rows)
+    for k in EPOCH_METRICS:
+        if k not in epochs:
+            epochs[k] = float("nan")
+    summary = pd.DataFrame([{"run_id": r["run_id"], **{k: v for k, v in r["metrics"].items()
+                                                       if k in SUMMARY_METRICS or k.startswith("time_to_test_acc_")}}
+                            for r in counted])
+    source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
+              "tracking_uri": tracking.redact(tracking.tracking_uri(uri))}
+    return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
+                   pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source)
+
+
+def _epoch_keys(r: dict) -> list[str]:
+    """Per-epoch metric keys of a run: what it logged, less summaries and MLflow's system metrics."""
+    keys = [k for k in r["metrics"] if not k.startswith(("system/", "time_to_test_acc_")) and k not in SUMMARY_METRICS]
+    return sorted(set(keys))
+
+
+def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None) -> dict[str, dict]:
+    """Metric histories of FINISHED runs; cached on disk by (tracking URI, run id, end time), since a
+    finished run's metrics no longer change."""
+    cache = _cache_file(uri, cache_dir)
+    cached: dict = {}
+    if cache is not None and cache.exists():
+        try:
+            cached = pickle.loads(cache.read_bytes())
+        except Exception:  # noqa: BLE001 - a bad cache is only a slower report
+            cached = {}
+    todo = {r["run_id"]: _epoch_keys(r) for r in runs
+            if cached.get(r["run_id"], (None,))[0] != (r["end_time"], tuple(_epoch_keys(r)))}
+    out = {r["run_id"]: cached[r["run_id"]][1] for r in runs if r["run_id"] not in todo}
+    if todo:
+        with tqdm(total=len(todo), desc="metric histories", unit="run", disable=None, leave=False) as bar:
+            out.update(tracking.metric_histories(todo, uri, progress=bar.update))
+    if cache is not None and todo:
+        end = {r["run_id"]: (r["end_time"], tuple(_epoch_keys(r))) for r in runs}
+        cached.update({rid: (end[rid], out[rid]) for rid in todo})
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(pickle.dumps(cached, protocol=pickle.HIGHEST_PROTOCOL))
+            tmp.replace(cache)
+        except OSError:
+            pass
+    return out
+
+
+def _cache_file(uri: str | None, cache_dir: Path | None) -> Path | None:
+    where = cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "googlenet-study"
+    if str(where) == "off":
+        return None
+    u = tracking.tracking_uri(uri)
+    if u.startswith("sqlite:///") and not u.startswith("sqlite:////"):  # relative to the working folder
+        u = "sqlite:///" + os.path.abspath(u[len("sqlite:///"):])
+    key = hashlib.sha256(u.encode()).hexdigest()[:16]
+    return Path(where) / f"histories-{key}.pkl"
