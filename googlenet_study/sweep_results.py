@@ -1,0 +1,107 @@
+"""What a sweep's parent run holds at the end: best value(s) and params, the trials table and
+Optuna's plots (matplotlib, offline). Written by every sweep process whose workers are done; the
+one that finds no trial RUNNING or WAITING ends the parent run FINISHED."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from . import tracking
+from .study import StudySpec
+
+
+def real_trials(st: optuna.Study) -> list:
+    """Every trial but the surplus ones (created when the queue ran dry; they never trained)."""
+    return [t for t in st.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+
+
+def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> dict:
+    """Log results to the parent run; returns the trial counts and whether the study is done."""
+    trials = real_trials(st)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in
+              (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
+    done = counts["running"] == 0 and counts["waiting"] == 0
+    metrics = {f"n_trials_{k}": v for k, v in counts.items()}
+    tags: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        files = [_trials_csv(st, trials, d / "trials.csv")]
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if complete and len(spec.objectives) == 1:
+            best = st.best_trial
+            metrics[f"best_trial.{spec.metrics[0]}"] = best.value
+            tags.update({"best_trial_number": str(best.number),
+                         "best_mlflow_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
+                         **{f"best_param.{k}": str(v) for k, v in best.params.items()}})
+            best_json = [_trial_json(best, spec)]
+        elif complete:
+            front = st.best_trials
+            metrics["n_pareto_trials"] = len(front)
+            tags["pareto_trial_numbers"] = ",".join(str(t.number) for t in front)
+            best_json = [_trial_json(t, spec) for t in front]
+        else:
+            best_json = []
+        (d / "best_trials.json").write_text(json.dumps(best_json, indent=2, default=str))
+        files += [d / "best_trials.json"] + _plots(st, spec, complete, d)
+        tracking.log_run_data(parent, uri, metrics=metrics, tags=tags, files=files)
+    if done:
+        tracking.end_run(parent, "FINISHED", uri)
+    return {**counts, "done": done}
+
+
+def _trial_json(t, spec: StudySpec) -> dict:
+    return {"number": t.number, "values": dict(zip(spec.metrics, t.values)), "params": t.params,
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+
+
+def _trials_csv(st: optuna.Study, trials: list, path: Path) -> Path:
+    df = st.trials_dataframe(attrs=("number", "state", "values", "params", "user_attrs", "datetime_start",
+                                    "datetime_complete", "duration"))
+    if "user_attrs_surplus" in df:
+        df = df[df["user_attrs_surplus"] != True].drop(columns="user_attrs_surplus")  # noqa: E712
+    df.to_csv(path, index=False)
+    return path
+
+
+def _plots(st: optuna.Study, spec: StudySpec, complete: list, d: Path) -> list[Path]:
+    """Optuna's matplotlib plots; a plot Optuna cannot draw for this study is skipped, said on stderr."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as vm
+
+    if not complete:
+        return []
+    jobs = {}
+    if len(spec.objectives) == 1:
+        jobs["optimization_history.png"] = lambda: vm.plot_optimization_history(st, target_name=spec.metrics[0])
+        jobs["param_importances.png"] = lambda: vm.plot_param_importances(st, target_name=spec.metrics[0])
+        if spec.pruner != "none":
+            jobs["intermediate_values.png"] = lambda: vm.plot_intermediate_values(st)
+    else:
+        if len(spec.objectives) <= 3:
+            jobs["pareto_front.png"] = lambda: vm.plot_pareto_front(st, target_names=spec.metrics)
+        for i, m in enumerate(spec.metrics):
+            jobs[f"param_importances_{m}.png"] = (
+                lambda i=i, m=m: vm.plot_param_importances(st, target=lambda t: t.values[i], target_name=m))
+    out = []
+    for name, job in jobs.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = job()
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.tight_layout()
+            fig.savefig(d / name, dpi=110)
+            plt.close(fig)
+            out.append(d / name)
+        except Exception as e:  # noqa: BLE001 - e.g. importances need 2+ trials with varying params
+            print(f"[{spec.name}] plot {name} skipped: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr)
+    return out

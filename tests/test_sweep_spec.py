@@ -1,0 +1,150 @@
+"""Study files: the shipped ones are valid; every bad one ends in one line naming the file and the
+key, exit status 2, and leaves no Optuna storage and no MLflow run behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from googlenet_study import cli, study
+from googlenet_study.config import UserError
+
+from conftest import ROOT
+
+BASE = {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16, "epochs": 1,
+        "train_size": 100, "test_size": 50, "system_metrics": False}
+GOOD = {"name": "ok", "base": BASE, "space": {"seed": [0, 1], "aux_weight": [0.0, 0.3]}}
+
+
+def write(tmp_path: Path, doc: dict | str) -> Path:
+    p = tmp_path / "study.yaml"
+    p.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+    return p
+
+
+def with_(**changes) -> dict:
+    d = {**GOOD, **changes}
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@pytest.mark.parametrize("name", ["demo", "lecture37", "factorial", "pareto"])
+def test_shipped_study_files_are_valid(name):
+    s = study.load(str(ROOT / "experiments" / f"{name}.yaml"))
+    assert s.name == name
+    if name == "factorial":  # seeds x batch size x aux weight x backbone
+        assert len(s.grid) == s.n_trials == 3 * 3 * 3 * 2
+        assert {p["batch_size"] for p in s.grid} == {32, 64, 128}
+    if name == "lecture37":
+        cfg = s.config(s.grid[0])
+        assert (s.n_trials, cfg.model, cfg.weights, cfg.dataset, cfg.image_size, cfg.batch_size, cfg.optimizer,
+                cfg.aux_weight, cfg.backbone, cfg.epochs) == (1, "inception_v3", "imagenet", "cifar10", 299, 32,
+                                                               "adam", 1.0, "full", 10)
+    if name == "pareto":
+        assert s.sampler == "nsga2" and s.objectives == (("maximize", "best_test_acc"),
+                                                         ("minimize", "time_to_test_acc_70"))
+        assert isinstance(s.space["lr"], study.Range) and s.space["lr"].log
+    if name == "demo":
+        assert len(s.grid) == 8 and s.config(s.grid[0]).weights == "none" and s.config(s.grid[0]).dataset == "digits"
+
+
+def test_grid_defaults_to_whole_grid_and_set_overrides_base(tmp_path):
+    s = study.load(str(write(tmp_path, GOOD)), sets=["epochs=3", "image-size=24"])
+    assert s.sampler == "grid" and s.n_trials == 4 and len(s.grid) == 4
+    assert [p["seed"] for p in s.grid] == [0, 0, 1, 1]
+    cfg = s.config(s.grid[3], threads=1)
+    assert (cfg.epochs, cfg.image_size, cfg.seed, cfg.aux_weight, cfg.threads) == (3, 24, 1, 0.3, 1)
+
+
+def test_ranges_int_and_float(tmp_path):
+    s = study.load(str(write(tmp_path, with_(space={"lr": {"low": "1e-5", "high": 1.0e-2, "log": True},
+                                                    "batch_size": {"low": 16, "high": 64, "step": 16}},
+                                             sampler="tpe", n_trials=5))))
+    assert s.space["lr"] == study.Range(1e-5, 1e-2, True, None, False)
+    assert s.space["batch_size"].is_int and s.space["batch_size"].step == 16
+
+
+BAD = [
+    # (what, document changes, text expected in the message)
+    ("unknown top-level key", with_(trials=3), "trials: unknown key"),
+    ("name missing", with_(name=None), "name: must be"),
+    ("name with a space", with_(name="a b"), "name: must be"),
+    ("base is a list", with_(base=[1, 2]), "base: must be a mapping"),
+    ("base field unknown", with_(base={**BASE, "learning_rate": 0.1}), "base.learning_rate: not a config field"),
+    ("base value bad", with_(base={**BASE, "epochs": 0}), "epochs"),
+    ("base value wrong type", with_(base={**BASE, "batch_size": "many"}), "batch_size must be int"),
+    ("space missing", with_(space=None), "space: must map"),
+    ("space field unknown", with_(space={"colour": [1, 2]}), "space.colour: not a config field"),
+    ("space value bad", with_(space={"aux_weight": [0.0, -1.0]}), "space.aux_weight: value -1.0"),
+    ("space value wrong type", with_(space={"seed": [0, "x"]}), "space.seed: value 'x'"),
+    ("space empty list", with_(space={"seed": []}), "space.seed: an empty list"),
+    ("space scalar", with_(space={"seed": 3}), "space.seed: must be a list"),
+    ("space range on a string field", with_(space={"backbone": {"low": 0, "high": 1}}, sampler="tpe", n_trials=2),
+     "space.backbone: backbone is not numeric"),
+    ("range low above high", with_(space={"lr": {"low": 0.1, "high": 0.01}}, sampler="tpe", n_trials=2),
+     "space.lr: low must be below high"),
+    ("log range from 0", with_(space={"lr": {"low": 0, "high": 0.1, "log": True}}, sampler="tpe", n_trials=2),
+     "space.lr: a log range needs low > 0"),
+    ("float range on an int field", with_(space={"epochs": {"low": 1.5, "high": 3}}, sampler="tpe", n_trials=2),
+     "space.epochs: epochs is an integer field"),
+    ("range under grid", with_(space={"lr": {"low": 1e-4, "high": 1e-2}}, sampler="grid"),
+     "space.lr: a range cannot be searched by sampler grid"),
+    ("value invalid with base", with_(base={**BASE, "model": "inception_v3", "image_size": 100},
+                                      space={"aux_weight": [0.0, 1.0]}), "space.aux_weight: value 1.0: image_size"),
+    ("invalid combination", with_(base={**{k: v for k, v in BASE.items() if k != "image_size"},
+                                        "model": "inception_v3", "aux_weight": 0.0},
+                                  space={"image_size": [100, 299], "aux_weight": [0.0, 1.0]}),
+     "space: the combination image_size=100, aux_weight=1.0 is invalid"),
+    ("unknown sampler", with_(sampler="bayes"), "sampler: got 'bayes'"),
+    ("sampler seed negative", with_(sampler_seed=-1), "sampler_seed: must be an integer >= 0"),
+    ("unknown objective metric", with_(objectives=[{"maximize": "accuracy"}]), "unknown objective metric 'accuracy'"),
+    ("objective target not in target_accs", with_(objectives=[{"minimize": "time_to_test_acc_95"}]),
+     "time_to_test_acc_P needs P in base.target_accs"),
+    ("objective direction", with_(objectives=[{"maximise": "best_test_acc"}]), "objectives[0]: must be one of"),
+    ("objectives not a list", with_(objectives="best_test_acc"), "objectives: must be a list"),
+    ("pruner with several objectives", with_(pruner="median", objectives=[{"maximize": "best_test_acc"},
+                                                                          {"minimize": "total_time_s"}]),
+     "pruner: median prunes on one objective"),
+    ("unknown pruner", with_(pruner="asha"), "pruner: got 'asha'"),
+    ("n_trials zero", with_(n_trials=0), "n_trials: must be an integer >= 1"),
+    ("n_trials beyond the grid", with_(n_trials=5), "n_trials: 5 is more than the grid's 4 points"),
+    ("n_trials missing for tpe", with_(sampler="tpe"), "n_trials: required with sampler tpe"),
+    ("max_retries negative", with_(max_retries=-1), "max_retries: must be an integer >= 0"),
+    ("repeats a string", with_(repeats="two"), "repeats: must be an integer >= 1"),
+    ("repeats with seed searched", with_(repeats=2), "repeats: with repeats > 1"),
+    ("not a mapping", "- a\n- b\n", "expected a mapping"),
+    ("not YAML", "name: [unclosed\n", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("what,doc,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_study_file_exits_2_and_creates_nothing(tmp_path, tracking_uri, capsys, what, doc, expected):
+    path = write(tmp_path, doc)
+    code = cli.main(["sweep", str(path), "--tracking-uri", tracking_uri, "--no-report"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and expected in err, err
+    assert not (tmp_path / "optuna.db").exists()  # no Optuna study (the storage was never opened)
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run (the store was never opened)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--set", "epochs"], "--set: expected field=value"),
+    (["--set", "seed=3"], "--set seed: seed is searched"),
+    (["--set", "epochs=0"], "epochs"),
+    (["--n-trials", "9"], "--n-trials: 9 is more than the grid's 4 points"),
+    (["--workers", "0"], "--workers: must be an integer >= 1"),
+    (["--storage", "redis://u:secret@h/0"], "--storage: 'redis://u:***@h/0'"),
+])
+def test_bad_command_line_exits_2_and_creates_nothing(tmp_path, tracking_uri, capsys, args, expected):
+    code = cli.main(["sweep", str(write(tmp_path, GOOD)), "--tracking-uri", tracking_uri, "--no-report", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and "secret" not in err, err
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_load_error_is_a_user_error_naming_the_file(tmp_path):
+    with pytest.raises(UserError, match=r"study\.yaml: space\.seed"):
+        study.load(str(write(tmp_path, with_(space={"seed": [-1]}))))
