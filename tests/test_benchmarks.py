@@ -103,3 +103,15 @@ def test_frozen_builds_no_autograd_graph_through_the_trunk(tiny_cfg):
     for name, p in net.net.named_parameters():
         assert (p.grad is not None) == p.requires_grad, name
     assert not any(p.requires_grad for p in net.net.inception5b.parameters())
+
+
+@pytest.mark.parametrize("size", [299, 64, 5])  # upscale (CIFAR -> 299), and an antialiased downscale
+def test_normalising_before_the_resize_is_the_same_transform(size):
+    """DeviceBatches normalises at the native size, then resizes: the same map as resize-then-normalise."""
+    from googlenet_study.data import IMAGENET_MEAN, IMAGENET_STD, DeviceBatches, Split
+
+    u8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    b = DeviceBatches(Split(u8, torch.zeros(4, dtype=torch.long)), 4, size, torch.device("cpu"), shuffle=False)
+    x = F.interpolate(u8.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=size < 32)
+    want = (x / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(b.transform(u8), want, rtol=0, atol=1e-5)

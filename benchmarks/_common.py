@@ -1,0 +1,87 @@
+"""Shared by the benchmark scripts: run configs through the real engine, time side by side, print tables.
+
+Every script runs the compared variants interleaved (A B A B ...) in one process, so that load from
+other processes on the machine falls on all of them alike, and reports medians over repeats."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+from googlenet_study import data as data_mod
+from googlenet_study import engine, model
+from googlenet_study.config import RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ListTracker:
+    """engine.Tracker without a store: keeps the per-epoch metrics."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.epochs.append(metrics)
+
+
+def base_config(**over) -> RunConfig:
+    """The CPU benchmark setting: GoogLeNet, random init, offline digits, 64 px, batch 64, no sampling thread."""
+    kw = dict(model="googlenet", dataset="digits", weights="none", image_size=64, batch_size=64,
+              epochs=2, system_metrics=False, device="cpu")
+    kw.update(over)
+    return RunConfig(**kw).resolve()
+
+
+def fit(cfg: RunConfig, fold_bn: bool = True) -> list[dict]:
+    """engine.fit on `cfg` without MLflow; returns the per-epoch metrics (epoch_time_s etc.)."""
+    engine.seed_everything(cfg)
+    ds = data_mod.load(cfg)
+    net, _ = model.build(cfg, fold_bn=fold_bn)
+    history, _ = engine.fit(cfg, ds, net, ListTracker(), engine.Hooks(progress=False))
+    return history
+
+
+def median(xs) -> float:
+    return statistics.median(list(xs))
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A plain fixed-width table (floats to 3 significant places)."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    cells = [[cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """One line: CPU or GPU name, threads, torch version."""
+    if torch.cuda.is_available():
+        dev = torch.cuda.get_device_name(0)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        dev = f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} intra-op threads"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{dev}; torch {torch.__version__}; 1-min load average at start {load:.2f}"
+
+
+def replace(cfg: RunConfig, **over) -> RunConfig:
+    return dataclasses.replace(cfg, **over).resolve()
