@@ -252,10 +252,17 @@ def _run_dict(r) -> dict:
 
 def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, progress=None,
                      workers: int = HISTORY_WORKERS) -> dict[str, dict[str, list[tuple[int, float, int]]]]:
-    """{run_id: {key: [(step, value, timestamp_ms)]}}, fetched concurrently; `progress()` per run."""
+    """{run_id: {key: [(step, value, timestamp_ms)]}}; `progress(n)` as runs complete.
+
+    A database store (SQLite, PostgreSQL, MySQL) answers one query per key for a chunk of runs (its
+    get_metric_history_bulk: one request per run per key costs ~5 ms on SQLite, 60 s for 1,000 runs x 12
+    keys); any other store (an MLflow server over HTTP) gets per-run requests from a thread pool."""
     from concurrent.futures import ThreadPoolExecutor
 
     c = client(uri)
+    store = getattr(getattr(c, "_tracking_client", None), "store", None)
+    if hasattr(store, "get_metric_history_bulk") and hasattr(store, "ManagedSessionMaker"):
+        return _histories_bulk(store, keys_by_run, progress)
 
     def one(run_id: str) -> tuple[str, dict]:
         out = {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run_id, k)]
@@ -267,7 +274,21 @@ def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, 
         for run_id, hist in pool.map(one, keys_by_run):
             result[run_id] = hist
             if progress is not None:
-                progress()
+                progress(1)
+    return result
+
+
+def _histories_bulk(store, keys_by_run: dict[str, list[str]], progress, chunk: int = 500) -> dict:
+    result: dict[str, dict] = {rid: {k: [] for k in keys} for rid, keys in keys_by_run.items()}
+    ids = list(keys_by_run)
+    for i in range(0, len(ids), chunk):  # chunks keep the SQL IN (...) list within every database's limit
+        part = ids[i:i + chunk]
+        for key in sorted({k for rid in part for k in keys_by_run[rid]}):
+            for m in store.get_metric_history_bulk(part, key, None):  # ordered by run, timestamp, step
+                if key in result[m.run_id]:
+                    result[m.run_id][key].append((m.step, m.value, m.timestamp))
+        if progress is not None:
+            progress(len(part))
     return result
 
 

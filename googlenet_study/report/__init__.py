@@ -172,6 +172,10 @@ def _document(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> rend
          "Dashed black: the lecture's published curve (one run; test accuracy 52.87 ... 79.57 % for epochs 1-8, "
          "about 466 s per epoch on its GPU), drawn for reference, not averaged in."),
     ]
+    why = {"fig-factors": "no factor varies", "fig-filters": "no run has a filters/filters.pt artifact",
+           "fig-reference": "no inception_v3 runs"}
+    skipped = [f"{t} ({why.get(i, 'nothing to draw')})" for i, t, fig, _ in figs if fig is None]
+    facts.append(("figures not drawn", "; ".join(skipped) or "none"))
     doc = render.Document(title, facts, method_paragraphs(main_p, targets))
     doc.figures = [render.Figure(i, t, c, fig) for i, t, fig, c in figs if fig is not None]
     doc.tables, doc.appendix = tables(f, runs, varying, summ, comp, rank, main_p, targets, _pct)

@@ -1,0 +1,295 @@
+"""The report, checked as a reader would: runs logged by the test itself into a real SQLite MLflow store,
+numbers recomputed by hand, the HTML opened in Chromium, the PDF turned into pages."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from scipy import stats as sps
+
+from googlenet_study import report
+from googlenet_study.cli import main as cli_main
+from googlenet_study.config import RunConfig, UserError
+from googlenet_study.report import fetch, stats
+
+from conftest import ARTIFACTS, cli, skip_or_fail
+
+XSS_NAME = "<script>alert(1)</script>"
+XSS_IMG = '<img src=x onerror="alert(2)">'
+
+
+def log_run(c: MlflowClient, exp_id: str, name: str, accs: list[float], epoch_s: float = 10.0, seed: int = 0,
+            status: str = "FINISHED", tags: dict | None = None, summary: bool = True, drop: tuple = (),
+            filters: bool = False, **config) -> str:
+    """One synthetic run as train() records it: every config field as a param, per-epoch metrics with
+    step = epoch, summary metrics, a final status. `drop`: per-epoch metrics left out."""
+    cfg = RunConfig(**{"model": "googlenet", "dataset": "digits", "weights": "none", "epochs": len(accs),
+                       "seed": seed, "system_metrics": False, **config})
+    run_id = c.create_run(exp_id, run_name=name, tags=tags or {}).info.run_id
+    c.log_batch(run_id, params=[Param(k, v) for k, v in cfg.to_params().items()],
+                tags=[RunTag("config_hash", cfg.digest())])
+    now, metrics, elapsed = int(time.time() * 1000), [], 0.0
+    for e, acc in enumerate(accs, start=1):
+        elapsed += epoch_s
+        vals = {"train_loss": 1 - acc, "train_aux_loss": 0.5 * (1 - acc), "train_total_loss": 1.5 * (1 - acc),
+                "train_acc": acc, "test_loss": 1.1 - acc, "test_acc": acc, "epoch_time_s": epoch_s,
+                "train_time_s": 0.8 * epoch_s, "eval_time_s": 0.2 * epoch_s, "data_time_s": 0.0,
+                "elapsed_time_s": elapsed, "throughput_img_s": 100.0 / epoch_s}
+        metrics += [Metric(k, v, now + e, e) for k, v in vals.items() if k not in drop]
+    if summary:
+        s = {"best_test_acc": max(accs), "final_test_acc": accs[-1], "total_time_s": elapsed}
+        metrics += [Metric(k, v, now, len(accs)) for k, v in s.items()]
+    c.log_batch(run_id, metrics=metrics)
+    if filters:
+        g = torch.Generator().manual_seed(seed)
+        before = torch.randn(64, 3, 7, 7, generator=g)
+        d = Path(f"filters-{run_id}")
+        d.mkdir()
+        torch.save({"before": before, "after": before + 0.1 * torch.randn(64, 3, 7, 7, generator=g)},
+                   d / "filters.pt")
+        c.log_artifact(run_id, str(d / "filters.pt"), artifact_path="filters")
+    c.set_terminated(run_id, status)
+    return run_id
+
+
+# Config A (batch 32): three seeds whose numbers we know; config B (batch 64): three seeds, faster epochs.
+A_ACCS = [[0.40, 0.55, 0.80], [0.52, 0.66, 0.85], [0.45, 0.58, 0.90]]  # best 0.80, 0.85, 0.90
+B_ACCS = [[0.30, 0.45, 0.62], [0.35, 0.51, 0.60], [0.33, 0.48, 0.64]]
+A_EPOCH_S, B_EPOCH_S = [10.0, 12.0, 11.0], [6.0, 6.5, 7.0]
+
+
+def populate(c: MlflowClient) -> dict:
+    exp = c.create_experiment("rep")
+    ids = {}
+    for s, (accs, t) in enumerate(zip(A_ACCS, A_EPOCH_S)):
+        ids[f"A{s}"] = log_run(c, exp, f"a-seed{s}", accs, t, seed=s, batch_size=32, filters=True)
+    for s, (accs, t) in enumerate(zip(B_ACCS, B_EPOCH_S)):
+        ids[f"B{s}"] = log_run(c, exp, XSS_IMG if s == 2 else f"b-seed{s}", accs, t, seed=s, batch_size=64,
+                               summary=s != 2, drop=("train_aux_loss",) if s == 2 else (), filters=True)
+    ids["failed"] = log_run(c, exp, XSS_NAME, [0.1], 5.0, seed=9, batch_size=32, status="FAILED")
+    ids["no_acc"] = log_run(c, exp, "no-test-acc", [0.5, 0.6], 5.0, seed=8, batch_size=32, drop=("test_acc",))
+    # One inception_v3 run, so figure 9 (the lecture's reference curve) appears.
+    ids["inc"] = log_run(c, exp, "inception", [0.5, 0.7], 466.0, seed=0, model="inception_v3",
+                         image_size=299, batch_size=32)
+    log_run(c, c.create_experiment("only-failed"), "crashed", [0.5], 1.0, status="FAILED")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """One store, one report written through the real command line (a fresh process)."""
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        ids = populate(MlflowClient(uri))
+    finally:
+        os.chdir(cwd)
+    env = {"MLFLOW_TRACKING_URI": uri, "GOOGLENET_STUDY_CACHE": str(root / "cache")}
+    r = cli("report", "--experiment", "rep", "--targets", "50,60,80", env=env, cwd=root)
+    assert r.returncode == 0, r.stderr
+    return {"root": root, "out": root / "reports" / "rep", "uri": uri, "ids": ids, "env": env, "stdout": r.stdout}
+
+
+def test_writes_the_four_files_into_reports_experiment(made):
+    names = {p.name for p in made["out"].iterdir()}
+    assert {"report.html", "report.pdf", "runs.csv", "summary.csv"} <= names
+    assert not [p for p in made["out"].parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+    assert "report: reports/rep/report.html" in made["stdout"]
+
+
+def test_summary_matches_numbers_computed_by_hand(made):
+    s = pd.read_csv(made["out"] / "summary.csv")
+    googlenet = s[s["model"] == "googlenet"]
+    assert list(googlenet["batch_size"]) == [32, 64] and list(googlenet["n_runs"]) == [3, 3]
+    a = googlenet.iloc[0]
+    best = np.array([max(x) for x in A_ACCS])
+    lo, hi = sps.t.interval(0.95, len(best) - 1, loc=best.mean(), scale=sps.sem(best))
+    assert a["best_test_acc_mean"] == pytest.approx(0.85)
+    assert (a["best_test_acc_ci_low"], a["best_test_acc_ci_high"]) == pytest.approx((lo, hi))
+    assert a["epoch_time_s_mean"] == pytest.approx(np.mean(A_EPOCH_S))
+    assert a["total_time_s_mean"] == pytest.approx(3 * np.mean(A_EPOCH_S))
+    # 50 %: seeds reach it at epochs 2, 1, 2 -> elapsed 20, 12, 22 s.
+    t50 = np.array([2 * 10.0, 1 * 12.0, 2 * 11.0])
+    assert a["time_to_test_acc_50_reached"] == 1.0
+    assert a["time_to_test_acc_50_mean"] == pytest.approx(t50.mean())
+    assert a["time_to_test_acc_50_ci_low"] == pytest.approx(
+        sps.t.interval(0.95, 2, loc=t50.mean(), scale=sps.sem(t50))[0])
+    # 80 %: reached by all three at epoch 3; config B never reaches it: counted, not dropped.
+    assert a["time_to_test_acc_80_mean"] == pytest.approx(np.mean([30.0, 36.0, 33.0]))
+    b = googlenet.iloc[1]
+    assert b["time_to_test_acc_80_reached"] == 0.0 and math.isnan(b["time_to_test_acc_80_mean"])
+    # B's third run logged no summary metrics: its best accuracy comes from its history (0.64).
+    assert b["best_test_acc_mean"] == pytest.approx(np.mean([0.62, 0.60, 0.64]))
+    # Exact issue-4 column names.
+    for m in ("best_test_acc", "final_test_acc", "epoch_time_s", "total_time_s", "time_to_test_acc_60"):
+        assert {f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high"} <= set(s.columns)
+    assert "time_to_test_acc_60_reached" in s.columns and "n_runs" in s.columns
+
+
+def test_runs_csv_is_tidy_and_only_finished_complete_runs_count(made):
+    r = pd.read_csv(made["out"] / "runs.csv")
+    assert len(r) == 3 * 6 + 2  # six googlenet runs x 3 epochs + the inception run's 2 epochs
+    assert set(r["run_id"]) == {made["ids"][k] for k in ("A0", "A1", "A2", "B0", "B1", "B2", "inc")}
+    assert {"epoch", "seed", "batch_size", "lr", "test_acc", "elapsed_time_s", "throughput_img_s"} <= set(r.columns)
+    html = (made["out"] / "report.html").read_text()
+    assert made["ids"]["failed"] in html and "status FAILED" in html
+    assert made["ids"]["no_acc"] in html and "missing per-epoch test_acc" in html
+    assert "train_aux_loss, best_test_acc, final_test_acc, total_time_s" in html  # B2, counted, flagged
+
+
+def test_mlflow_strings_are_escaped_and_the_page_has_no_script(made):
+    html = (made["out"] / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in html
+    assert "<script" not in html.lower() and "<img src=x" not in html
+    assert 'src="http' not in html and "<link" not in html  # self-contained
+    assert html.count('<img src="data:image/png;base64,') == 9  # all nine figures
+    assert '<a href="#fig-time">' in html  # table of contents
+
+
+def test_comparisons_give_effect_size_and_probability(made):
+    c = pd.read_csv(made["out"] / "comparisons.csv")
+    row = c[(c["factor"] == "batch_size") & (c["metric"] == "best_test_acc")].iloc[0]
+    a, b = np.array([max(x) for x in A_ACCS]), np.array([max(x) for x in B_ACCS])
+    assert row["p_A_better"] == 1.0  # every A run beats every B run
+    assert row["welch_p"] == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    pooled = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
+    assert row["cohens_d"] == pytest.approx((a.mean() - b.mean()) / pooled)
+    t80 = c[(c["factor"] == "batch_size") & (c["metric"] == "time_to_test_acc_80")].iloc[0]
+    assert t80["reached_A"] == 3 and t80["reached_B"] == 0 and t80["p_A_better"] == 1.0
+
+
+def test_pdf_has_the_expected_pages(made, tmp_path):
+    if shutil.which("pdftoppm") is None:
+        skip_or_fail("pdftoppm (poppler-utils) is not installed")
+    subprocess.run(["pdftoppm", "-png", "-r", "40", str(made["out"] / "report.pdf"), str(tmp_path / "p")], check=True)
+    pages = sorted(tmp_path.glob("p-*.png"))
+    # title + ranking + summary + 9 figures + comparisons + excluded + incomplete
+    assert len(pages) == 1 + 2 + 9 + 3
+    assert all(p.stat().st_size > 2000 for p in pages)
+
+
+@pytest.mark.browser
+def test_html_in_chromium_shows_every_figure_and_runs_no_script(made, chromium):
+    from playwright.sync_api import sync_playwright
+
+    dialogs, console = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.on("console", lambda m: console.append(m.text))
+            page.goto((made["out"] / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+            toc = page.eval_on_selector_all("nav a", "els => els.length")
+            text = page.inner_text("#excluded")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
+        finally:
+            browser.close()
+    assert len(widths) == 9 and all(w > 0 for w in widths)
+    assert toc >= 9 + 5
+    assert XSS_NAME in text  # shown as text, never run
+    assert dialogs == []
+
+
+def test_second_report_reads_the_cache_and_agrees(made, tmp_path, monkeypatch):
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", str(made["root"] / "cache"))
+    assert list((made["root"] / "cache").glob("histories-*.pkl"))
+    out, t = report.build("rep", targets=(50, 60, 80), out=tmp_path / "again", uri=made["uri"])
+    first = pd.read_csv(made["out"] / "summary.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), first)
+
+
+def test_study_and_parent_run_select_the_sweep_children(tracking_uri, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
+    c = MlflowClient(tracking_uri)
+    exp = c.create_experiment("sw")
+    parent = c.create_run(exp, run_name="demo").info.run_id
+    kids = [log_run(c, exp, f"trial-{i}", [0.5, 0.6], 3.0, seed=i, aux_weight=a,
+                    tags={"mlflow.parentRunId": parent, "study": "demo", "trial": str(i)})
+            for i, a in enumerate((0.0, 1.0, 0.0, 1.0))]
+    # A trial with repeats: its own run averages two seed runs nested under it.
+    trial = c.create_run(exp, run_name="trial-4", tags={"mlflow.parentRunId": parent, "study": "demo"}).info.run_id
+    kids += [log_run(c, exp, f"trial-4-seed{s}", [0.4, 0.7], 3.0, seed=10 + s, tags={"mlflow.parentRunId": trial})
+             for s in range(2)]
+    c.set_terminated(trial, "FINISHED")
+    c.set_terminated(parent, "FINISHED")
+    outsider = log_run(c, exp, "outsider", [0.9], 1.0)
+    for kw in ({"study": "demo"}, {"parent_run": parent}):
+        f = fetch.fetch("sw", uri=tracking_uri, **kw)
+        assert set(f.runs["run_id"]) == set(kids)
+        assert trial in set(f.excluded["run_id"])
+    f = fetch.fetch("sw", study="demo", filter_string="params.aux_weight = '1.0'", uri=tracking_uri)
+    assert set(f.runs["run_id"]) == {kids[1], kids[3], kids[4], kids[5]}
+    assert outsider in set(fetch.fetch("sw", uri=tracking_uri).runs["run_id"])
+    out, _ = report.build("sw", study="demo", uri=tracking_uri)
+    assert out == Path("reports/demo") and (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--experiment", "nope"], "no experiment named 'nope'"),
+    (["--experiment", "rep", "--filter", "params.model = 'resnet'"], "no runs matching --filter"),
+    (["--experiment", "rep", "--filter", "params.model === x"], "--filter: MLflow rejected"),
+    (["--experiment", "rep", "--study", "missing"], "--study: no sweep named 'missing'"),
+    (["--experiment", "rep", "--targets", "50,abc"], "--targets: got '50,abc'"),
+    (["--experiment", "rep", "--targets", "0,120"], "--targets"),
+    (["--experiment", "only-failed"], "no FINISHED runs"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_folder(made, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    rc = cli_main(["report", *argv, "--tracking-uri", made["uri"], "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not Path("reports").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    rc = cli_main(["report", *argv, "--tracking-uri", made["uri"]])  # the default folder is not made either
+    assert rc == 2 and not Path("reports").exists()
+
+
+def test_small_statistics_by_hand():
+    assert stats.olympic_mean([1, 2, 3, 4, 100]) == pytest.approx(3.0)
+    assert math.isnan(stats.olympic_mean([1, 2, 3, 4]))
+    assert stats.prob_better([2, 3], [1, 3], higher_is_better=True) == pytest.approx((1 + 0 + 1 + 0.5) / 4)
+    assert stats.prob_better([10, np.inf], [np.inf], higher_is_better=False) == pytest.approx((1 + 0.5) / 2)
+    m, lo, hi = stats.t_interval([1.0])
+    assert m == 1.0 and math.isnan(lo) and math.isnan(hi)
+    with pytest.raises(UserError):
+        report.parse_targets("")
+
+
+@pytest.mark.slow
+def test_report_over_a_real_training_run(tracking_uri, monkeypatch, tmp_path):
+    from googlenet_study.train import train
+
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
+    cfg = RunConfig(model="googlenet", dataset="digits", weights="none", image_size=16, train_size=100,
+                    test_size=50, epochs=1, batch_size=50, threads=2, system_metrics=False)
+    result = train(cfg, tracking_uri, "real")
+    assert result.status == "FINISHED"
+    out, t = report.build("real", out=tmp_path / "real", uri=tracking_uri)
+    html = (out / "report.html").read_text()
+    assert 'id="fig-filters"' in html  # figure 8 from the run's own filters.pt artifact
+    # One configuration, no inception_v3: no factor plot, no lecture reference, and the report says so.
+    assert html.count("data:image/png;base64,") == 7
+    assert "Effect of each factor (no factor varies); Lecture reference (inception_v3) (no inception_v3 runs)" in html
+    s = pd.read_csv(out / "summary.csv")
+    assert s["n_runs"].tolist() == [1] and s["best_test_acc_mean"][0] == pytest.approx(result.summary["best_test_acc"])
+    assert len(pd.read_csv(out / "runs.csv")) == 1
