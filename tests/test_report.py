@@ -202,6 +202,7 @@ def test_html_in_chromium_shows_every_figure_and_runs_no_script(made, chromium):
             text = page.inner_text("#excluded")
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=False)
+            page.locator("#fig-time").screenshot(path=str(ARTIFACTS / "report-main-figure.png"))
         finally:
             browser.close()
     assert len(widths) == 9 and all(w > 0 for w in widths)
@@ -240,8 +241,12 @@ def test_study_and_parent_run_select_the_sweep_children(tracking_uri, monkeypatc
     f = fetch.fetch("sw", study="demo", filter_string="params.aux_weight = '1.0'", uri=tracking_uri)
     assert set(f.runs["run_id"]) == {kids[1], kids[3], kids[4], kids[5]}
     assert outsider in set(fetch.fetch("sw", uri=tracking_uri).runs["run_id"])
-    out, _ = report.build("sw", study="demo", uri=tracking_uri)
+    out, t = report.build("sw", study="demo", uri=tracking_uri)
     assert out == Path("reports/demo") and (out / "report.html").exists()
+    # ... and the parent run holds it, to be opened from the MLflow UI.
+    assert t["attached_to"] == parent
+    assert {"report/report.html", "report/report.pdf", "report/summary.csv"} <= \
+        {a.path for a in c.list_artifacts(parent, "report")}
 
 
 @pytest.mark.parametrize("argv, message", [

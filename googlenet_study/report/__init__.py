@@ -45,14 +45,16 @@ def main(args) -> int:
     out, timings = build(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
                          targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri)
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "
-          f"({timings['n_runs']} runs, {timings['n_configs']} configurations, {timings['total_s']:.1f} s)")
+          f"({timings['n_runs']} runs, {timings['n_configs']} configurations, {timings['total_s']:.1f} s)"
+          + (f"; attached to run {timings['attached_to']} as report/" if timings.get("attached_to") else ""))
     return 0
 
 
 def build(experiment: str, study: str | None = None, parent_run: str | None = None,
           filter_string: str | None = None, targets: tuple[float, ...] = DEFAULT_TARGETS,
           out: str | Path | None = None, uri: str | None = None) -> tuple[Path, dict]:
-    """Write the report folder; returns it and how long each stage took (seconds)."""
+    """Write the report folder (and attach it to the study's parent run, when there is one); returns it and
+    how long each stage took (seconds)."""
     clock = {"start": time.perf_counter()}
     f = fetch.fetch(experiment, study, parent_run, filter_string, uri)  # every UserError is raised in here
     clock["fetch_s"] = time.perf_counter()
@@ -96,6 +98,9 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     keys = ["start", "fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s"]
     t = {k: clock[k] - clock[keys[i - 1]] for i, k in enumerate(keys) if i}
     t.update(total_s=clock["render_s"] - clock["start"], n_runs=len(runs), n_configs=len(summ))
+    if len(f.source["roots"]) == 1:  # a study's report belongs to its parent run: open it from the MLflow UI
+        t["attached_to"] = f.source["roots"][0]
+        tracking.log_report(t["attached_to"], out, uri)
     return out, t
 
 

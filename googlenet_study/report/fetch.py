@@ -40,13 +40,14 @@ class Fetched:
 
 
 def select(experiment: str, study: str | None = None, parent_run: str | None = None,
-           filter_string: str | None = None, uri: str | None = None) -> tuple[list[dict], list[dict]]:
-    """(training runs in scope, parent runs in scope): leaves of the run tree only; a sweep's parent run
-    and a trial that aggregates repeats are not training runs."""
+           filter_string: str | None = None, uri: str | None = None) -> tuple[list[dict], list[dict], set[str]]:
+    """(training runs in scope, parent runs in scope, root runs of the study): leaves of the run tree only;
+    a sweep's parent run and a trial that aggregates repeats are not training runs."""
     runs = tracking.search_runs_all(experiment, filter_string, uri)
     tree = tracking.search_runs_all(experiment, None, uri) if filter_string and (study or parent_run) else runs
     parent_of = {r["run_id"]: r["tags"].get("mlflow.parentRunId") for r in tree}
     has_children = {p for p in parent_of.values() if p}
+    roots: set[str] = set()
     if study is not None or parent_run is not None:
         if parent_run is not None:
             roots = {parent_run} & set(parent_of)
@@ -74,12 +75,12 @@ def select(experiment: str, study: str | None = None, parent_run: str | None = N
                            if study or parent_run else ""))
     leaves = [r for r in runs if r["run_id"] not in has_children]
     parents = [r for r in runs if r["run_id"] in has_children]
-    return leaves, parents
+    return leaves, parents, roots
 
 
 def fetch(experiment: str, study: str | None = None, parent_run: str | None = None,
           filter_string: str | None = None, uri: str | None = None, cache_dir: Path | None = None) -> Fetched:
-    leaves, parents = select(experiment, study, parent_run, filter_string, uri)
+    leaves, parents, roots = select(experiment, study, parent_run, filter_string, uri)
     excluded = [{"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
                  "reason": "parent run (sweep or repeats), not a training run"} for r in parents]
     finished = []
@@ -128,7 +129,7 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
                                                        if k in SUMMARY_METRICS or k.startswith("time_to_test_acc_")}}
                             for r in counted])
     source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
-              "tracking_uri": tracking.redact(tracking.tracking_uri(uri))}
+              "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
     return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
                    pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source)
 

@@ -47,7 +47,8 @@ def _bands(ax, agg: pd.DataFrame, x: str, colors: dict, scale: float = 100.0, st
     for cfg, g in agg.groupby("configuration", observed=True, sort=False):
         kw = {"drawstyle": "steps-post"} if step else {"marker": "o", "ms": 3}
         ax.plot(g[x], scale * g["mean"], color=colors[cfg], lw=1.4, label=str(cfg), **kw)
-        ax.fill_between(g[x], scale * g["low"], scale * g["high"], color=colors[cfg], alpha=0.18, lw=0,
+        ax.fill_between(g[x], scale * g["low"].clip(0, 1), scale * g["high"].clip(0, 1), color=colors[cfg],
+                        alpha=0.18, lw=0,
                         step="post" if step else None)
 
 

@@ -198,7 +198,7 @@ def by_epoch(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFr
     return _band(e.groupby(["configuration", "epoch"], observed=True)[metric]).reset_index()
 
 
-def by_time(runs: pd.DataFrame, epochs: pd.DataFrame, points: int = 200) -> pd.DataFrame:
+def by_time(runs: pd.DataFrame, epochs: pd.DataFrame, points: int = 400) -> pd.DataFrame:
     """test_acc on a common wall-clock grid: each run holds its last evaluated accuracy from the end of an
     epoch until the next one and is undefined after it ends; a configuration's curve is drawn where at
     least half its runs are still defined."""
