@@ -67,6 +67,7 @@ def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
         raise UserError(f"--storage: {tracking.redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
     import sqlalchemy
 
+    url = _with_driver(url)
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
     for attempt in range(6):
@@ -89,6 +90,15 @@ def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
     return storage
 
 
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3; we ship psycopg2: name it unless psycopg is there."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
 def _serialize_sqlite(engine) -> None:
     """Every SQLite transaction starts with BEGIN IMMEDIATE (takes the write lock, waiting up to the
     busy timeout). pysqlite otherwise runs SELECTs outside a transaction, so two workers could both
@@ -107,7 +117,8 @@ def _serialize_sqlite(engine) -> None:
     engine.dispose()  # connections opened before the listeners existed
 
 
-def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: str) -> tuple[optuna.Study, bool]:
+def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: str,
+                   storage_url: str) -> tuple[optuna.Study, bool]:
     """The study, created with its parent run and grid queue by exactly one process; True if we made it."""
     directions = spec.directions
     try:
@@ -120,9 +131,9 @@ def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: st
     try:
         st.set_metric_names(spec.metrics)
         parent = tracking.start_parent_run(spec.experiment, spec.name, {
-            "study_name": spec.name, "sweep_role": "parent", "optuna_storage": tracking.redact(storage.url)}, uri)
+            "study_name": spec.name, "sweep_role": "parent", "optuna_storage": tracking.redact(storage_url)}, uri)
         experiment = tracking.run_experiment(parent, uri) or spec.experiment
-        _log_parent_start(spec, parent, storage.url, uri)
+        _log_parent_start(spec, parent, storage_url, uri)
         for i, point in enumerate(spec.grid):
             st.enqueue_trial(point, user_attrs={"grid_point": i})
         st.set_user_attr(PARENT, parent)
@@ -209,15 +220,24 @@ def work(w: Worker, objective: Callable[[optuna.Trial], object] | None = None) -
 
     def after(study: optuna.Study, t) -> None:
         if t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
-            retry(study, t)
+            if _stopping():  # stopped by a signal, not failed: back in the queue, no retry used up
+                study.enqueue_trial(t.params, user_attrs={**{k: v for k, v in t.user_attrs.items()
+                                                            if k != "mlflow_run_id"}, "resumes_trial": t.number})
+            else:
+                retry(study, t)
         if not t.user_attrs.get("surplus"):
             _print_trial(spec, t)
 
     ran = 0
-    while not exhausted and has_work(st, spec):
+    while not exhausted and not _stopping() and has_work(st, spec):
         st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
         ran += 1
     return ran - len(exhausted)
+
+
+def _stopping() -> bool:
+    from .engine import STOP  # set by SIGTERM/SIGINT once installed (cli.main, _worker_main)
+    return STOP()
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -349,18 +369,16 @@ def _print_trial(spec: StudySpec, t) -> None:
 
 def _worker_main(w: Worker) -> None:  # the target of each spawned worker process
     work(w)
-    import signal
+    from .engine import STOP
 
-    def stop(signum, frame):  # like Ctrl-C, so train() ends the trial's run KILLED, not RUNNING
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, stop)
+    STOP.install()  # SIGTERM/SIGINT: the trial's run ends KILLED at a batch boundary, the trial is re-queued
     try:
         work(w)
     except UserError as e:
         print(f"googlenet-study sweep: worker {w.index}: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    if STOP():
+        sys.exit(128 + STOP.signum)
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -394,7 +412,7 @@ def main(args) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     storage_url = args.storage or default_storage(uri)
     storage = open_storage(storage_url, spec.max_retries)
-    st, created = create_or_join(spec, storage, uri)
+    st, created = create_or_join(spec, storage, uri, storage_url)
     parent, experiment = st.user_attrs[PARENT], st.user_attrs[EXPERIMENT]
     if tracking.run_experiment(parent, uri) is None:
         raise UserError(f"study {spec.name!r}'s parent run {parent} is not in {tracking.redact(uri)}; "
@@ -414,20 +432,23 @@ def main(args) -> int:
         procs = [ctx.Process(target=_worker_main, args=(w,), name=f"sweep-worker-{w.index}") for w in workers]
         for p in procs:
             p.start()
-        try:
-            for p in procs:
-                p.join()
-        except KeyboardInterrupt:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()  # SIGTERM: each worker ends its trial's run KILLED
-            for p in procs:
-                p.join()
-            raise
+        while any(p.is_alive() for p in procs):
+            procs[0].join(timeout=1.0) if procs[0].is_alive() else time.sleep(1.0)
+            if _stopping():  # pass the signal on: each worker ends its trial's run KILLED
+                for p in procs:
+                    if p.is_alive():
+                        p.terminate()
+                for p in procs:
+                    p.join()
         bad = [p.exitcode for p in procs if p.exitcode != 0]
         if bad:
             print(f"[{spec.name}] {len(bad)} worker(s) exited with status {bad}", file=sys.stderr)
     from . import sweep_results
+
+    if _stopping():
+        from .engine import STOP
+        print(f"[{spec.name}] stopped by signal {STOP.signum}; run the same command again to resume", file=sys.stderr)
+        return 128 + STOP.signum
 
     res = sweep_results.finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
     print(f"[{spec.name}] {res['complete']} complete, {res['pruned']} pruned, {res['fail']} failed"

@@ -46,7 +46,7 @@ def test_shipped_study_files_are_valid(name):
                                                          ("minimize", "time_to_test_acc_70"))
         assert isinstance(s.space["lr"], study.Range) and s.space["lr"].log
     if name == "demo":
-        assert len(s.grid) == 8 and s.config(s.grid[0]).weights == "none" and s.config(s.grid[0]).dataset == "digits"
+        assert len(s.grid) == 6 and s.config(s.grid[0]).weights == "none" and s.config(s.grid[0]).dataset == "digits"
 
 
 def test_grid_defaults_to_whole_grid_and_set_overrides_base(tmp_path):

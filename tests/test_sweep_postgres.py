@@ -1,0 +1,127 @@
+"""Many machines, simulated on one: two separate `googlenet-study sweep` processes started together
+with the same PostgreSQL Optuna storage and the same real `mlflow server` (PostgreSQL backend store,
+local artifact folder) join one study and one parent run; the storage password is never written."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import free_port
+
+from googlenet_study import sweep
+
+
+@contextlib.contextmanager
+def mlflow_server(backend: str, artifacts: Path):
+    """A real `mlflow server` on a free local port; yields its URL."""
+    port = free_port()
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mlflow server exited: {Path(log.name).read_text()[-2000:]}")
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("mlflow server did not come up in 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def mlflow_db(postgres_url):
+    """A fresh PostgreSQL database for the MLflow server's backend store, dropped afterwards."""
+    import psycopg2
+
+    name = f"gs_mlflow_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(postgres_url)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the project ships psycopg2
+        yield postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + f"/{name}"
+    finally:
+        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_two_processes_join_one_study_and_one_parent_run(tmp_path, postgres_url, mlflow_db, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    # Trust auth ignores the password, so a real one can be in the URL and must never be written.
+    storage = postgres_url.replace("postgres@", "postgres:s3cret-pw@", 1)
+    assert "s3cret-pw" in storage
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": name, "base": {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16,
+                               "epochs": 1, "train_size": 100, "test_size": 50, "system_metrics": False,
+                               "threads": 1},
+        "space": {"seed": [0, 1], "aux_weight": [0.0, 0.3]}}, sort_keys=False))
+    try:
+        with mlflow_server(mlflow_db, tmp_path / "artifacts") as url:
+            cmd = [sys.executable, "-m", "googlenet_study", "sweep", str(study), "--storage", storage,
+                   "--tracking-uri", url, "--no-report"]
+            procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2)]  # started together: they race to create the study
+            outs = [p.communicate(timeout=400) for p in procs]
+            for p, (out, err) in zip(procs, outs):
+                assert p.returncode == 0, err[-3000:]
+            logs = "".join(o + e for o, e in outs)
+            assert sorted(o.split("] ", 1)[1].split(" ", 1)[0] for o, _ in outs) == ["created", "joined"]
+            assert "s3cret-pw" not in logs and "postgres:***@" in logs
+
+            c = MlflowClient(url)
+            exp = c.get_experiment_by_name("googlenet-study")
+            runs = c.search_runs([exp.experiment_id], max_results=100)
+            parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
+            assert len(parents) == 1 and parents[0].info.run_name == name
+            pid = parents[0].info.run_id
+            children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == pid]
+            assert len(children) == 4 == len(runs) - 1
+            assert all(r.info.status == "FINISHED" for r in children)
+            assert {(r.data.params["seed"], r.data.params["aux_weight"]) for r in children} == \
+                {("0", "0.0"), ("0", "0.3"), ("1", "0.0"), ("1", "0.3")}
+            assert all(f"parent run {pid}" in o for o, _ in outs)
+            # both processes trained: the study really was shared, not run twice or by one alone
+            assert all(" COMPLETE " in o for o, _ in outs)
+            assert parents[0].data.params["optuna_storage"] == storage.replace("s3cret-pw", "***")
+            for r in runs:
+                assert "s3cret-pw" not in str(r.data.params) + str(r.data.tags)
+            arts = c.download_artifacts(pid, "study.yaml", str(tmp_path / "dl"))
+            assert name in Path(arts).read_text()
+
+        st = optuna.load_study(study_name=name, storage=sweep.open_storage(postgres_url))
+        assert len(st.trials) == 4 and all(t.state.name == "COMPLETE" for t in st.trials)
+        assert st.user_attrs["mlflow_parent_run_id"] == pid
+        assert sorted(t.user_attrs["mlflow_run_id"] for t in st.trials) == sorted(r.info.run_id for r in children)
+    finally:
+        with contextlib.suppress(KeyError):
+            optuna.delete_study(study_name=name, storage=sweep.open_storage(postgres_url))
