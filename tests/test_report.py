@@ -223,12 +223,13 @@ def test_study_and_parent_run_select_the_sweep_children(tracking_uri, monkeypatc
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
     c = MlflowClient(tracking_uri)
     exp = c.create_experiment("sw")
-    parent = c.create_run(exp, run_name="demo").info.run_id
+    # As sweep.py tags them: the parent (its name may be MLflow's own when `mlflow run` made it) and trials.
+    parent = c.create_run(exp, run_name="brave-owl-123", tags={"study_name": "demo", "sweep_role": "parent"}).info.run_id
     kids = [log_run(c, exp, f"trial-{i}", [0.5, 0.6], 3.0, seed=i, aux_weight=a,
-                    tags={"mlflow.parentRunId": parent, "study": "demo", "trial": str(i)})
+                    tags={"mlflow.parentRunId": parent, "study_name": "demo", "trial_number": str(i)})
             for i, a in enumerate((0.0, 1.0, 0.0, 1.0))]
     # A trial with repeats: its own run averages two seed runs nested under it.
-    trial = c.create_run(exp, run_name="trial-4", tags={"mlflow.parentRunId": parent, "study": "demo"}).info.run_id
+    trial = c.create_run(exp, run_name="trial-4", tags={"mlflow.parentRunId": parent, "study_name": "demo"}).info.run_id
     kids += [log_run(c, exp, f"trial-4-seed{s}", [0.4, 0.7], 3.0, seed=10 + s, tags={"mlflow.parentRunId": trial})
              for s in range(2)]
     c.set_terminated(trial, "FINISHED")
@@ -238,6 +239,7 @@ def test_study_and_parent_run_select_the_sweep_children(tracking_uri, monkeypatc
         f = fetch.fetch("sw", uri=tracking_uri, **kw)
         assert set(f.runs["run_id"]) == set(kids)
         assert trial in set(f.excluded["run_id"])
+        assert sorted(t for t in f.runs["trial"] if t) == ["0", "1", "2", "3"]
     f = fetch.fetch("sw", study="demo", filter_string="params.aux_weight = '1.0'", uri=tracking_uri)
     assert set(f.runs["run_id"]) == {kids[1], kids[3], kids[4], kids[5]}
     assert outsider in set(fetch.fetch("sw", uri=tracking_uri).runs["run_id"])

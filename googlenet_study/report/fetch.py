@@ -25,6 +25,8 @@ REQUIRED_EPOCH_METRICS = ("test_acc", "epoch_time_s", "elapsed_time_s")
 # Params that never change a result (config.digest() leaves them out too); `seed` is what varies within one
 # configuration, so none of these split configurations.
 NOT_CONFIG = {"seed", "data_dir", "download", "system_metrics", "total_params", "trainable_params"}
+STUDY_TAGS = ("study_name", "study")     # what sweep.py tags a study's runs with (either is read)
+TRIAL_TAGS = ("trial_number", "trial")
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
 
 
@@ -53,17 +55,18 @@ def select(experiment: str, study: str | None = None, parent_run: str | None = N
             roots = {parent_run} & set(parent_of)
             if not roots:
                 raise UserError(f"--parent-run: no run {parent_run!r} in experiment {experiment!r}")
-        else:
-            roots = {r["run_id"] for r in tree if r["run_name"] == study and not parent_of[r["run_id"]]}
-        tagged = {r["run_id"] for r in tree if study is not None and r["tags"].get("study") == study}
+        tagged = {r["run_id"] for r in tree if study is not None and _tag(r, STUDY_TAGS) == study}
+        if parent_run is None:  # the study's parent: named after it (or tagged with it) and nested in nothing
+            roots = {r["run_id"] for r in tree if not parent_of[r["run_id"]]
+                     and (r["run_name"] == study or r["run_id"] in tagged)}
         if not roots and not tagged:
             raise UserError(f"--study: no sweep named {study!r} in experiment {experiment!r} "
-                            "(no parent run of that name, no run tagged study={study!r})")
+                            f"(no parent run of that name, no run tagged study_name={study!r})")
         members = set(tagged)
-        for rid in parent_of:  # walk up to a root: children, grandchildren (repeats), ...
+        for rid in parent_of:  # walk up: children, grandchildren (a trial's repeats), ...
             p, seen = rid, 0
             while p and seen < 10:
-                if p in roots:
+                if p in roots or p in tagged:
                     members.add(rid)
                     break
                 p, seen = parent_of.get(p), seen + 1
@@ -119,7 +122,7 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
                     key=lambda k: (field_names().index(k) if k in field_names() else 99, k))
     runs = pd.DataFrame([{"run_id": r["run_id"], "run_name": r["run_name"], "start_time": r["start_time"],
                           "seed": r["params"].get("seed", ""), **{p: r["params"].get(p, "") for p in params},
-                          "study": r["tags"].get("study", ""), "trial": r["tags"].get("trial", ""),
+                          "study": _tag(r, STUDY_TAGS), "trial": _tag(r, TRIAL_TAGS),
                           "device_name": r["tags"].get("device_name", "")} for r in counted])
     epochs = pd.DataFrame(rows)
     for k in EPOCH_METRICS:
@@ -132,6 +135,10 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
               "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
     return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
                    pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source)
+
+
+def _tag(r: dict, names: tuple[str, ...]) -> str:
+    return next((r["tags"][n] for n in names if n in r["tags"]), "")
 
 
 def _epoch_keys(r: dict) -> list[str]:

@@ -97,13 +97,14 @@ def time_to_target(runs, targets, colors) -> plt.Figure:
     xmax = float(np.nanmax([runs[stats.target_key(p)].max() for p in targets] + [1.0]))
     for j, p in enumerate(targets):
         k = stats.target_key(p)
+        ax.plot([], [], "o", color=tcol[j], label=f"{p:g} %")  # in the legend even if no run reached it
         for i, cfg in enumerate(configs):
             v = runs.loc[runs["configuration"] == cfg, k]
             y = i + (j - (len(targets) - 1) / 2) * 0.8 / max(1, len(targets))
             m, lo, hi = stats.t_interval(v)
             if not math.isnan(m):
                 ax.errorbar(m, y, xerr=[[m - lo], [hi - m]] if not math.isnan(lo) else None, fmt="o", ms=4,
-                            color=tcol[j], capsize=2, label=f"{p:g} %" if i == 0 else None)
+                            color=tcol[j], capsize=2)
             miss = int(v.isna().sum())
             if miss:  # never silently dropped: mark how many runs never reached it
                 ax.plot(xmax * 1.06, y, marker="x", color=tcol[j], ms=5)
