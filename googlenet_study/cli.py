@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from dataclasses import fields
 
@@ -88,20 +87,22 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(overrides, source="command line")
 
 
-def _signals_to_exceptions() -> None:
-    # SIGTERM behaves like Ctrl-C so that `finally` blocks end MLflow runs honestly.
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = config_from_args(args)
-    result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name)
+    result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name, resume_mode=args.resume,
+                   checkpoint_dir=args.checkpoint_dir, keep_checkpoints=args.keep_checkpoints)
     print(one_line(result))
-    return 0 if result.status == "FINISHED" else 1
+    return exit_status(result)
+
+
+def exit_status(result) -> int:
+    """0 finished; 128 + signal when stopped by one (143 SIGTERM, 130 SIGINT); 1 failed."""
+    from .engine import STOP
+    if result.status == "FINISHED":
+        return 0
+    return 128 + STOP.signum if result.status == "KILLED" and STOP.signum else 1
 
 
 def one_line(result) -> str:
@@ -124,7 +125,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     original = c.get_run(args.run_id)
     exp = c.get_experiment(original.info.experiment_id).name
     result = train(cfg, args.tracking_uri, exp, run_name=f"reproduce-{args.run_id[:8]}",
-                   tags={"reproduces_run_id": args.run_id})
+                   tags={"reproduces_run_id": args.run_id}, resume_mode="never")
     print(one_line(result))
     keys = ("train_loss", "train_acc", "test_loss", "test_acc")
     old = {k: dict(tracking.metric_history(args.run_id, k, args.tracking_uri)) for k in keys}
@@ -135,7 +136,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         worst = max([worst] + [abs(d) for d in diffs if d == d])
         print(f"{i:>5}  " + "  ".join(f"{d:>14.3e}" for d in diffs))
     print("bit-identical" if worst == 0.0 else f"max |difference| {worst:.3e}")
-    return 0 if result.status == "FINISHED" else 1
+    return exit_status(result)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -153,15 +154,17 @@ COMMANDS = {"train": cmd_train, "reproduce": cmd_reproduce, "sweep": cmd_sweep, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _signals_to_exceptions()
+    from .engine import STOP
+    STOP.install()  # SIGTERM/SIGINT: finish the batch, checkpoint, end the run KILLED
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"googlenet-study {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        from .engine import STOP
         print(f"googlenet-study {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (STOP.signum or 2)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,29 @@ class Interrupted(Exception):
     """A stop was requested (SIGTERM/SIGINT); the last epoch checkpoint is the state to resume."""
 
 
+class StopFlag:
+    """Set by SIGTERM/SIGINT: the loop finishes its batch, then stops. A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def install(self) -> None:
+        import signal
+
+        def handler(signum, frame):
+            if self.signum is not None:
+                raise KeyboardInterrupt  # the second signal: unwind now (runs still end KILLED)
+            self.signum = signum
+        for s in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(s, handler)
+
+
+STOP = StopFlag()  # the process's flag; the CLI installs its handlers
+
+
 class Tracker(Protocol):
     """What the driver needs from tracking (an MLflow run in practice; a list in tests)."""
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
@@ -40,7 +63,7 @@ class Tracker(Protocol):
 class Hooks:
     on_epoch: list[Callable[[int, dict[str, float]], None]] = field(default_factory=list)  # e.g. pruning
     save_checkpoint: Callable[[dict], None] | None = None
-    should_stop: Callable[[], bool] = lambda: False
+    should_stop: Callable[[], bool] = STOP
     progress: bool | None = None  # None: bars only on a terminal
 
 

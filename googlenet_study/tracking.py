@@ -216,6 +216,14 @@ def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dic
     return RunConfig.from_dict(data, source=f"run {run_id}"), run.data.params
 
 
+def run_status(uri: str | None, run_id: str) -> str | None:
+    """RUNNING | FINISHED | FAILED | KILLED, or None when the store has no such run."""
+    try:
+        return client(uri).get_run(run_id).info.status
+    except MlflowException:
+        return None
+
+
 def metric_history(run_id: str, key: str, uri: str | None = None) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in client(uri).get_metric_history(run_id, key)]
 
@@ -278,7 +286,7 @@ def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, 
     return result
 
 
-def _histories_bulk(store, keys_by_run: dict[str, list[str]], progress, chunk: int = 500) -> dict:
+def _histories_bulk(store, keys_by_run: dict[str, list[str]], progress, chunk: int = 200) -> dict:
     result: dict[str, dict] = {rid: {k: [] for k in keys} for rid, keys in keys_by_run.items()}
     ids = list(keys_by_run)
     for i in range(0, len(ids), chunk):  # chunks keep the SQL IN (...) list within every database's limit

@@ -1,16 +1,19 @@
 """One run, end to end: config -> data -> model -> engine, recorded by tracking.
 
 `train()` is what `googlenet-study train`, `reproduce` and every sweep trial call. Everything
-that can reject user input (config, data set, weights) runs before an MLflow run exists."""
+that can reject user input (config, data set, weights, checkpoint) runs before an MLflow run
+is created or reopened."""
 
 from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from . import checkpoint as ckpt
 from . import data as data_mod
 from . import engine, model
-from .config import RunConfig
+from .config import RunConfig, UserError
 from .engine import Hooks, Interrupted, NonFiniteLoss
 
 
@@ -21,28 +24,42 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     summary: dict[str, float] = field(default_factory=dict)
     failure_reason: str | None = None
+    resumed_from_epoch: int = 0               # epochs already done when this process took over
 
 
 def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "googlenet-study",
           parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None,
-          hooks: Hooks | None = None, run_id: str | None = None, resume: dict | None = None,
-          reraise: tuple[type[BaseException], ...] = ()) -> RunResult:
-    """Train `cfg` and record it; exceptions in `reraise` end the run KILLED and propagate."""
+          hooks: Hooks | None = None, resume_mode: str = "auto", checkpoint_dir: str | Path | None = None,
+          keep_checkpoints: bool = False, reraise: tuple[type[BaseException], ...] = ()) -> RunResult:
+    """Train `cfg` and record it; exceptions in `reraise` end the run KILLED and propagate.
+
+    resume_mode: auto (continue this config's unfinished run from its checkpoint, if any) |
+    never | an MLflow run id to continue."""
     from . import tracking  # mlflow is heavy; config errors should not wait for it
 
     cfg = cfg.resolve()
+    uri = tracking.tracking_uri(tracking_uri)
+    root = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_dir(uri)
     engine.seed_everything(cfg)
     dataset = data_mod.load(cfg)
     net, weights = model.build(cfg)
-    total, trainable = model.count_params(net)
-    run = tracking.MlflowRun(cfg, tracking_uri, experiment, parent_run_id, run_name, tags, run_id=run_id)
+    state = _resume_state(cfg, uri, root, resume_mode, parent_run_id)
+    run = tracking.MlflowRun(cfg, uri, experiment, parent_run_id, run_name, tags,
+                             run_id=state["run_id"] if state else None)
+    path = ckpt.path_for(root, cfg, run.run_id)
+    filters_before = state["filters_before"] if state else model.first_conv_weight(net)
     hooks = hooks or Hooks()
-    result = RunResult(run.run_id, "RUNNING")
+    hooks.save_checkpoint = lambda s: ckpt.save(path, {**s, "config_hash": cfg.digest(), "run_id": run.run_id,
+                                                        "parent_run_id": parent_run_id, "config": cfg.to_dict(),
+                                                        "filters_before": filters_before})
+    total, trainable = model.count_params(net)
+    result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state["epoch"] if state else 0)
     try:
         run.log_start({**cfg.to_params(), "total_params": total, "trainable_params": trainable},
-                      tracking.provenance_tags(cfg, dataset.digest, weights), model.parameter_table(net),
-                      model.first_conv_weight(net))
-        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=resume)
+                      {**tracking.provenance_tags(cfg, dataset.digest, weights), "checkpoint": str(path),
+                       **({"resumed_at_epoch": str(state["epoch"] + 1)} if state else {})},
+                      model.parameter_table(net), filters_before)
+        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state)
         run.log_summary(result.summary, result.history, model.first_conv_weight(net))
         result.status = "FINISHED"
     except reraise as e:
@@ -51,7 +68,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         raise
     except Interrupted:
         result.status = "KILLED"
-        run.set_tags({"end_reason": "interrupted by a signal; resume continues this run"})
+        run.set_tags({"end_reason": "stopped by a signal; `--resume auto` continues this run"})
     except NonFiniteLoss as e:
         result.status, result.failure_reason = "FAILED", str(e)
         run.set_tags({"failure_reason": str(e), "failure_epoch": str(e.epoch), "failure_batch": str(e.batch)})
@@ -63,4 +80,31 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         raise
     finally:
         run.end(result.status if result.status != "RUNNING" else "FAILED")
+        if result.status == "FINISHED" and not keep_checkpoints:
+            ckpt.remove(path)
     return result
+
+
+def _resume_state(cfg: RunConfig, uri: str, root: Path, mode: str, parent_run_id: str | None) -> dict | None:
+    """The checkpoint to continue from, or None for a fresh run."""
+    from . import tracking
+
+    if mode == "never":
+        return None
+    if mode != "auto":  # an explicit run id
+        path = ckpt.find_by_run_id(root, mode)
+        if path is None:
+            raise UserError(f"resume: no checkpoint for run {mode} under {root}; "
+                            f"allowed: auto | never | the id of a run with a checkpoint there")
+        state = ckpt.load(path, cfg)
+        if tracking.run_status(uri, mode) == "FINISHED":
+            raise UserError(f"resume: run {mode} already FINISHED; use --resume never for a new run")
+        return state
+    for path in ckpt.candidates(root, cfg):
+        state = ckpt.load(path, cfg)  # corrupt -> one-line error naming the file, never a silent fresh start
+        if state.get("parent_run_id") != parent_run_id:
+            continue
+        status = tracking.run_status(uri, state["run_id"])
+        if status in ("FAILED", "KILLED") or (status == "RUNNING" and not ckpt.writer_alive(state)):
+            return state
+    return None

@@ -1,0 +1,160 @@
+"""Runs survive kills: atomic checkpoints, resume into the same MLflow run, an honest clock."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from googlenet_study import checkpoint
+from googlenet_study.engine import Hooks
+from googlenet_study.train import train
+
+from conftest import cli
+
+KEYS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")
+
+
+def cfg_args(c) -> list[str]:
+    out = []
+    for k, v in c.to_params().items():
+        if v != "None":
+            out += [f"--{k.replace('_', '-')}", v]
+    return out
+
+
+def start(cfg, tmp_path: Path, *extra: str) -> subprocess.Popen:
+    # The store is named explicitly: in-process MLflow calls may have changed MLFLOW_TRACKING_URI.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return subprocess.Popen([sys.executable, "-m", "googlenet_study", "train", *cfg_args(cfg), *extra],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_epochs(uri: str, n: int, proc: subprocess.Popen, timeout: float = 240) -> str:
+    c = MlflowClient(uri)
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+        exps = [e.experiment_id for e in c.search_experiments()]
+        runs = c.search_runs(exps) if exps else []
+        if runs and len(c.get_metric_history(runs[0].info.run_id, "test_acc")) >= n:
+            return runs[0].info.run_id
+        time.sleep(0.2)
+    raise AssertionError(f"no run reached epoch {n}")
+
+
+def histories(uri: str, run_id: str) -> dict[str, list]:
+    c = MlflowClient(uri)
+    return {k: sorted(c.get_metric_history(run_id, k), key=lambda m: m.step) for k in KEYS + ("elapsed_time_s",
+                                                                                              "epoch_time_s")}
+
+
+@pytest.fixture
+def det_cfg(tiny_cfg):
+    return dataclasses.replace(tiny_cfg, deterministic=True, threads=2, epochs=3, train_size=240, test_size=60,
+                               aux_weight=0.3)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(det_cfg, tracking_uri, tmp_path):
+    ref_uri = f"sqlite:///{tmp_path / 'reference.db'}"
+    ref = cli("train", *cfg_args(det_cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ref_uri})
+    assert ref.returncode == 0, ref.stderr
+    ref_id = ref.stdout.split()[1]
+    reference = histories(ref_uri, ref_id)
+
+    p = start(det_cfg, tmp_path)
+    run_id = wait_for_epochs(tracking_uri, 1, p)
+    time.sleep(0.5)  # into epoch 2
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    c = MlflowClient(tracking_uri)
+    assert c.get_run(run_id).info.status == "RUNNING"  # what MLflow alone leaves behind
+
+    p2 = cli("train", *cfg_args(det_cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": tracking_uri})
+    assert p2.returncode == 0, p2.stderr
+    assert run_id in p2.stdout
+    runs = c.search_runs([c.get_run(run_id).info.experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same run, continued
+    assert runs[0].data.tags["resumed_at_epoch"] in ("2", "3")
+    h = histories(tracking_uri, run_id)
+    for k in KEYS:  # each epoch exactly once, values bit-identical
+        assert [m.step for m in h[k]] == [1, 2, 3], k
+        assert [m.value for m in h[k]] == [m.value for m in reference[k]], k
+    el, ep = [m.value for m in h["elapsed_time_s"]], [m.value for m in h["epoch_time_s"]]
+    assert el == pytest.approx([ep[0], ep[0] + ep[1], ep[0] + ep[1] + ep[2]])  # downtime not counted
+    assert not list((tmp_path / ".checkpoints").rglob("*.ckpt"))  # finished: checkpoint removed
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_batch_checkpoints_ends_killed_exit_143_and_resumes(det_cfg, tracking_uri, tmp_path):
+    cfg = dataclasses.replace(det_cfg, epochs=2)
+    p = start(cfg, tmp_path, "--keep-checkpoints")
+    run_id = wait_for_epochs(tracking_uri, 1, p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    c = MlflowClient(tracking_uri)
+    run = c.get_run(run_id)
+    assert run.info.status == "KILLED" and "signal" in run.data.tags["end_reason"]
+    ck = list((tmp_path / ".checkpoints").rglob("*.ckpt"))
+    assert [x.name for x in ck] == [f"{run_id}.ckpt"]
+    assert checkpoint.load(ck[0], cfg.resolve())["epoch"] == 1
+
+    p2 = cli("train", *cfg_args(cfg), "--keep-checkpoints", cwd=tmp_path)
+    assert p2.returncode == 0, p2.stderr
+    assert c.get_run(run_id).info.status == "FINISHED"
+    assert [m.step for m in c.get_metric_history(run_id, "test_acc")] == [1, 2]
+    assert checkpoint.load(ck[0], cfg.resolve())["epoch"] == 2  # kept when asked
+
+
+def test_corrupt_checkpoint_is_one_line_exit_2_and_no_new_run(tiny_cfg, tracking_uri, tmp_path):
+    bad = checkpoint.path_for(tmp_path / ".checkpoints", tiny_cfg.resolve(), "0123456789abcdef")
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x80\x02truncated")
+    p = cli("train", *cfg_args(tiny_cfg), cwd=tmp_path)
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1 and str(bad) in p.stderr and "--resume never" in p.stderr
+    c = MlflowClient(tracking_uri)
+    assert not c.search_runs([e.experiment_id for e in c.search_experiments()])
+
+
+def test_resume_never_starts_fresh_and_an_unknown_run_id_is_refused(tiny_cfg, tracking_uri, tmp_path, capsys):
+    from googlenet_study.cli import main
+    assert main(["train", *cfg_args(tiny_cfg), "--resume", "feedbeef"]) == 2
+    assert "no checkpoint for run feedbeef" in capsys.readouterr().err
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    path = tmp_path / "h" / "r.ckpt"
+    checkpoint.save(path, {"x": 1})
+    checkpoint.save(path, {"x": 2})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.ckpt"]  # no temp file left behind
+    import torch
+    assert torch.load(path, weights_only=False)["x"] == 2
+
+
+def test_non_finite_loss_fails_the_run_with_the_epoch_and_batch(tiny_cfg, tracking_uri):
+    r = train(dataclasses.replace(tiny_cfg, optimizer="sgd", lr=1e12, epochs=1))
+    run = MlflowClient(tracking_uri).get_run(r.run_id)
+    assert r.status == "FAILED" and run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"].startswith("non-finite loss at epoch 1, batch ")
+    assert int(run.data.tags["failure_batch"]) >= 1
+
+
+def test_any_exception_ends_the_run_failed_never_running(tiny_cfg, tracking_uri):
+    def boom(epoch, metrics):
+        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"):
+        train(dataclasses.replace(tiny_cfg, epochs=1), hooks=Hooks(on_epoch=[boom]))
+    c = MlflowClient(tracking_uri)
+    (run,) = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    assert run.info.status == "FAILED" and "disk full" in run.data.tags["failure_reason"]
