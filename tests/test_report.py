@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -300,3 +301,13 @@ def test_report_over_a_real_training_run(tracking_uri, monkeypatch, tmp_path):
     s = pd.read_csv(out / "summary.csv")
     assert s["n_runs"].tolist() == [1] and s["best_test_acc_mean"][0] == pytest.approx(result.summary["best_test_acc"])
     assert len(pd.read_csv(out / "runs.csv")) == 1
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_at_its_smallest_setting(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "benchmarks" / "report_scale.py"), "--runs", "18",
+                        "--epochs", "3", "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "cold (no cache)" in r.stdout and "warm (histories cached)" in r.stdout
+    assert len(pd.read_csv(tmp_path / "report" / "summary.csv")) == 18

@@ -108,11 +108,6 @@ def to_html(doc: Document) -> str:
     return "\n".join(parts)
 
 
-def pdf_pages(doc: Document) -> int:
-    """How many pages `to_pdf` writes."""
-    return 1 + len(doc.figures) + sum(_table_pages(t) for t in doc.tables + doc.appendix)
-
-
 def _table_pages(t: Table) -> int:
     return max(1, math.ceil(len(t.frame) / PDF_ROWS_PER_PAGE))
 
