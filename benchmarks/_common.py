@@ -9,9 +9,11 @@ import dataclasses
 import os
 import platform
 import statistics
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from googlenet_study import data as data_mod
 from googlenet_study import engine, model
@@ -85,3 +87,69 @@ def machine() -> str:
 
 def replace(cfg: RunConfig, **over) -> RunConfig:
     return dataclasses.replace(cfg, **over).resolve()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stepper:
+    """One configuration's training step (and eval step) on random input, as engine.train_one_epoch does it:
+    the engine's model, optimiser, autocast, GradScaler, memory format and loss."""
+
+    def __init__(self, cfg: RunConfig, fold_bn: bool = True) -> None:
+        self.cfg, self.device = cfg, torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.net, _ = model.build(cfg, fold_bn=fold_bn)
+        self.net.to(self.device)
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        if cfg.channels_last:
+            self.net.to(memory_format=fmt)
+        self.opt = engine.make_optimizer(cfg, self.net)
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
+        s = cfg.image_size
+        self.x = torch.randn(cfg.batch_size, 3, s, s, device=self.device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 10, (cfg.batch_size,), device=self.device)
+        self.xe = torch.randn(cfg.eval_batch_size, 3, s, s, device=self.device).contiguous(memory_format=fmt)
+
+    def train_step(self) -> None:
+        cfg, net = self.cfg, self.net
+        net.train()
+        with engine._autocast(cfg, self.device):
+            main, aux = net(self.x)
+            loss = F.cross_entropy(main, self.y)
+            if aux:
+                loss = loss + cfg.aux_weight * sum(F.cross_entropy(a, self.y) for a in aux)
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+
+    @torch.no_grad()
+    def eval_step(self) -> None:
+        self.net.eval()
+        with engine._autocast(self.cfg, self.device):
+            self.net(self.xe)
+
+    def time(self, steps: int, eval_: bool = False) -> float:
+        """Seconds per step, averaged over `steps` consecutive steps (one sync at each end)."""
+        f = self.eval_step if eval_ else self.train_step
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            f()
+        _sync(self.device)
+        return (time.perf_counter() - t0) / steps
+
+    def train_flops(self) -> float:
+        """Model FLOPs of one training step (forward + backward, counted by torch's FlopCounterMode)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as fc:
+            self.train_step()
+        return float(fc.get_total_flops())

@@ -115,3 +115,54 @@ def test_normalising_before_the_resize_is_the_same_transform(size):
     x = F.interpolate(u8.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=size < 32)
     want = (x / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(b.transform(u8), want, rtol=0, atol=1e-5)
+
+
+# Each benchmark at its smallest setting: it must run on a CPU and print its table and ratio line.
+SMOKE = {
+    "harness_vs_bare.py": ["--repeats", "1", "--epochs", "2", "--train-size", "16", "--test-size", "10",
+                           "--image-size", "16", "--batch-size", "8"],
+    "input_pipeline.py": ["--images", "48", "--repeats", "1", "--batch-size", "16", "--workers", "1",
+                          "--real-image-size", "16", "--real-train-size", "16"],
+    "frozen_vs_full.py": ["--repeats", "1", "--epochs", "1", "--train-size", "16", "--test-size", "10",
+                          "--image-size", "16", "--batch-size", "8"],
+    "aux_cost.py": ["--repeats", "1", "--steps", "1", "--image-size", "16", "--batch-size", "4",
+                    "--inception-steps", "0"],
+    "tracking_overhead.py": ["--calls", "2", "--epochs", "1", "--train-size", "16", "--test-size", "10",
+                             "--image-size", "16", "--batch-size", "8"],
+    "gpu_epoch.py": ["--steps", "1", "--warmup", "0", "--batch-sizes", "2", "--amps", "none", "--channels-last", "off",
+                     "--model", "googlenet", "--image-size", "16", "--factorial", "--factorial-batch-sizes", "2",
+                     "--factorial-set", "model=googlenet", "--factorial-set", "image_size=16"],
+}
+# One fresh process runs them all as `__main__`, one after another (torch and mlflow import once).
+RUNNER = """
+import runpy, sys, traceback
+sys.path.insert(0, {bench!r})
+for script, argv in {smoke!r}.items():
+    print("=== " + script, flush=True)
+    sys.argv = [script, *argv]
+    try:
+        runpy.run_path({bench!r} + "/" + script, run_name="__main__")
+    except BaseException:
+        print("=== FAILED " + script, flush=True)
+        traceback.print_exc()
+    sys.stdout.flush()
+"""
+
+
+@pytest.fixture(scope="module")
+def smoke_output(tmp_path_factory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/unused.db"}
+    code = RUNNER.format(bench=str(ROOT / "benchmarks"), smoke=SMOKE)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
+    sections = re.split(r"^=== (\S+)\n", p.stdout, flags=re.M)[1:]
+    out = dict(zip(sections[::2], sections[1::2]))
+    return {k: v + (p.stderr[-3000:] if "=== FAILED" in v else "") for k, v in out.items()}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_benchmark_runs_on_cpu_and_prints_its_ratio(script, smoke_output):
+    out = smoke_output.get(script, "")
+    assert "=== FAILED" not in out, out
+    assert re.search(r"^-{3,}  -{3,}", out, re.M), out  # a table
+    assert re.search(r"^ratio [^\n]*?\d+(\.\d+)?", out, re.M), out
