@@ -154,8 +154,9 @@ def _document(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> rend
              ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
     figs = [
         ("fig-time", "Test accuracy vs wall-clock time", figures.acc_vs_time(runs, f.epochs, colors),
-         "The main figure. Each run holds its last evaluated test accuracy until its next epoch ends; runs are "
-         "averaged on a common time grid and a curve is drawn while at least half its runs are still training."),
+         "The main figure. Each run holds its last evaluated test accuracy until its next epoch ends, and its "
+         "final accuracy once finished; runs are averaged on a common time grid; a curve starts once half its "
+         "runs have finished an epoch and ends when its longest run ends."),
         ("fig-epoch", "Test accuracy per epoch", figures.acc_vs_epoch(runs, f.epochs, colors),
          "One line per configuration, band: 95 % t-interval across seeds (none when n = 1)."),
         ("fig-epoch-time", "Seconds per epoch", figures.epoch_time(runs, varying),
