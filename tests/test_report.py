@@ -283,6 +283,17 @@ def test_small_statistics_by_hand():
         report.parse_targets("")
 
 
+def test_accuracy_over_time_holds_the_last_evaluated_and_the_final_accuracy():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "configuration": pd.Categorical(["c", "c"])})
+    epochs = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "epoch": [1, 2, 1, 2],
+                           "elapsed_time_s": [5.0, 10.0, 8.0, 20.0], "test_acc": [0.2, 0.6, 0.4, 0.8]})
+    curve = stats.by_time(runs, epochs, points=5).set_index("t")  # grid 0, 5, 10, 15, 20
+    assert list(curve.index) == [5.0, 10.0, 15.0, 20.0]  # from the first epoch on (half of 2 runs)
+    assert curve.loc[5.0, "mean"] == pytest.approx(0.2) and curve.loc[5.0, "count"] == 1
+    assert curve.loc[10.0, "mean"] == pytest.approx((0.6 + 0.4) / 2)
+    assert curve.loc[20.0, "mean"] == pytest.approx((0.6 + 0.8) / 2)  # a holds its final accuracy
+
+
 @pytest.mark.slow
 def test_report_over_a_real_training_run(tracking_uri, monkeypatch, tmp_path):
     from googlenet_study.train import train
