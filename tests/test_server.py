@@ -1,0 +1,122 @@
+"""A real `mlflow server`: a run outlives a 20 s outage of it; a basic-auth server refuses strangers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import free_port
+
+from test_resume import cfg_args
+
+
+def start_server(tmp_path: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    log = open(tmp_path / f"server-{time.time():.0f}.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                          "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1", *extra],
+                         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                         env={**os.environ, **(env or {})}, start_new_session=True)
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return p
+        except urllib.error.HTTPError:
+            return p  # answering (auth may refuse /health): up
+        except OSError:
+            if p.poll() is not None:
+                raise AssertionError("mlflow server exited: " + Path(log.name).read_text()[-1500:])
+            time.sleep(0.2)
+    p.kill()
+    raise AssertionError("mlflow server did not start")
+
+
+def stop_server(p: subprocess.Popen) -> None:
+    os.killpg(p.pid, 9)  # the server and its gunicorn/uvicorn workers
+    p.wait()
+
+
+@pytest.mark.slow
+def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric(tiny_cfg, tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    cfg = dataclasses.replace(tiny_cfg, epochs=4, train_size=200, test_size=50)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    train = subprocess.Popen([sys.executable, "-m", "googlenet_study", "train", *cfg_args(cfg)], cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        c = MlflowClient(uri)
+        run_id = None
+        for _ in range(1200):
+            exp = c.get_experiment_by_name("googlenet-study")
+            runs = c.search_runs([exp.experiment_id]) if exp else []
+            if runs and c.get_metric_history(runs[0].info.run_id, "test_acc"):
+                run_id = runs[0].info.run_id
+                break
+            assert train.poll() is None, train.stderr.read()[-2000:]
+            time.sleep(0.2)
+        assert run_id, "epoch 1 never arrived"
+        stop_server(server)
+        time.sleep(20)  # the outage: epochs end meanwhile and their metrics must wait, not vanish
+        for attempt in range(3):  # the old server's sockets may linger a moment
+            try:
+                server = start_server(tmp_path, port)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
+                time.sleep(2)
+        out, err = train.communicate(timeout=600)
+        assert train.returncode == 0, err[-2000:]
+        run = c.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        for key in ("test_acc", "train_loss", "epoch_time_s", "elapsed_time_s"):
+            assert [m.step for m in c.get_metric_history(run_id, key)] == [1, 2, 3, 4], key
+        assert "best_test_acc" in run.data.metrics
+        assert {a.path for a in c.list_artifacts(run_id)} >= {"config.yaml", "epochs.csv"}
+        # The outage is not training time: the clock is the sum of the epochs.
+        ep = [m.value for m in c.get_metric_history(run_id, "epoch_time_s")]
+        assert run.data.metrics["total_time_s"] == pytest.approx(sum(ep))
+    finally:
+        train.kill()
+        stop_server(server)
+
+
+def test_basic_auth_server_refuses_unauthenticated_clients(tmp_path):
+    port = free_port()
+    (tmp_path / "auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
+        "admin_username = admin\nadmin_password = s3cret-Passw0rd\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    server = start_server(tmp_path, port, "--app-name", "basic-auth",
+                          env={"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")})
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url, timeout=10)
+        assert e.value.code == 401
+        req = urllib.request.Request(url, headers={
+            "Authorization": "Basic " + b64encode(b"admin:s3cret-Passw0rd").decode()})
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+        # A worker authenticates the documented way: MLFLOW_TRACKING_USERNAME / _PASSWORD.
+        p = subprocess.run([sys.executable, "-c", "from mlflow import MlflowClient as C; import sys; "
+                            f"print(C('http://127.0.0.1:{port}').create_experiment('team'))"],
+                           env={**os.environ, "MLFLOW_TRACKING_USERNAME": "admin",
+                                "MLFLOW_TRACKING_PASSWORD": "s3cret-Passw0rd"},
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-1500:]
+        assert p.stdout.strip()
+    finally:
+        stop_server(server)
