@@ -35,7 +35,12 @@ def add_tracking_flags(p: argparse.ArgumentParser, experiment: bool = True) -> N
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the usage text is one `--help` away)."""
+    """argparse, but a usage error is one line (the usage text is one `--help` away), and no
+    abbreviated flags: `--epoch 3` must not silently mean `--epochs 3`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

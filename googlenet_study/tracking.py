@@ -41,6 +41,43 @@ def tracking_uri(explicit: str | None = None) -> str:
     return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse, in one line and before any run exists, a tracking URI that cannot work."""
+    from urllib.error import HTTPError
+    from urllib.parse import urlparse
+    from urllib.request import urlopen
+
+    shown = redact(uri)
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme not in _SCHEMES:
+        raise UserError(f"tracking-uri: {shown!r} is not a tracking URI; allowed: sqlite:///FILE, "
+                        f"http(s)://HOST:PORT, postgresql://USER@HOST/DB, mysql://..., file:///DIR")
+    if scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+        if folder is None or not folder.is_dir():
+            raise UserError(f"tracking-uri: {shown!r}: the folder for the SQLite file does not exist")
+    if scheme in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        try:
+            with sqlalchemy.create_engine(uri).connect():
+                pass
+        except Exception as e:  # noqa: BLE001 - driver, DNS, auth: all one line for the user
+            first = redact(str(e).strip().splitlines()[0])[:160]
+            raise UserError(f"tracking-uri: cannot open {shown} ({first})") from None
+    if scheme in ("http", "https"):
+        try:
+            urlopen(uri.rstrip("/") + "/health", timeout=10)
+        except HTTPError:
+            pass  # it answers (an auth server may refuse /health): reachable
+        except OSError as e:
+            reason = getattr(e, "reason", e)
+            raise UserError(f"tracking-uri: cannot reach {shown} ({reason}); start the server or fix the URI") from None
+
+
 def client(uri: str | None = None) -> MlflowClient:
     uri = tracking_uri(uri)
     mlflow.set_tracking_uri(uri)

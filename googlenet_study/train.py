@@ -39,6 +39,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
 
     cfg = cfg.resolve()
     uri = tracking.tracking_uri(tracking_uri)
+    tracking.check_tracking_uri(uri)
     root = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_dir(uri)
     engine.seed_everything(cfg)
     dataset = data_mod.load(cfg)
