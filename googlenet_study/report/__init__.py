@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -102,8 +103,12 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     t = {k: clock[k] - clock[keys[i - 1]] for i, k in enumerate(keys) if i}
     t.update(total_s=clock["render_s"] - clock["start"], n_runs=len(runs), n_configs=len(summ))
     if len(f.source["roots"]) == 1:  # a study's report belongs to its parent run: open it from the MLflow UI
-        t["attached_to"] = f.source["roots"][0]
-        tracking.log_report(t["attached_to"], out, uri)
+        try:
+            tracking.log_report(f.source["roots"][0], out, uri)
+            t["attached_to"] = f.source["roots"][0]
+        except Exception as e:  # noqa: BLE001 - the report on disk is complete; say why it is not in MLflow
+            print(f"report: not attached to run {f.source['roots'][0]}: {type(e).__name__}: "
+                  f"{tracking.redact(str(e))[:200]}", file=sys.stderr)
     return out, t
 
 

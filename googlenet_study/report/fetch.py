@@ -167,7 +167,7 @@ def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None) -> dic
         end = {r["run_id"]: (r["end_time"], tuple(_epoch_keys(r))) for r in runs}
         cached.update({rid: (end[rid], out[rid]) for rid in todo})
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # pickles: readable by us only
             tmp = cache.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(pickle.dumps(cached, protocol=pickle.HIGHEST_PROTOCOL))
             tmp.replace(cache)
