@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -322,3 +323,33 @@ def test_scale_benchmark_runs_at_its_smallest_setting(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "cold (no cache)" in r.stdout and "warm (histories cached)" in r.stdout
     assert len(pd.read_csv(tmp_path / "report" / "summary.csv")) == 18
+
+
+@pytest.mark.slow
+def test_an_mlflow_server_gives_the_same_numbers(made, tmp_path, monkeypatch):
+    """Over HTTP the histories come from per-run requests on a thread pool, not the database's bulk read."""
+    import urllib.request
+
+    from conftest import free_port
+
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", made["uri"],
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=made["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its own process group: the workers end with it
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        targets = (50.0, 60.0, 80.0)
+        over_http, _ = stats.per_run(fetch.fetch("rep", uri=f"http://127.0.0.1:{port}"), targets)
+        direct, _ = stats.per_run(fetch.fetch("rep", uri=made["uri"]), targets)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    cols = ["run_id", "best_test_acc", "total_time_s", "epoch_time_s", "time_to_test_acc_50", "time_to_test_acc_80"]
+    pd.testing.assert_frame_equal(over_http[cols], direct[cols])
