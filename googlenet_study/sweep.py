@@ -251,7 +251,8 @@ def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        # Optuna's default warm-up (none); 3 finished trials before anything is pruned.
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     if spec.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=_steps(spec))
     return optuna.pruners.NopPruner()
