@@ -24,7 +24,8 @@ def test_mlflow_ui_lists_the_parent_run_with_its_trials_nested(tmp_path, trackin
     study = tmp_path / "ui.yaml"
     study.write_text(yaml.safe_dump({
         "name": "ui-study", "base": {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16,
-                                     "epochs": 1, "train_size": 100, "test_size": 50, "system_metrics": False},
+                                     "epochs": 1, "train_size": 100, "test_size": 50, "system_metrics": False,
+                                     "threads": 1},
         "space": {"aux_weight": [0.0, 0.3]}}, sort_keys=False))
     assert cli.main(["sweep", str(study), "--no-report"]) == 0, capsys.readouterr().err
     c = MlflowClient(tracking_uri)

@@ -176,7 +176,7 @@ def test_grid_points_run_exactly_once_with_racing_workers(tmp_path):
 # ---- repeats and pruning, in-process (one worker) --------------------------------------------
 @pytest.mark.slow
 def test_repeats_nest_seed_runs_under_the_trial_run(tmp_path, tracking_uri, capsys):
-    path = write_study(tmp_path, "rep", {"aux_weight": [0.3]}, repeats=2, base={"seed": 5, "epochs": 1})
+    path = write_study(tmp_path, "rep", {"aux_weight": [0.3]}, repeats=2, base={"seed": 5, "epochs": 1, "threads": 1})
     assert cli_mod.main(["sweep", str(path), "--no-report"]) == 0, capsys.readouterr().err
     runs = runs_of(tracking_uri)
     parent = next(r for r in runs if r.data.tags.get("sweep_role") == "parent")
@@ -208,3 +208,34 @@ def test_pruned_trial_run_ends_killed_and_tagged(tmp_path, tracking_uri, capsys)
     assert pruned.info.status == "KILLED" and pruned.data.tags["pruned"] == "true"
     assert pruned.data.params["lr"] == "1e-12"
     assert all(runs[t.user_attrs["mlflow_run_id"]].info.status == "FINISHED" for t in st.trials[:3])
+
+
+def test_sampler_budget_is_n_trials_across_racing_workers(tmp_path):
+    path = write_study(tmp_path, "budget", {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "seed": [0, 1, 2]},
+                       sampler="random", n_trials=7)
+    spec = study_mod.load(str(path))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="budget", storage=sweep.open_storage(url))
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_race_worker, args=(sweep.Worker(spec, url, "", "", "", i, i),)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    trials = optuna.load_study(study_name="budget", storage=url).trials
+    real = [t for t in trials if not t.user_attrs.get("surplus")]
+    assert len(real) == 7 and all(t.state.name == "COMPLETE" for t in real)
+    assert len((tmp_path / "optuna.log").read_text().split()) == 7
+    assert all(1e-4 <= t.params["lr"] <= 1e-2 for t in real)
+
+
+def test_unreached_target_is_the_worst_value(tmp_path):
+    path = write_study(tmp_path, "obj", {"seed": [0]}, objectives=[{"maximize": "best_test_acc"},
+                                                                  {"minimize": "time_to_test_acc_80"},
+                                                                  {"maximize": "time_to_test_acc_50"},
+                                                                  {"minimize": "test_loss"}])
+    spec = study_mod.load(str(path))
+    summary = {"best_test_acc": 0.6, "final_test_acc": 0.55, "total_time_s": 12.0}
+    history = [{"test_acc": 0.6, "test_loss": 1.5}, {"test_acc": 0.55, "test_loss": 1.25}]
+    assert sweep.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]
