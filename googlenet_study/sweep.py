@@ -408,6 +408,8 @@ def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, e
 def main(args) -> int:
     """`googlenet-study sweep FILE`: create or join the study, run its trials, log the results."""
     spec = study_mod.load(args.file, args.set, args.n_trials)  # every UserError of the file comes first
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.workers < 1:
         raise UserError(f"--workers: must be an integer >= 1, got {args.workers}")
     uri = tracking.tracking_uri(args.tracking_uri)
