@@ -77,6 +77,7 @@ def harness(cfg, store: Path) -> tuple[list[float], list[float], float]:
     """Per-epoch wall seconds (outside clock), the harness's own train throughputs, and the run's total wall."""
     from googlenet_study.train import train
 
+    store.mkdir(parents=True, exist_ok=True)
     ends: list[float] = []
     hooks = Hooks(progress=True, on_epoch=[lambda epoch, m: ends.append(time.perf_counter())])
     t0 = time.perf_counter()
