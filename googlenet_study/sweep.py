@@ -5,7 +5,7 @@ Race-free by construction, on one machine or many:
 - the study is created with `load_if_exists=False`: exactly one process wins; it makes the parent
   run, enqueues every grid point once and then marks the study ready; the others wait for that;
 - grid points are WAITING trials that workers pop (one SQL transaction per pop: PostgreSQL locks
-  the row, SQLite transactions take the write lock first, see `open_storage`), so each point runs
+  the row, SQLite transactions take the write lock first: optuna_storage.py), so each point runs
   once; a trial Optuna creates when the queue ran dry in between is marked `surplus` and skipped;
 - failed trials are re-queued (`max_retries`), so are trials of killed workers (heartbeat)."""
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
-import random
 import sys
 import time
 import warnings
@@ -28,11 +27,9 @@ from optuna.trial import TrialState
 from . import study as study_mod
 from . import tracking
 from .config import UserError
+from .optuna_storage import default_storage, open_storage  # noqa: F401 - part of this module's interface
 from .study import Range, StudySpec
 
-HEARTBEAT_S = 60          # a RUNNING trial writes a heartbeat this often (RDB storages)
-GRACE_S = 180             # ... and is failed (and retried) when none came for this long
-SQLITE_LOCK_TIMEOUT_S = 300  # a worker waits this long for SQLite's write lock before "database is locked"
 READY_TIMEOUT_S = 300     # how long a joining process waits for the creator to set the study up
 READY = "googlenet_study.ready"  # study user attrs written once by the creator
 PARENT = "mlflow_parent_run_id"
@@ -51,70 +48,6 @@ class Worker:
     index: int
     seed: int                        # the sampler's seed in this worker
     fixed: tuple[tuple[str, object], ...] = ()  # per-worker config fields (threads, device)
-
-
-# ---- storage ------------------------------------------------------------------------------
-def default_storage(uri: str) -> str:
-    """sqlite:///optuna.db next to a SQLite mlflow.db, else in the working folder."""
-    if uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).parent / 'optuna.db'}"
-    return "sqlite:///optuna.db"
-
-
-def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats; SQLite made safe for several processes (see module doc)."""
-    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
-        raise UserError(f"--storage: {tracking.redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
-    import sqlalchemy
-
-    url = _with_driver(url)
-    sqlite = url.startswith("sqlite")
-    kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
-    for attempt in range(6):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # heartbeat_interval is "experimental"
-                storage = optuna.storages.RDBStorage(
-                    url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retries))
-            break
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.OperationalError) as e:
-            # Two processes creating the tables at once: one loses, tries again and finds them.
-            if attempt == 5 or (not sqlite and "could not connect" in str(e)) or "unable to open" in str(e):
-                first = str(getattr(e, "orig", e)).strip().splitlines()[0]
-                raise UserError(f"--storage: cannot open {tracking.redact(url)}: {tracking.redact(first)}") from None
-            time.sleep(0.5 + random.random())
-    if sqlite:
-        _serialize_sqlite(storage.engine)
-    return storage
-
-
-def _with_driver(url: str) -> str:
-    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3; we ship psycopg2: name it unless psycopg is there."""
-    import importlib.util
-
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
-    return url
-
-
-def _serialize_sqlite(engine) -> None:
-    """Every SQLite transaction starts with BEGIN IMMEDIATE (takes the write lock, waiting up to the
-    busy timeout). pysqlite otherwise runs SELECTs outside a transaction, so two workers could both
-    read a grid trial as WAITING and both run it; and a deferred transaction that later needs the
-    write lock fails at once with "database is locked" instead of waiting."""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" below issues BEGIN itself
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened before the listeners existed
 
 
 def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: str,

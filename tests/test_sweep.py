@@ -239,3 +239,18 @@ def test_unreached_target_is_the_worst_value(tmp_path):
     summary = {"best_test_acc": 0.6, "final_test_acc": 0.55, "total_time_s": 12.0}
     history = [{"test_acc": 0.6, "test_loss": 1.5}, {"test_acc": 0.55, "test_loss": 1.25}]
     assert sweep.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]
+
+
+@pytest.mark.slow
+def test_run_made_by_mlflow_projects_becomes_the_parent(tmp_path, tracking_uri, monkeypatch, capsys):
+    c = MlflowClient(tracking_uri)
+    exp_id = c.create_experiment("projects-exp")  # `mlflow run --experiment-name` picks it, not the file
+    own = c.create_run(exp_id, run_name="mlflow-run-made-this").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", own)
+    path = write_study(tmp_path, "proj", {"aux_weight": [0.0]}, base={"epochs": 1, "threads": 1})
+    assert cli_mod.main(["sweep", str(path), "--no-report"]) == 0, capsys.readouterr().err
+    runs = c.search_runs([exp_id])
+    child = next(r for r in runs if r.info.run_id != own)
+    assert len(runs) == 2 and child.data.tags["mlflow.parentRunId"] == own
+    assert c.get_run(own).data.tags["sweep_role"] == "parent" and c.get_run(own).data.params["study_name"] == "proj"
+    assert c.get_experiment_by_name("googlenet-study") is None  # nothing landed beside the parent
