@@ -82,9 +82,11 @@ def seed_everything(cfg: RunConfig) -> None:
 
 def make_optimizer(cfg: RunConfig, net: Network) -> torch.optim.Optimizer:
     params = [p for p in net.parameters() if p.requires_grad]
+    # fused: the same update rule in one kernel over all tensors instead of ~10 ops per tensor
+    # (Adam's step 3-4x faster on CPU here; see docs/speed.md). CPU and CUDA both have it.
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
-    return torch.optim.Adam(params, lr=cfg.lr)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, fused=True)
+    return torch.optim.Adam(params, lr=cfg.lr, fused=True)
 
 
 def _autocast(cfg: RunConfig, device: torch.device):

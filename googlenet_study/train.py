@@ -57,7 +57,8 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state["epoch"] if state else 0)
     try:
         run.log_start({**cfg.to_params(), "total_params": total, "trainable_params": trainable},
-                      {**tracking.provenance_tags(cfg, dataset.digest, weights), "checkpoint": str(path),
+                      {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
+                       "checkpoint": str(path),
                        **({"resumed_at_epoch": str(state["epoch"] + 1)} if state else {})},
                       model.parameter_table(net), filters_before)
         result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state)
