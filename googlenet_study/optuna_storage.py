@@ -7,6 +7,7 @@ crashed Optuna with "Cannot tell a COMPLETE trial"). Hence BEGIN IMMEDIATE below
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import warnings
@@ -17,8 +18,10 @@ import optuna
 from .config import UserError
 from .tracking import redact
 
-HEARTBEAT_S = 60          # a RUNNING trial writes a heartbeat this often (RDB storages)
-GRACE_S = 180             # ... and is failed (and retried) when none came for this long
+# A RUNNING trial writes a heartbeat this often (RDB storages), and is failed (and retried) when none
+# came for GRACE_S. Seconds; the environment may shorten them (tests kill workers and wait for this).
+HEARTBEAT_S = int(os.environ.get("GOOGLENET_STUDY_HEARTBEAT_S", 60))
+GRACE_S = int(os.environ.get("GOOGLENET_STUDY_GRACE_S", 180))
 SQLITE_LOCK_TIMEOUT_S = 300  # a worker waits this long for SQLite's write lock before "database is locked"
 
 

@@ -109,6 +109,16 @@ def _log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) 
 
 
 # ---- one worker ---------------------------------------------------------------------------
+def _close_dead_attempt(w: Worker, dead_trial: int) -> None:
+    """A dead worker's run that this retry did not resume (no checkpoint yet) must not stay RUNNING.
+    A resumed run carries the retry's trial number by now, so it is not found here."""
+    for run_id in tracking.find_run_ids(w.experiment, {"study_name": w.spec.name,
+                                                       "trial_number": str(dead_trial)}, w.tracking_uri):
+        if tracking.run_status(w.tracking_uri, run_id) == "RUNNING":
+            tracking.set_run_tags(run_id, {"end_reason": "its worker died; the trial was retried"}, w.tracking_uri)
+            tracking.end_run(run_id, "KILLED", w.tracking_uri)
+
+
 def has_work(st: optuna.Study, spec: StudySpec) -> bool:
     """WAITING trials left (grid points, retries) or, for samplers, budget left."""
     optuna.storages.fail_stale_trials(st)  # dead workers' trials: failed and re-queued
@@ -147,9 +157,14 @@ def work(w: Worker, objective: Callable[[optuna.Trial], object] | None = None) -
             trial.set_user_attr("surplus", True)  # the queue ran dry between our check and our ask
             exhausted.append(trial.number)
             raise optuna.TrialPruned("surplus: no grid point or budget left")
-        if "failed_trial" in me.system_attrs:
-            trial.set_user_attr("retry_of_trial", me.system_attrs["failed_trial"])
-        return (objective or run_trial)(trial, w)
+        retry_of = me.system_attrs.get("failed_trial")
+        if retry_of is None:
+            return (objective or run_trial)(trial, w)
+        trial.set_user_attr("retry_of_trial", retry_of)
+        try:
+            return (objective or run_trial)(trial, w)
+        finally:
+            _close_dead_attempt(w, retry_of)
 
     def after(study: optuna.Study, t) -> None:
         if t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
