@@ -101,7 +101,8 @@ def test_basic_auth_server_refuses_unauthenticated_clients(tmp_path):
         "admin_username = admin\nadmin_password = s3cret-Passw0rd\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     server = start_server(tmp_path, port, "--app-name", "basic-auth",
-                          env={"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")})
+                          env={"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+                               "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key"})
     try:
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
         with pytest.raises(urllib.error.HTTPError) as e:
