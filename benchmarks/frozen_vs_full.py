@@ -31,17 +31,22 @@ def variants(cfg):
         yield f"frozen, BN folded, {fmt}", replace(cfg, backbone="frozen", channels_last=cl), True
 
 
-def phases(cfg, steps: int = 5) -> dict[str, float]:
-    """Median seconds per training step in each phase (forward+loss, backward, optimiser)."""
+def step_setup(cfg):
+    """The model in train mode, Adam over what trains, and one random batch in the config's memory format."""
     net, _ = model.build(cfg)
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     net.train()
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
     y = torch.randint(0, 10, (cfg.batch_size,))
+    return net, opt, x, y
+
+
+def phases(cfg, steps: int = 5) -> dict[str, float]:
+    """Median seconds per training step in each phase (forward+loss, backward, optimiser)."""
+    net, opt, x, y = step_setup(cfg)
     out = {"forward": [], "backward": [], "optimiser": []}
     for i in range(steps + 1):
         t0 = time.perf_counter()
@@ -62,14 +67,7 @@ def phases(cfg, steps: int = 5) -> dict[str, float]:
 def top_ops(cfg, n: int = 8) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    net, _ = model.build(cfg)
-    if cfg.channels_last:
-        net.to(memory_format=torch.channels_last)
-    net.train()
-    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
-    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size)
-    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-    y = torch.randint(0, 10, (cfg.batch_size,))
+    net, opt, x, y = step_setup(cfg)
 
     def step():
         main, aux = net(x)

@@ -151,6 +151,17 @@ def _race_worker(w):
     sweep.work(w, _log_objective)
 
 
+def race(spec, url: str, workers: int) -> None:
+    """Start `workers` processes on one study at once and wait for all of them to exit cleanly."""
+    ctx = mp.get_context("fork")  # the claim is in the database; fork only saves each worker's imports
+    procs = [ctx.Process(target=_race_worker, args=(sweep.Worker(spec, url, "", "", "", i, i),)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0] * workers
+
+
 def test_grid_points_run_exactly_once_with_racing_workers(tmp_path):
     path = write_study(tmp_path, "race", {"seed": list(range(8)), "lr": [0.1, 0.2]})
     spec = study_mod.load(str(path))
@@ -158,13 +169,7 @@ def test_grid_points_run_exactly_once_with_racing_workers(tmp_path):
     st = optuna.create_study(study_name="race", storage=sweep.open_storage(url))
     for i, point in enumerate(spec.grid):
         st.enqueue_trial(point, user_attrs={"grid_point": i})
-    ctx = mp.get_context("fork")  # the claim is in the database; fork only saves each worker's imports
-    procs = [ctx.Process(target=_race_worker, args=(sweep.Worker(spec, url, "", "", "", i, i),)) for i in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
+    race(spec, url, workers=3)
     ran = Counter((tmp_path / "optuna.log").read_text().split())
     assert len(ran) == 16 and set(ran.values()) == {1}, [k for k, v in ran.items() if v > 1]
     trials = optuna.load_study(study_name="race", storage=url).trials
@@ -216,13 +221,7 @@ def test_sampler_budget_is_n_trials_across_racing_workers(tmp_path):
     spec = study_mod.load(str(path))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="budget", storage=sweep.open_storage(url))
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_race_worker, args=(sweep.Worker(spec, url, "", "", "", i, i),)) for i in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=240)
-    assert [p.exitcode for p in procs] == [0, 0, 0]
+    race(spec, url, workers=3)
     trials = optuna.load_study(study_name="budget", storage=url).trials
     real = [t for t in trials if not t.user_attrs.get("surplus")]
     assert len(real) == 7 and all(t.state.name == "COMPLETE" for t in real)
