@@ -28,7 +28,7 @@ class ListTracker:
     def __init__(self) -> None:
         self.epochs: list[dict] = []
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+    def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int | None = None) -> None:
         self.epochs.append(metrics)
 
 

@@ -2,7 +2,9 @@
 
 Layout: <checkpoint_dir>/<config hash>/<mlflow run id>.ckpt. A checkpoint holds the model,
 optimiser, every RNG state, the per-epoch history (so `elapsed_time_s` continues where it
-stopped: downtime is never counted), the config, the run id and the writer's host and pid."""
+stopped: downtime is never counted), the config, the run id and the writer's host and pid.
+One is written after every epoch and, when a signal stops a run, after the batch in flight:
+then `partial` holds that epoch's position (next batch) and running sums, so nothing finished is lost."""
 
 from __future__ import annotations
 
@@ -65,6 +67,10 @@ def load(path: Path, cfg: RunConfig) -> dict:
     if len(state["history"]) != state["epoch"]:
         raise UserError(f"checkpoint: {path} is inconsistent (epoch {state['epoch']}, "
                         f"{len(state['history'])} epochs of history); {how}")
+    partial = state.get("partial")
+    if partial is not None and (not isinstance(partial, dict) or partial.get("epoch") != state["epoch"] + 1):
+        raise UserError(f"checkpoint: {path} is inconsistent (a partial epoch that does not follow epoch "
+                        f"{state['epoch']}); {how}")
     return state
 
 

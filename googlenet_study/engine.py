@@ -28,7 +28,14 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(Exception):
-    """A stop was requested (SIGTERM/SIGINT); the last epoch checkpoint is the state to resume."""
+    """A stop was requested (SIGTERM/SIGINT) and the batch in flight has finished.
+
+    `partial` is the epoch so far (next batch, running sums, clocks): `fit` checkpoints it with the
+    model, optimiser and RNG states of that moment, so a resume continues at the next batch."""
+
+    def __init__(self, partial: dict | None = None) -> None:
+        super().__init__("stopped by a signal")
+        self.partial = partial
 
 
 class StopFlag:
@@ -56,7 +63,7 @@ STOP = StopFlag()  # the process's flag; the CLI installs its handlers
 
 class Tracker(Protocol):
     """What the driver needs from tracking (an MLflow run in practice; a list in tests)."""
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int) -> None: ...
 
 
 @dataclass
@@ -101,20 +108,36 @@ def _sync(device: torch.device) -> None:
 
 
 def train_one_epoch(step_model, net: Network, batches: DeviceBatches, order: torch.Tensor,
-                    opt: torch.optim.Optimizer, scaler, cfg: RunConfig, epoch: int, hooks: Hooks) -> dict:
-    """One pass over the training split; losses are per-image means over the epoch."""
+                    opt: torch.optim.Optimizer, scaler, cfg: RunConfig, epoch: int, hooks: Hooks,
+                    partial: dict | None = None) -> dict:
+    """One pass over the training split; losses are per-image means over the epoch.
+
+    `partial` (from an interrupted epoch's checkpoint) continues that epoch at its next batch with its
+    running sums and clocks, so the epoch's numbers are those of an uninterrupted one."""
     device = batches.device
     net.train()
     # Accumulate on the device: one host sync per epoch (and per finiteness check), not per batch.
-    sums = torch.zeros(4, device=device, dtype=torch.float64)  # main CE, aux CE, total, correct
-    seen, data_time, check_every = 0, 0.0, (1 if device.type == "cpu" else 25)
+    # float64: main CE, aux CE, total CE (each x images), correct predictions.
+    sums = partial["sums"].to(device) if partial else torch.zeros(4, device=device, dtype=torch.float64)
+    start = partial["batch"] if partial else 0
+    seen = partial["seen"] if partial else 0
+    data_time = partial["data_time_s"] if partial else 0.0        # s, waiting for input
+    time_before = partial["train_time_s"] if partial else 0.0     # s, this epoch's training before a stop
+    check_every = 1 if device.type == "cpu" else 25
     pending: list[torch.Tensor] = []
-    bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs} train", unit="img", leave=False,
+
+    def check_finite(i: int) -> None:  # i: the batch index of the last pending loss
+        finite = torch.isfinite(torch.stack(pending))
+        if not bool(finite.all()):
+            raise NonFiniteLoss(epoch, i + 1 - len(pending) + int((~finite).nonzero()[0]))
+        pending.clear()
+
+    bar = tqdm(total=len(order), initial=seen, desc=f"epoch {epoch}/{cfg.epochs} train", unit="img", leave=False,
                disable=_bar_disabled(hooks), dynamic_ncols=True)
     _sync(device)
     t0 = time.perf_counter()
-    it = batches.iterate(order)
-    for i in range(len(batches)):
+    it = batches.iterate(order[start * batches.batch_size:])
+    for i in range(start, len(batches)):
         t_data = time.perf_counter()
         x, y = next(it)
         data_time += time.perf_counter() - t_data
@@ -137,16 +160,17 @@ def train_one_epoch(step_model, net: Network, batches: DeviceBatches, order: tor
         seen += n
         pending.append(loss.detach())
         if len(pending) >= check_every or i == len(batches) - 1:
-            finite = torch.isfinite(torch.stack(pending))
-            if not bool(finite.all()):
-                raise NonFiniteLoss(epoch, i + 1 - len(pending) + int((~finite).nonzero()[0]))
-            pending.clear()
+            check_finite(i)
         bar.update(n)
         if hooks.should_stop():
             bar.close()
-            raise Interrupted()
+            if pending:
+                check_finite(i)  # never checkpoint a state that has already diverged
+            _sync(device)
+            raise Interrupted({"epoch": epoch, "batch": i + 1, "sums": sums.cpu(), "seen": seen,
+                               "data_time_s": data_time, "train_time_s": time_before + time.perf_counter() - t0})
     _sync(device)
-    train_time = time.perf_counter() - t0
+    train_time = time_before + time.perf_counter() - t0
     bar.close()
     s = (sums / seen).tolist()
     return {"train_loss": s[0], "train_aux_loss": s[1], "train_total_loss": s[2], "train_acc": s[3],
@@ -219,6 +243,8 @@ def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Ho
     train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, device, True, cfg.channels_last)
     test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, device, False, cfg.channels_last)
     history: list[dict] = []
+    ended_ms: list[int] = []  # when each epoch ended (ms since the epoch): its metrics' MLflow timestamp
+    partial = None
     if resume is not None:
         net.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
@@ -226,19 +252,36 @@ def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Ho
             scaler.load_state_dict(resume["scaler"])
         set_rng_state(resume["rng"])
         history = list(resume["history"])
+        ended_ms = list(resume.get("epoch_ended_ms", []))
+        partial = resume.get("partial")
     elapsed = history[-1]["elapsed_time_s"] if history else 0.0  # downtime between runs is not counted
+
+    def checkpoint(partial_epoch: dict | None) -> None:
+        if hooks.save_checkpoint is not None:
+            hooks.save_checkpoint({"epoch": len(history), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                                   "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
+                                   "history": history, "epoch_ended_ms": ended_ms, "elapsed_time_s": elapsed,
+                                   "partial": partial_epoch})
+
     for epoch in range(len(history) + 1, cfg.epochs + 1):
-        tr = train_one_epoch(step_model, net, train, train.order(cfg.seed, epoch), opt, scaler, cfg, epoch, hooks)
+        try:
+            tr = train_one_epoch(step_model, net, train, train.order(cfg.seed, epoch), opt, scaler, cfg, epoch,
+                                 hooks, partial)
+        except Interrupted as stop:
+            checkpoint(stop.partial)  # a preempted run loses no finished batch
+            raise
+        partial = None
         ev = evaluate(step_model, net, test, cfg, hooks)
         epoch_time = tr["train_time_s"] + ev["eval_time_s"]
         elapsed += epoch_time
         metrics = {**tr, **ev, "epoch_time_s": epoch_time, "elapsed_time_s": elapsed}
         history.append(metrics)
-        tracker.log_epoch(epoch, metrics)
-        if hooks.save_checkpoint is not None:
-            hooks.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "optimizer": opt.state_dict(),
-                                   "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
-                                   "history": history, "elapsed_time_s": elapsed})
+        ended_ms.append(int(time.time() * 1000))
+        # Checkpoint, then log: a kill between the two leaves an epoch that the checkpoint has and
+        # MLflow lacks, which the resume logs (tracking.MlflowRun.log_missing_epochs); the other
+        # order would log that epoch twice.
+        checkpoint(None)
+        tracker.log_epoch(epoch, metrics, ended_ms[-1])
         for cb in hooks.on_epoch:
             cb(epoch, metrics)
     return history, summarize(history, cfg.target_accs)

@@ -197,11 +197,22 @@ class MlflowRun:
         torch.save(filters_before, self.tmp / "filters_before.pt")
         self.filters_before = filters_before
 
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """step = epoch (from 1); timestamp = when the epoch ended."""
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()],
+    def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int | None = None) -> None:
+        """step = epoch (from 1); timestamp = when the epoch ended. One log_batch: all or nothing."""
+        ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, epoch) for k, v in metrics.items()],
                               synchronous=True)
+
+    def log_missing_epochs(self, history: list[dict], ended_ms: list[int]) -> list[int]:
+        """Log the checkpointed epochs this run lacks (killed between checkpoint and log); returns them.
+
+        The checkpoint is written before an epoch is logged, so MLflow can be at most one epoch behind
+        it and never ahead: each epoch ends up logged exactly once, with its original timestamp."""
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "elapsed_time_s")}
+        missing = [e for e in range(1, len(history) + 1) if e not in logged]
+        for e in missing:
+            self.log_epoch(e, history[e - 1], ended_ms[e - 1] if e <= len(ended_ms) else None)
+        return missing
 
     def log_summary(self, summary: dict[str, float], history: list[dict], filters_after: torch.Tensor) -> None:
         now = int(time.time() * 1000)

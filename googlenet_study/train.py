@@ -59,8 +59,10 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         run.log_start({**cfg.to_params(), "total_params": total, "trainable_params": trainable},
                       {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
                        "checkpoint": str(path),
-                       **({"resumed_at_epoch": str(state["epoch"] + 1)} if state else {})},
+                       **(_resume_tags(state) if state else {})},
                       model.parameter_table(net), filters_before)
+        if state:
+            run.log_missing_epochs(state["history"], state.get("epoch_ended_ms", []))
         result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state)
         run.log_summary(result.summary, result.history, model.first_conv_weight(net))
         result.status = "FINISHED"
@@ -85,6 +87,14 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         if result.status == "FINISHED" and not keep_checkpoints:
             ckpt.remove(path)
     return result
+
+
+def _resume_tags(state: dict) -> dict[str, str]:
+    """Where this process took over: the next epoch, and the next batch when a signal stopped mid-epoch."""
+    tags = {"resumed_at_epoch": str(state["epoch"] + 1)}
+    if state.get("partial"):
+        tags["resumed_at_batch"] = str(state["partial"]["batch"] + 1)
+    return tags
 
 
 def _resume_state(cfg: RunConfig, uri: str, root: Path, mode: str, parent_run_id: str | None) -> dict | None:

@@ -57,6 +57,20 @@ def histories(uri: str, run_id: str) -> dict[str, list]:
                                                                                               "epoch_time_s")}
 
 
+def reference_run(cfg, tmp_path: Path) -> dict[str, list]:
+    """The same config run once without interruption, in its own store."""
+    uri = f"sqlite:///{tmp_path / 'reference.db'}"
+    ref = cli("train", *cfg_args(cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    assert ref.returncode == 0, ref.stderr
+    return histories(uri, ref.stdout.split()[1])
+
+
+def assert_each_epoch_once_and_identical(h: dict, reference: dict, epochs: int) -> None:
+    for k in KEYS:
+        assert [m.step for m in h[k]] == list(range(1, epochs + 1)), k
+        assert [m.value for m in h[k]] == [m.value for m in reference[k]], k
+
+
 @pytest.fixture
 def det_cfg(tiny_cfg):
     return dataclasses.replace(tiny_cfg, deterministic=True, threads=2, epochs=3, train_size=240, test_size=60,
@@ -65,11 +79,7 @@ def det_cfg(tiny_cfg):
 
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(det_cfg, tracking_uri, tmp_path):
-    ref_uri = f"sqlite:///{tmp_path / 'reference.db'}"
-    ref = cli("train", *cfg_args(det_cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ref_uri})
-    assert ref.returncode == 0, ref.stderr
-    ref_id = ref.stdout.split()[1]
-    reference = histories(ref_uri, ref_id)
+    reference = reference_run(det_cfg, tmp_path)
 
     p = start(det_cfg, tmp_path)
     run_id = wait_for_epochs(tracking_uri, 1, p)
@@ -86,20 +96,19 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(d
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the same run, continued
     assert runs[0].data.tags["resumed_at_epoch"] in ("2", "3")
     h = histories(tracking_uri, run_id)
-    for k in KEYS:  # each epoch exactly once, values bit-identical
-        assert [m.step for m in h[k]] == [1, 2, 3], k
-        assert [m.value for m in h[k]] == [m.value for m in reference[k]], k
+    assert_each_epoch_once_and_identical(h, reference, 3)
     el, ep = [m.value for m in h["elapsed_time_s"]], [m.value for m in h["epoch_time_s"]]
     assert el == pytest.approx([ep[0], ep[0] + ep[1], ep[0] + ep[1] + ep[2]])  # downtime not counted
     assert not list((tmp_path / ".checkpoints").rglob("*.ckpt"))  # finished: checkpoint removed
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_batch_checkpoints_ends_killed_exit_143_and_resumes(det_cfg, tracking_uri, tmp_path):
-    cfg = dataclasses.replace(det_cfg, epochs=2)
-    p = start(cfg, tmp_path, "--keep-checkpoints")
+def test_sigterm_finishes_the_batch_checkpoints_it_ends_killed_exit_143_and_resumes_there(det_cfg, tracking_uri,
+                                                                                         tmp_path):
+    reference = reference_run(det_cfg, tmp_path)
+    p = start(det_cfg, tmp_path, "--keep-checkpoints")
     run_id = wait_for_epochs(tracking_uri, 1, p)
-    p.send_signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)  # lands in epoch 2 (of 3; 8 batches of ~0.1 s)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 143, err
     c = MlflowClient(tracking_uri)
@@ -107,13 +116,54 @@ def test_sigterm_finishes_the_batch_checkpoints_ends_killed_exit_143_and_resumes
     assert run.info.status == "KILLED" and "signal" in run.data.tags["end_reason"]
     ck = list((tmp_path / ".checkpoints").rglob("*.ckpt"))
     assert [x.name for x in ck] == [f"{run_id}.ckpt"]
-    assert checkpoint.load(ck[0], cfg.resolve())["epoch"] == 1
+    state = checkpoint.load(ck[0], det_cfg.resolve())
+    part = state["partial"]  # the batch in flight finished and was checkpointed, mid-epoch
+    assert part["epoch"] == state["epoch"] + 1 and 1 <= part["batch"] <= 8
+    assert part["seen"] == min(part["batch"] * det_cfg.batch_size, det_cfg.train_size)
 
-    p2 = cli("train", *cfg_args(cfg), "--keep-checkpoints", cwd=tmp_path)
+    p2 = cli("train", *cfg_args(det_cfg), "--keep-checkpoints", cwd=tmp_path)
     assert p2.returncode == 0, p2.stderr
-    assert c.get_run(run_id).info.status == "FINISHED"
-    assert [m.step for m in c.get_metric_history(run_id, "test_acc")] == [1, 2]
-    assert checkpoint.load(ck[0], cfg.resolve())["epoch"] == 2  # kept when asked
+    run = c.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["resumed_at_batch"] == str(part["batch"] + 1)
+    # the interrupted epoch, finished by another process, is the uninterrupted run's epoch to the bit
+    assert_each_epoch_once_and_identical(histories(tracking_uri, run_id), reference, 3)
+    assert checkpoint.load(ck[0], det_cfg.resolve())["epoch"] == 3  # kept when asked
+
+
+# A real kill -9 at the one moment an epoch is in the checkpoint but not yet in MLflow.
+_DIE_BEFORE_LOGGING_EPOCH_2 = """
+import os, signal, sys
+from googlenet_study import cli, tracking
+log = tracking.MlflowRun.log_epoch
+def log_or_die(self, epoch, metrics, timestamp_ms=None):
+    if epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return log(self, epoch, metrics, timestamp_ms)
+tracking.MlflowRun.log_epoch = log_or_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_killed_between_checkpoint_and_log_the_resume_logs_that_epoch_once(det_cfg, tracking_uri, tmp_path):
+    reference = reference_run(det_cfg, tmp_path)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    p = subprocess.run([sys.executable, "-c", _DIE_BEFORE_LOGGING_EPOCH_2, "train", *cfg_args(det_cfg)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    c = MlflowClient(tracking_uri)
+    (run,) = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "test_acc")] == [1]
+    (ck,) = (tmp_path / ".checkpoints").rglob("*.ckpt")
+    state = checkpoint.load(ck, det_cfg.resolve())
+    assert state["epoch"] == 2  # epoch 2 reached the checkpoint, not MLflow
+
+    p2 = cli("train", *cfg_args(det_cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": tracking_uri})
+    assert p2.returncode == 0, p2.stderr
+    h = histories(tracking_uri, run.info.run_id)
+    assert_each_epoch_once_and_identical(h, reference, 3)
+    assert h["test_acc"][1].timestamp == state["epoch_ended_ms"][1]  # logged late, stamped when it ended
 
 
 def test_corrupt_checkpoint_is_one_line_exit_2_and_no_new_run(tiny_cfg, tracking_uri, tmp_path):
