@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -72,6 +73,46 @@ class Hooks:
     save_checkpoint: Callable[[dict], None] | None = None
     should_stop: Callable[[], bool] = STOP
     progress: bool | None = None  # None: bars only on a terminal
+
+
+class EpochEnd:
+    """The epoch-end writes (checkpoint with its fsync, then the MLflow log) on a worker thread, one
+    epoch at a time, while the next epoch trains: the disk and the tracking server never stall
+    training (benchmarks/harness_vs_bare.py). `wait()` joins it and raises what it raised."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self.wait()  # at most one epoch in flight: checkpoints land in order
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as e:  # noqa: BLE001 - handed to the training thread by wait()
+                self._error = e
+        self._thread = threading.Thread(target=run, name="epoch-end", daemon=True)
+        self._thread.start()
+
+    def wait(self, raise_error: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
+
+
+def cpu_copy(obj):
+    """A deep copy with every tensor on the CPU: a snapshot that the next training step cannot change."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
 
 
 def seed_everything(cfg: RunConfig) -> None:
@@ -256,32 +297,48 @@ def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Ho
         partial = resume.get("partial")
     elapsed = history[-1]["elapsed_time_s"] if history else 0.0  # downtime between runs is not counted
 
-    def checkpoint(partial_epoch: dict | None) -> None:
-        if hooks.save_checkpoint is not None:
-            hooks.save_checkpoint({"epoch": len(history), "model": net.state_dict(), "optimizer": opt.state_dict(),
-                                   "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
-                                   "history": history, "epoch_ended_ms": ended_ms, "elapsed_time_s": elapsed,
-                                   "partial": partial_epoch})
+    def snapshot(partial_epoch: dict | None) -> dict | None:
+        """This moment's state, copied: the writer thread saves it while training moves on."""
+        if hooks.save_checkpoint is None:
+            return None
+        return cpu_copy({"epoch": len(history), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                         "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
+                         "history": history, "epoch_ended_ms": ended_ms, "elapsed_time_s": elapsed,
+                         "partial": partial_epoch})
 
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        try:
-            tr = train_one_epoch(step_model, net, train, train.order(cfg.seed, epoch), opt, scaler, cfg, epoch,
-                                 hooks, partial)
-        except Interrupted as stop:
-            checkpoint(stop.partial)  # a preempted run loses no finished batch
-            raise
-        partial = None
-        ev = evaluate(step_model, net, test, cfg, hooks)
-        epoch_time = tr["train_time_s"] + ev["eval_time_s"]
-        elapsed += epoch_time
-        metrics = {**tr, **ev, "epoch_time_s": epoch_time, "elapsed_time_s": elapsed}
-        history.append(metrics)
-        ended_ms.append(int(time.time() * 1000))
+    def epoch_end(state: dict | None, epoch: int, metrics: dict, ended: int) -> None:
         # Checkpoint, then log: a kill between the two leaves an epoch that the checkpoint has and
         # MLflow lacks, which the resume logs (tracking.MlflowRun.log_missing_epochs); the other
         # order would log that epoch twice.
-        checkpoint(None)
-        tracker.log_epoch(epoch, metrics, ended_ms[-1])
-        for cb in hooks.on_epoch:
-            cb(epoch, metrics)
+        if state is not None:
+            hooks.save_checkpoint(state)
+        tracker.log_epoch(epoch, metrics, ended)
+
+    writer = EpochEnd()
+    try:
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            try:
+                tr = train_one_epoch(step_model, net, train, train.order(cfg.seed, epoch), opt, scaler, cfg,
+                                     epoch, hooks, partial)
+            except Interrupted as stop:
+                writer.wait()  # the last epoch's checkpoint and log land first
+                if hooks.save_checkpoint is not None:
+                    hooks.save_checkpoint(snapshot(stop.partial))  # a preempted run loses no finished batch
+                raise
+            partial = None
+            ev = evaluate(step_model, net, test, cfg, hooks)
+            epoch_time = tr["train_time_s"] + ev["eval_time_s"]
+            elapsed += epoch_time
+            metrics = {**tr, **ev, "epoch_time_s": epoch_time, "elapsed_time_s": elapsed}
+            history.append(metrics)
+            ended_ms.append(int(time.time() * 1000))
+            writer.submit(lambda s=snapshot(None), e=epoch, m=metrics, t=ended_ms[-1]: epoch_end(s, e, m, t))
+            for cb in hooks.on_epoch:
+                cb(epoch, metrics)
+        writer.wait()
+    except KeyboardInterrupt:
+        raise  # a second signal: stop now, not after the writer
+    except BaseException:
+        writer.wait(raise_error=False)  # the first error is the one to report
+        raise
     return history, summarize(history, cfg.target_accs)

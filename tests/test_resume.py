@@ -208,3 +208,18 @@ def test_any_exception_ends_the_run_failed_never_running(tiny_cfg, tracking_uri)
     c = MlflowClient(tracking_uri)
     (run,) = c.search_runs([e.experiment_id for e in c.search_experiments()])
     assert run.info.status == "FAILED" and "disk full" in run.data.tags["failure_reason"]
+
+
+def test_an_error_on_the_epoch_end_thread_fails_the_run_with_its_reason(tiny_cfg, tracking_uri, monkeypatch):
+    # The checkpoint and the MLflow log of an epoch are written on a background thread; what goes
+    # wrong there must reach the run like any other error, not vanish with the thread.
+    from googlenet_study import tracking
+
+    def log_epoch(self, epoch, metrics, timestamp_ms=None):
+        raise OSError("No space left on device")
+    monkeypatch.setattr(tracking.MlflowRun, "log_epoch", log_epoch)
+    with pytest.raises(OSError, match="No space left"):
+        train(dataclasses.replace(tiny_cfg, epochs=2))
+    c = MlflowClient(tracking_uri)
+    (run,) = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["failure_reason"]
