@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -332,7 +333,7 @@ def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Ho
             metrics = {**tr, **ev, "epoch_time_s": epoch_time, "elapsed_time_s": elapsed}
             history.append(metrics)
             ended_ms.append(int(time.time() * 1000))
-            writer.submit(lambda s=snapshot(None), e=epoch, m=metrics, t=ended_ms[-1]: epoch_end(s, e, m, t))
+            writer.submit(functools.partial(epoch_end, snapshot(None), epoch, metrics, ended_ms[-1]))
             for cb in hooks.on_epoch:
                 cb(epoch, metrics)
         writer.wait()
