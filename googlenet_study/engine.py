@@ -35,7 +35,7 @@ class Interrupted(Exception):
     `partial` is the epoch so far (next batch, running sums, clocks): `fit` checkpoints it with the
     model, optimiser and RNG states of that moment, so a resume continues at the next batch."""
 
-    def __init__(self, partial: dict | None = None) -> None:
+    def __init__(self, partial: dict) -> None:
         super().__init__("stopped by a signal")
         self.partial = partial
 
@@ -158,13 +158,13 @@ def train_one_epoch(step_model, net: Network, batches: DeviceBatches, order: tor
     running sums and clocks, so the epoch's numbers are those of an uninterrupted one."""
     device = batches.device
     net.train()
-    # Accumulate on the device: one host sync per epoch (and per finiteness check), not per batch.
-    # float64: main CE, aux CE, total CE (each x images), correct predictions.
-    sums = partial["sums"].to(device) if partial else torch.zeros(4, device=device, dtype=torch.float64)
-    start = partial["batch"] if partial else 0
-    seen = partial["seen"] if partial else 0
-    data_time = partial["data_time_s"] if partial else 0.0        # s, waiting for input
-    time_before = partial["train_time_s"] if partial else 0.0     # s, this epoch's training before a stop
+    # sums: float64 main CE, aux CE, total CE (each x images), correct predictions; kept on the device:
+    # one host sync per epoch (and per finiteness check), not per batch. Times in s: waiting for input,
+    # and this epoch's training before a stop.
+    p = partial or {"batch": 0, "seen": 0, "data_time_s": 0.0, "train_time_s": 0.0,
+                    "sums": torch.zeros(4, dtype=torch.float64)}
+    sums, start, seen = p["sums"].to(device), p["batch"], p["seen"]
+    data_time, time_before = p["data_time_s"], p["train_time_s"]
     check_every = 1 if device.type == "cpu" else 25
     pending: list[torch.Tensor] = []
 

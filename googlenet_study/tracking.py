@@ -203,16 +203,15 @@ class MlflowRun:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, epoch) for k, v in metrics.items()],
                               synchronous=True)
 
-    def log_missing_epochs(self, history: list[dict], ended_ms: list[int]) -> list[int]:
-        """Log the checkpointed epochs this run lacks (killed between checkpoint and log); returns them.
+    def log_missing_epochs(self, history: list[dict], ended_ms: list[int]) -> None:
+        """Log the checkpointed epochs this run lacks (killed between checkpoint and log).
 
         The checkpoint is written before an epoch is logged, so MLflow can be at most one epoch behind
         it and never ahead: each epoch ends up logged exactly once, with its original timestamp."""
         logged = {m.step for m in self.client.get_metric_history(self.run_id, "elapsed_time_s")}
-        missing = [e for e in range(1, len(history) + 1) if e not in logged]
-        for e in missing:
-            self.log_epoch(e, history[e - 1], ended_ms[e - 1] if e <= len(ended_ms) else None)
-        return missing
+        for e in range(1, len(history) + 1):
+            if e not in logged:
+                self.log_epoch(e, history[e - 1], ended_ms[e - 1] if e <= len(ended_ms) else None)
 
     def log_summary(self, summary: dict[str, float], history: list[dict], filters_after: torch.Tensor) -> None:
         now = int(time.time() * 1000)
