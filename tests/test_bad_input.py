@@ -59,6 +59,16 @@ def case_corrupt_checkpoint(tmp: Path) -> list[str]:
     return ["train", *TINY]
 
 
+def case_checkpoint_partial_epoch_out_of_place(tmp: Path) -> list[str]:
+    # Loads as a checkpoint of this config, but its mid-epoch position claims epoch 3 after epoch 0.
+    cfg = RunConfig(model="googlenet", dataset="digits", weights="none", image_size=16, epochs=1, train_size=50,
+                    test_size=20, system_metrics=False).resolve()
+    checkpoint.save(checkpoint.path_for(tmp / ".checkpoints", cfg, "feed42"),
+                    {"epoch": 0, "model": {}, "optimizer": {}, "rng": {}, "history": [], "config_hash": cfg.digest(),
+                     "run_id": "feed42", "filters_before": None, "partial": {"epoch": 3, "batch": 1}})
+    return ["train", *TINY]
+
+
 CASES = {
     # kind: (argv or a function of the temp folder that returns argv, words the line must contain)
     "unknown model": (["train", *TINY, "--model", "vgg16"], ["model", "inception_v3 | googlenet"]),
@@ -81,6 +91,8 @@ CASES = {
                                       ["cifar-10-batches-py", "download"]),
     "cifar10 batch truncated": (case_truncated_cifar, ["data_batch_1", "MD5"]),
     "corrupt checkpoint": (case_corrupt_checkpoint, ["abc123.ckpt", "--resume never"]),
+    "checkpoint with a partial epoch out of place": (case_checkpoint_partial_epoch_out_of_place,
+                                                      ["feed42.ckpt", "inconsistent", "--resume never"]),
     "resume of an unknown run": (["train", *TINY, "--resume", "0badc0de"], ["0badc0de"]),
     "tracking uri of no kind": (["train", *TINY, "--tracking-uri", "ftp://example"], ["tracking-uri", "sqlite:///"]),
     "tracking server unreachable": (["train", *TINY, "--tracking-uri", "http://127.0.0.1:9"], ["cannot reach"]),
