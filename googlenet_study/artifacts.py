@@ -1,4 +1,4 @@
-"""Files a run leaves behind (written to a folder; tracking.py uploads them): the parameter
+"""Files a run leaves behind (written to a folder; tracking.run uploads them): the parameter
 table, the per-epoch CSV, the learning curves and the first-conv filter grids."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ matplotlib.use("Agg")  # no display: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
-                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s")
+from . import schema  # noqa: E402
+
+EPOCH_COLUMNS = ("epoch", *schema.EPOCH_METRICS)  # epochs.csv
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | tuple[str, ...]) -> Path:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 from torchvision import models
 
+from . import schema
 from .config import RunConfig, UserError
 
 NUM_CLASSES = 10
@@ -232,8 +233,8 @@ def speed_tags(net: Network) -> dict[str, str]:
     """How a frozen trunk was run, as MLflow tags (the math is the same; the ops are not)."""
     if not net.frozen:
         return {}
-    return {"frozen_trunk": "no autograd graph; BatchNorm in eval mode",
-            "frozen_bn_folded_convs": str(len(net.folded))}  # conv+BN blocks run as one conv
+    return {schema.FROZEN_TRUNK_TAG: "no autograd graph; BatchNorm in eval mode",
+            schema.FOLDED_CONVS_TAG: str(len(net.folded))}  # conv+BN blocks run as one conv
 
 
 def parameter_table(net: Network) -> list[dict]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .. import tracking
-from ..config import UserError
+from .. import schema, tracking
+from ..config import UserError, dir_problem
 from . import fetch, figures, render, stats
 
 DEFAULT_TARGETS = (50.0, 60.0, 70.0, 80.0)  # percent test accuracy
@@ -45,6 +45,9 @@ def default_out(experiment: str, study: str | None) -> Path:
 
 
 def main(args) -> int:
+    if args.out is not None and dir_problem(args.out):  # build() would replace a file (or /dev/null) by a folder
+        raise UserError(f"--out: {dir_problem(args.out)}")
+    tracking.check_tracking_uri(tracking.tracking_uri(args.tracking_uri))
     out, timings = build(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
                          targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri)
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "
@@ -129,7 +132,7 @@ def _tidy(runs: pd.DataFrame, f: fetch.Fetched) -> pd.DataFrame:
     """runs.csv: one row per run per epoch, the run's params and every per-epoch metric."""
     cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in f.params if p != "seed"] + ["study", "trial"]
     tidy = runs[cols].merge(f.epochs, on="run_id")
-    return tidy[cols + ["epoch"] + list(fetch.EPOCH_METRICS)]
+    return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
 
 
 def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path) -> list:

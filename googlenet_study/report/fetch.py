@@ -13,20 +13,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .. import tracking
+from .. import schema, tracking
 from ..config import UserError, field_names
+from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TAGS, SUMMARY_METRICS, TRIAL_TAGS
 
-# What train() logs once per epoch (step = epoch, from 1) and once at the end.
-EPOCH_METRICS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
-                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s")
-SUMMARY_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")
-# Without these a run says nothing about accuracy over wall-clock time: it is listed, not counted.
-REQUIRED_EPOCH_METRICS = ("test_acc", "epoch_time_s", "elapsed_time_s")
-# Params that never change a result (config.digest() leaves them out too); `seed` is what varies within one
-# configuration, so none of these split configurations.
-NOT_CONFIG = {"seed", "data_dir", "download", "system_metrics", "total_params", "trainable_params"}
-STUDY_TAGS = ("study_name", "study")     # what sweep.py tags a study's runs with (either is read)
-TRIAL_TAGS = ("trial_number", "trial")
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
 
 
@@ -36,7 +26,7 @@ class Fetched:
     epochs: pd.DataFrame          # one row per counted run per epoch: run_id, epoch, every per-epoch metric
     excluded: pd.DataFrame        # run_id, run_name, status, reason
     incomplete: pd.DataFrame      # run_id, run_name, missing: counted runs that lack some metrics
-    params: list[str]             # config params of the counted runs (all but NOT_CONFIG)
+    params: list[str]             # config params of the counted runs (all but NOT_CONFIG; resolved.* applied)
     logged_summary: pd.DataFrame  # run_id + the summary metrics the runs logged themselves
     source: dict = field(default_factory=dict)
 
@@ -93,6 +83,8 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
         else:
             excluded.append({"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
                              "reason": f"status {r['status']}: only FINISHED runs count"})
+    # What a run ran with: under `mlflow run`, resolved.device (cpu) replaces device (auto, as given).
+    finished = [{**r, "params": schema.resolved_params(r["params"])} for r in finished]
     if not finished:
         raise UserError(f"no FINISHED runs in scope ({len(leaves)} training runs found, none finished)")
 
@@ -129,7 +121,7 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
         if k not in epochs:
             epochs[k] = float("nan")
     summary = pd.DataFrame([{"run_id": r["run_id"], **{k: v for k, v in r["metrics"].items()
-                                                       if k in SUMMARY_METRICS or k.startswith("time_to_test_acc_")}}
+                                                       if k in SUMMARY_METRICS or schema.is_time_to_target(k)}}
                             for r in counted])
     source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
               "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
@@ -143,7 +135,8 @@ def _tag(r: dict, names: tuple[str, ...]) -> str:
 
 def _epoch_keys(r: dict) -> list[str]:
     """Per-epoch metric keys of a run: what it logged, less summaries and MLflow's system metrics."""
-    keys = [k for k in r["metrics"] if not k.startswith(("system/", "time_to_test_acc_")) and k not in SUMMARY_METRICS]
+    keys = [k for k in r["metrics"] if not k.startswith(("system/", schema.TIME_TO_TARGET_PREFIX))
+            and k not in SUMMARY_METRICS]
     return sorted(set(keys))
 
 

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .. import schema  # noqa: E402
 from . import stats  # noqa: E402
 
 # The lecture's published inception_v3 run (CIFAR-10, ImageNet weights, 299 px, batch 32, adam, aux 1, full):
@@ -94,9 +95,9 @@ def time_to_target(runs, targets, colors) -> plt.Figure:
     configs = list(colors)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * len(configs) * max(1, len(targets)) ** 0.5))
     tcol = sns.color_palette("viridis", len(targets))
-    xmax = float(np.nanmax([runs[stats.target_key(p)].max() for p in targets] + [1.0]))
+    xmax = float(np.nanmax([runs[schema.time_to_target(p)].max() for p in targets] + [1.0]))
     for j, p in enumerate(targets):
-        k = stats.target_key(p)
+        k = schema.time_to_target(p)
         ax.plot([], [], "o", color=tcol[j], label=f"{p:g} %")  # in the legend even if no run reached it
         for i, cfg in enumerate(configs):
             v = runs.loc[runs["configuration"] == cfg, k]
@@ -125,7 +126,7 @@ def factor_effects(runs, varying, main_target) -> plt.Figure | None:
         return None
     ys = [("best_test_acc", "best test accuracy (%)", 100.0), ("total_time_s", "total time (s)", 1.0)]
     if main_target is not None:
-        ys.append((stats.target_key(main_target), f"time to {main_target:g} % (s, runs that reached it)", 1.0))
+        ys.append((schema.time_to_target(main_target), f"time to {main_target:g} % (s, runs that reached it)", 1.0))
     fig, axes = plt.subplots(len(ys), len(factors), figsize=(3.4 * len(factors) + 1, 2.6 * len(ys)), squeeze=False)
     for j, f in enumerate(factors):
         for i, (m, label, scale) in enumerate(ys):

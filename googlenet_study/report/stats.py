@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .. import schema
 from .fetch import Fetched
 
 CONFIDENCE = 0.95
@@ -21,10 +22,6 @@ OLYMPIC_MIN_N = 5  # MLPerf-style: drop the fastest and slowest run when there a
 FACTOR_ORDER = ("model", "weights", "backbone", "aux_weight", "batch_size", "optimizer", "lr", "image_size",
                 "epochs", "amp", "channels_last", "compile", "device", "threads")
 FACTORS = ("aux_weight", "batch_size", "backbone")
-
-
-def target_key(p: float) -> str:
-    return f"time_to_test_acc_{p:g}"
 
 
 def t_interval(x) -> tuple[float, float, float]:
@@ -62,7 +59,7 @@ def per_run(f: Fetched, targets: tuple[float, ...]) -> tuple[pd.DataFrame, list[
                       "epoch_time_s": g["epoch_time_s"].mean()})
     for p in targets:  # elapsed_time_s at the first epoch with test_acc >= P/100 (NaN: never reached)
         hit = ep[ep["test_acc"] >= p / 100 - 1e-12].groupby("run_id", sort=False)["elapsed_time_s"].first()
-        d[target_key(p)] = hit
+        d[schema.time_to_target(p)] = hit
     runs = f.runs.merge(d, left_on="run_id", right_index=True).merge(f.logged_summary, on="run_id", how="left",
                                                                      suffixes=("", "_logged"))
     # What the run logged wins; older runs without summaries get them from their history.
@@ -70,7 +67,7 @@ def per_run(f: Fetched, targets: tuple[float, ...]) -> tuple[pd.DataFrame, list[
                  ("total_time_s", "total_from_history")):
         runs[k] = runs[k].fillna(runs[h]) if k in runs else runs[h]
     for p in targets:
-        runs[target_key(p) + "_hit"] = runs[target_key(p)].notna()
+        runs[schema.time_to_target(p) + "_hit"] = runs[schema.time_to_target(p)].notna()
     varying = [p for p in f.params if runs[p].nunique(dropna=False) > 1]
     varying.sort(key=lambda p: (FACTOR_ORDER.index(p) if p in FACTOR_ORDER else len(FACTOR_ORDER), p))
     for p in varying + ["seed"]:
@@ -86,7 +83,9 @@ def per_run(f: Fetched, targets: tuple[float, ...]) -> tuple[pd.DataFrame, list[
     return runs, varying
 
 
-SUMMARY_METRICS = ("best_test_acc", "final_test_acc", "epoch_time_s", "total_time_s")
+# summary.csv's numbers per configuration (columns in this order): per_run's columns, not schema.SUMMARY_METRICS:
+# epoch_time_s here is a run's mean epoch time.
+SUMMARIZED = ("best_test_acc", "final_test_acc", "epoch_time_s", "total_time_s")
 TIME_METRICS = ("epoch_time_s", "total_time_s")
 
 
@@ -95,11 +94,11 @@ def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) 
     rows = []
     for cfg, g in runs.groupby("configuration", observed=True, sort=True):
         row = {"configuration": cfg, **{p: g[p].iloc[0] for p in varying}, "n_runs": len(g)}
-        for m in SUMMARY_METRICS + tuple(target_key(p) for p in targets):
+        for m in SUMMARIZED + tuple(schema.time_to_target(p) for p in targets):
             row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval(g[m])
-            if m.startswith("time_to_test_acc_"):
+            if schema.is_time_to_target(m):
                 row[f"{m}_reached"] = float(g[m].notna().mean())
-        for m in TIME_METRICS + tuple(target_key(p) for p in targets):
+        for m in TIME_METRICS + tuple(schema.time_to_target(p) for p in targets):
             row[f"{m}_olympic_mean"] = olympic_mean(g[m])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -134,7 +133,8 @@ def welch_p(a, b) -> float:
 
 def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) -> pd.DataFrame:
     """Configurations that differ in exactly one param: A vs B on best accuracy, total time, time to target."""
-    metrics = [("best_test_acc", True), ("total_time_s", False)] + [(target_key(p), False) for p in targets]
+    metrics = [("best_test_acc", True), ("total_time_s", False)]
+    metrics += [(schema.time_to_target(p), False) for p in targets]
     configs = runs.groupby("configuration", observed=True, sort=True)
     keyed = {cfg: (tuple(g[varying].iloc[0]), g) for cfg, g in configs}
     rows = []
@@ -163,7 +163,7 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
 def main_target(summ: pd.DataFrame, targets: tuple[float, ...]) -> float | None:
     """The highest target some configuration reached in every one of its runs."""
     for p in sorted(targets, reverse=True):
-        if (summ[f"{target_key(p)}_reached"] == 1.0).any():
+        if (summ[f"{schema.time_to_target(p)}_reached"] == 1.0).any():
             return p
     return None
 
@@ -177,7 +177,7 @@ def ranking(summ: pd.DataFrame, targets: tuple[float, ...]) -> tuple[pd.DataFram
     if p is None:
         r = r.sort_values("best_test_acc_mean", ascending=False)
     else:
-        k = target_key(p)
+        k = schema.time_to_target(p)
         r = r.sort_values([f"{k}_reached", f"{k}_mean", "best_test_acc_mean"], ascending=[False, True, False])
     r.insert(0, "rank", range(1, len(r) + 1))
     return r.reset_index(drop=True), p

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from .. import schema
 from . import render, stats
 
 
@@ -15,6 +16,7 @@ def method_paragraphs(main_p: float | None, targets: tuple[float, ...]) -> list[
             if main_p is not None else
             "No configuration reached a target in every run, so the ranking orders configurations by mean "
             "best test accuracy.")
+    ttt = schema.TIME_TO_TARGET_PREFIX
     return [
         "Only FINISHED runs count; every other run in scope is listed under 'Runs excluded' with its status. "
         "Parent runs (a sweep's, or a trial that averages repeats) are not training runs and are listed there too. "
@@ -23,10 +25,10 @@ def method_paragraphs(main_p: float | None, targets: tuple[float, ...]) -> list[
         f"Every summary number is the mean across a configuration's runs (seeds) with a 95 % Student-t confidence "
         f"interval, mean ± t(0.975, n-1)·s/√n; no interval is given for n = 1. For times, the olympic mean "
         f"(MLPerf style: the fastest and the slowest run dropped) is given too when n ≥ {stats.OLYMPIC_MIN_N}.",
-        f"time_to_test_acc_P is the elapsed training time (elapsed_time_s, the sum of epoch times: training plus "
+        f"{ttt}P is the elapsed training time (elapsed_time_s, the sum of epoch times: training plus "
         f"evaluation, no start-up) at the end of the first epoch whose test accuracy is at least P %, computed "
         f"from each run's per-epoch history for the targets {', '.join(f'{p:g}' for p in targets)} %. A run that "
-        f"never reached P is counted in time_to_test_acc_P_reached (the fraction that did) and is never dropped "
+        f"never reached P is counted in {ttt}P_reached (the fraction that did) and is never dropped "
         f"silently: means and intervals are over the runs that reached it, and in comparisons it loses to any run "
         f"that did.",
         "Configurations that differ in exactly one param are compared on best accuracy, total time and each time "
@@ -43,7 +45,7 @@ def _f(x, digits: int = 1) -> str:
 
 def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[list, list]:
     def reached(row, p) -> str:
-        k = stats.target_key(p)
+        k = schema.time_to_target(p)
         return f"{round(row[f'{k}_reached'] * row['n_runs'])}/{row['n_runs']}"
 
     def olympic_or_mean(row, m) -> str:
@@ -56,7 +58,7 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[li
         row = {"rank": r["rank"], "configuration": r["configuration"], "n": r["n_runs"],
                "best test acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high)}
         if main_p is not None:
-            k = stats.target_key(main_p)
+            k = schema.time_to_target(main_p)
             row[f"time to {main_p:g} % (s)"] = pct(r[f"{k}_mean"], r[f"{k}_ci_low"], r[f"{k}_ci_high"], 1.0)
             row[f"reached {main_p:g} %"] = reached(r, main_p)
         row["total time (s)"] = pct(r.total_time_s_mean, r.total_time_s_ci_low, r.total_time_s_ci_high, 1.0)
@@ -70,13 +72,13 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[li
                "final acc %": pct(r.final_test_acc_mean, r.final_test_acc_ci_low, r.final_test_acc_ci_high),
                "s / epoch": olympic_or_mean(r, "epoch_time_s"), "total s": olympic_or_mean(r, "total_time_s")}
         for p in targets:
-            k = stats.target_key(p)
+            k = schema.time_to_target(p)
             row[f"to {p:g} % (s)"] = f"{pct(r[f'{k}_mean'], r[f'{k}_ci_low'], r[f'{k}_ci_high'], 1.0)} " \
                                      f"({reached(r, p)})"
         s_rows.append(row)
 
     c_rows = []
-    shown = {"best_test_acc", "total_time_s"} | ({stats.target_key(main_p)} if main_p is not None else set())
+    shown = {"best_test_acc", "total_time_s"} | ({schema.time_to_target(main_p)} if main_p is not None else set())
     for _, c in comp[comp["metric"].isin(shown)].iterrows() if len(comp) else ():
         acc = c["metric"] == "best_test_acc"
         scale, d = (100.0, 2) if acc else (1.0, 1)

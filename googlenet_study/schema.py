@@ -1,0 +1,100 @@
+"""The names a run is recorded under: MLflow metric, param and tag keys, defined once.
+
+Engine, tracking, sweep, study, report and tests import them from here; README's "What MLflow holds"
+documents each (tests/test_schema.py fails when a produced name is not documented there). Adding a
+per-epoch metric is one edit here plus its computation in the engine."""
+
+from __future__ import annotations
+
+# ---- per-epoch metrics: logged once per epoch, step = epoch (from 1), timestamp = when it ended --------
+TRAIN_METRICS = ("train_loss",        # CE of the main head, mean per image over the epoch
+                 "train_aux_loss",    # sum of the aux arms' CE (unweighted), mean per image
+                 "train_total_loss",  # train_loss + aux_weight * train_aux_loss
+                 "train_acc",         # fraction of training images the main head got right
+                 "train_time_s",      # s: this epoch's training (input waits included)
+                 "data_time_s",       # s: of that, waiting for input
+                 "throughput_img_s")  # training images per second
+EVAL_METRICS = ("test_loss", "test_acc", "eval_time_s")  # main head, eval mode, whole test split
+CLOCK_METRICS = ("epoch_time_s",      # s: train_time_s + eval_time_s
+                 "elapsed_time_s")    # s: the study's clock, cumulative epoch_time_s (downtime not counted)
+EPOCH_METRICS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
+                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s")
+assert set(EPOCH_METRICS) == set(TRAIN_METRICS + EVAL_METRICS + CLOCK_METRICS)
+# Without these a run says nothing about accuracy over wall-clock time (the report lists it, uncounted).
+REQUIRED_EPOCH_METRICS = ("test_acc", "epoch_time_s", "elapsed_time_s")
+ACCURACY = "test_acc"                 # what pruning, targets and the report's curves follow
+CLOCK = "elapsed_time_s"              # what "wall-clock time" means in this tool
+
+# ---- summary metrics: logged once, at the end (step = the last epoch) -----------------------------------
+SUMMARY_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")
+TIME_TO_TARGET_PREFIX = "time_to_test_acc_"  # + P: elapsed_time_s of the first epoch with test_acc >= P/100
+
+
+def time_to_target(p: float) -> str:
+    """The summary metric for target accuracy `p` percent: time_to_test_acc_70 (not logged if unreached)."""
+    return f"{TIME_TO_TARGET_PREFIX}{p:g}"
+
+
+def is_time_to_target(key: str) -> bool:
+    return key.startswith(TIME_TO_TARGET_PREFIX)
+
+
+def target_of(key: str) -> str:
+    """time_to_test_acc_70 -> '70'."""
+    return key[len(TIME_TO_TARGET_PREFIX):]
+
+
+# ---- params beyond the config fields (every RunConfig field is a param under its own name) --------------
+MODEL_PARAMS = ("total_params", "trainable_params")
+PROJECT_PARAMS = ("experiment",)      # `mlflow run`: the `main` entry point's parameters beyond config fields
+PROJECT_SWEEP_PARAMS = ("file", "workers")  # `mlflow run -e sweep`: on the parent run when it is MLflow's run
+# Params that never change a result (config.digest() leaves the first three out too); `seed` is what varies
+# within one configuration; none of these split configurations in a report.
+NOT_CONFIG = frozenset({"seed", "data_dir", "download", "system_metrics", *MODEL_PARAMS, *PROJECT_PARAMS})
+# `mlflow run` logs every entry-point parameter as given ("auto", "none") before train() starts; MLflow
+# params are immutable, so train() records what it resolved them to under RESOLVED_PREFIX + field.
+RESOLVED_PREFIX = "resolved."
+
+
+def resolved_params(params: dict[str, str]) -> dict[str, str]:
+    """A run's params as it ran: resolved.<name> replaces <name> (`mlflow run` logged it as given)."""
+    n = len(RESOLVED_PREFIX)
+    out = {k: v for k, v in params.items() if not k.startswith(RESOLVED_PREFIX)}
+    out.update({k[n:]: v for k, v in params.items() if k.startswith(RESOLVED_PREFIX)})
+    return out
+
+
+# ---- tags --------------------------------------------------------------------------------------------
+PROVENANCE_TAGS = ("git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version",
+                   "cuda_version", "cudnn_version", "device_name", "host", "dataset_digest", "config_hash",
+                   "weights_source", "weights_url", "weights_enum", "weights_sha256", "weights_file")
+# Why a run stopped early; a resume clears them (its own ending sets them again if it stops early too).
+END_TAGS = ("end_reason", "failure_reason", "failure_traceback", "failure_epoch", "failure_batch")
+RUN_TAGS = ("checkpoint", "resumed_at_epoch", "resumed_at_batch", *END_TAGS, "reproduces_run_id")
+# A sweep's runs: study_name on every run of a study; sweep_role parent | trial; trial_number on a trial's
+# runs; seed_index on each seed run of a trial with repeats > 1.
+STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG = "study_name", "sweep_role", "trial_number", "seed_index"
+SWEEP_TAGS = (STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG, "retry_of_trial", "pruned", "pruned_at",
+              "optuna_storage", "joined_parent_run_id")
+STUDY_TAGS = (STUDY_TAG, "study")     # read by the report (either spelling)
+TRIAL_TAGS = (TRIAL_TAG, "trial")
+# A frozen trunk (backbone=frozen) runs other ops for the same math (model.speed_tags).
+FROZEN_TRUNK_TAG = "frozen_trunk"            # how: no autograd graph; BatchNorm in eval mode
+FOLDED_CONVS_TAG = "frozen_bn_folded_convs"  # how many conv+BN blocks run as one conv
+SPEED_TAGS = (FROZEN_TRUNK_TAG, FOLDED_CONVS_TAG)
+
+# ---- a sweep's parent run (one per study) --------------------------------------------------------------
+PARENT_PARAMS = (STUDY_TAG, "sampler", "sampler_seed", "objectives", "pruner", "n_trials", "max_retries",
+                 "repeats", "optuna_storage", "study_file")
+BASE_PREFIX, SPACE_PREFIX = "base.", "space."  # + a config field: the study file's base value, searched values
+PARENT_METRICS = ("n_trials_complete", "n_trials_pruned", "n_trials_fail", "n_trials_running",
+                  "n_trials_waiting",    # trial counts by Optuna state when the sweep ended
+                  "n_pareto_trials")     # several objectives: size of the Pareto front
+BEST_TRIAL_PREFIX = "best_trial."        # + the objective: the best trial's value (one objective)
+PARENT_TAGS = ("best_trial_number", "best_mlflow_run_id", "pareto_trial_numbers")
+BEST_PARAM_PREFIX = "best_param."        # + a searched field: the best trial's value of it
+
+# ---- a trial's own run (repeats > 1; its seed runs nest under it) ----------------------------------------
+TRIAL_PARAMS = ("repeats", "seeds")      # + every searched field under its own name
+# Each objective over the seeds: <objective> (= the mean) and <objective> + each suffix; _std is the sample std.
+SPREAD_SUFFIXES = ("_mean", "_n", "_n_finite", "_std")

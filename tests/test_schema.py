@@ -1,0 +1,110 @@
+"""One schema: every metric, param and tag a run records is named in googlenet_study/schema.py and
+documented in README's "What MLflow holds for every run"; the engine's per-epoch keys are the schema's."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from mlflow import MlflowClient
+
+from googlenet_study import schema
+from googlenet_study.config import RunConfig
+
+from conftest import ROOT
+
+MLFLOW_SECTION = "### What MLflow holds for every run"
+CONFIG_SECTION = "### The run config"
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+_NUMBER = r"\d+(?:\.\d+)?"
+# What a placeholder in README may stand for: nothing wider, so a placeholder cannot document everything.
+PLACEHOLDERS = {
+    "<field>": "|".join(FIELDS),
+    "<objective>": "|".join([*schema.SUMMARY_METRICS, *schema.EPOCH_METRICS,
+                             re.escape(schema.TIME_TO_TARGET_PREFIX) + _NUMBER]),
+}
+
+
+def readme_section(title: str) -> str:
+    """From `title` to the next heading, fenced code left out."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(title) + len(title)
+    nxt = re.search(r"^#{1,3} ", text[start:], re.M)
+    body = text[start:start + nxt.start()] if nxt else text[start:]
+    return re.sub(r"```.*?```", "", body, flags=re.S)
+
+
+def _pattern(token: str) -> str:
+    """`time_to_test_acc_P`, `resolved.<field>`, `n_trials_{a,b}` -> a regular expression."""
+    out = ""
+    for part in re.split(r"(<[a-z_]+>|\{[^}]*\}|_P$)", token):
+        if part in PLACEHOLDERS:
+            out += f"(?:{PLACEHOLDERS[part]})"
+        elif part.startswith("<"):
+            raise AssertionError(f"README uses placeholder {part} that tests/test_schema.py does not know")
+        elif part.startswith("{"):
+            out += "(?:" + "|".join(map(re.escape, part[1:-1].split(","))) + ")"
+        elif part == "_P":
+            out += "_" + _NUMBER
+        else:
+            out += re.escape(part)
+    return out
+
+
+def documented_patterns() -> list[str]:
+    mlflow_section = readme_section(MLFLOW_SECTION)
+    assert "every field above" in mlflow_section  # the config fields are documented in the table above it
+    fields = [t for t in re.findall(r"`([^`\n]+)`", readme_section(CONFIG_SECTION)) if t in FIELDS]
+    return [_pattern(t) for t in re.findall(r"`([^`\n]+)`", mlflow_section)] + [re.escape(f) for f in fields]
+
+
+def undocumented(names) -> set[str]:
+    """The names README's "What MLflow holds" (or, for config fields, the config table) does not cover."""
+    patterns = documented_patterns()
+    return {n for n in names if not any(re.fullmatch(p, n) for p in patterns)}
+
+
+def schema_names() -> dict[str, set[str]]:
+    """Every name schema.py defines, by kind: names, prefixes (end in . or _), suffixes (start with _)."""
+    out = {"name": set(), "prefix": set(), "suffix": set()}
+    for attr, v in vars(schema).items():
+        if attr.startswith("_") or not isinstance(v, (str, tuple, frozenset)):
+            continue
+        for n in ([v] if isinstance(v, str) else v):
+            kind = "suffix" if n.startswith("_") else "prefix" if n.endswith((".", "_")) else "name"
+            out[kind].add(n)
+    return out
+
+
+def test_every_name_in_the_schema_is_documented_in_readme():
+    names = schema_names()
+    assert not undocumented(names["name"])
+    tokens = re.findall(r"`([^`\n]+)`", readme_section(MLFLOW_SECTION))
+    assert {p for p in names["prefix"] if not any(t.startswith(p) for t in tokens)} == set()
+    assert {s for s in names["suffix"] if not any(t.endswith(s) for t in tokens)} == set()
+
+
+def test_the_documentation_check_fails_for_a_name_it_does_not_document():
+    assert undocumented(["test_acc", "time_to_test_acc_70", "resolved.device", "n_trials_fail"]) == set()
+    assert undocumented(["test_accuracy", "time_to_test_acc_x", "resolved.nonsense", "n_trials_lost",
+                         "best_param.color"]) == {"test_accuracy", "time_to_test_acc_x", "resolved.nonsense",
+                                                  "n_trials_lost", "best_param.color"}
+
+
+@pytest.mark.slow
+def test_a_real_run_records_only_names_the_schema_defines_and_readme_documents(tiny_cfg, tracking_uri):
+    from googlenet_study.train import train
+
+    cfg = dataclasses.replace(tiny_cfg, epochs=1, backbone="frozen", train_size=100, test_size=50,
+                              target_accs=(10, 99))  # frozen: the speed tags too; 99 % is never reached
+    result = train(cfg, tracking_uri, "schema")
+    assert result.status == "FINISHED"
+    assert set(result.history[0]) == set(schema.EPOCH_METRICS)  # engine.fit's keys are the schema's
+    run = MlflowClient(tracking_uri).get_run(result.run_id)
+    metrics = {k for k in run.data.metrics if not k.startswith("system/")}
+    params, tags = set(run.data.params), {k for k in run.data.tags if not k.startswith("mlflow.")}
+    assert metrics == {*schema.EPOCH_METRICS, *schema.SUMMARY_METRICS, schema.time_to_target(10)}
+    assert params == {*FIELDS, *schema.MODEL_PARAMS}
+    assert set(schema.SPEED_TAGS) <= tags <= {*schema.PROVENANCE_TAGS, *schema.RUN_TAGS, *schema.SPEED_TAGS}
+    assert undocumented(metrics | params | tags) == set()
