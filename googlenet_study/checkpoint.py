@@ -1,18 +1,27 @@
-"""Per-epoch checkpoints: written atomically, found again by config hash, never trusted blindly.
+"""A run's training state, one type, and its per-epoch checkpoint file: written atomically, found again by
+config hash, never trusted blindly.
 
-Layout: <checkpoint_dir>/<config hash>/<mlflow run id>.ckpt. A checkpoint holds the model,
-optimiser, every RNG state, the per-epoch history (so `elapsed_time_s` continues where it
-stopped: downtime is never counted), the config, the run id and the writer's host and pid.
-One is written after every epoch and, when a signal stops a run, after the batch in flight:
-then `partial` holds that epoch's position (next batch) and running sums, so nothing finished is lost."""
+`TrainingState` is everything a run needs to continue to the bit: model, optimiser, scaler, every RNG,
+the per-epoch history (so `elapsed_time_s` continues where it stopped: downtime is never counted), when
+each epoch ended, the epoch a signal stopped mid-way (`PartialEpoch`) and whose run it is (`RunIdentity`).
+`engine.fit` builds it (`snapshot`) and applies it (`restore`); this module writes and reads it. It lives
+here, not in the engine, because its shape is the file format: the checks in `load`, the fields and the
+on-disk keys are read side by side, and reading a checkpoint needs neither the model nor the data code.
+
+Layout: <checkpoint_dir>/<config hash>/<mlflow run id>.ckpt, a torch-saved plain dict (format 1: the keys
+of `TrainingState.to_dict` plus format, host and pid of the writer). One is written after every epoch and,
+when a signal stops a run, after the batch in flight, so nothing finished is lost."""
 
 from __future__ import annotations
 
 import os
+import random
 import socket
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import torch
 
 from .config import RunConfig, UserError
@@ -20,6 +29,117 @@ from .config import RunConfig, UserError
 SUFFIX = ".ckpt"
 FORMAT = 1
 REQUIRED = ("format", "epoch", "model", "optimizer", "rng", "history", "config_hash", "run_id", "filters_before")
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Whose state it is: the config and its hash, the MLflow run and its parent, the filters at the start."""
+    config_hash: str
+    run_id: str
+    parent_run_id: str | None
+    config: dict
+    filters_before: torch.Tensor | None  # the first conv's weights before any training (the filter figures)
+
+    @classmethod
+    def of(cls, cfg: RunConfig, run_id: str, parent_run_id: str | None,
+           filters_before: torch.Tensor | None) -> RunIdentity:
+        return cls(cfg.digest(), run_id, parent_run_id, cfg.to_dict(), filters_before)
+
+
+@dataclass(frozen=True)
+class PartialEpoch:
+    """An epoch so far: where it continues and what it has summed; `fresh` for one not yet begun."""
+    epoch: int            # the epoch in progress, from 1
+    batch: int            # index of the next batch to train, from 0 (the resumed_at_batch tag is this + 1)
+    seen: int             # training images so far
+    sums: torch.Tensor    # float64 (4,): main CE, aux CE, total CE (each x images), correct predictions
+    data_time_s: float    # s: waiting for input so far
+    train_time_s: float   # s: training so far (before a stop; the clock resumes from here)
+
+    @classmethod
+    def fresh(cls, epoch: int) -> PartialEpoch:
+        return cls(epoch, 0, 0, torch.zeros(4, dtype=torch.float64), 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """The process that saved a checkpoint."""
+    host: str | None
+    pid: int | None
+
+    def alive(self) -> bool:
+        """Is it still running (on this host)?"""
+        if self.host != socket.gethostname():
+            return True  # can't tell from here: assume it is, never steal another machine's run
+        if not self.pid or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # A zombie (killed, not yet reaped by its parent) is not alive.
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().split(") ")[-1].split()[0] != "Z"
+        except OSError:
+            return True
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """A run at the end of an epoch, or mid-epoch after a signal (`partial`); every tensor on the CPU."""
+    run: RunIdentity
+    model: dict                   # state dicts
+    optimizer: dict
+    scaler: dict | None           # GradScaler's (amp fp16 only)
+    rng: dict                     # python, numpy, torch (and cuda) generator states
+    history: list[dict]           # the finished epochs' metrics (schema.EPOCH_METRICS)
+    epoch_ended_ms: list[int]     # when each ended, ms since 1970: its metrics' MLflow timestamp
+    partial: PartialEpoch | None  # the epoch a signal stopped after a batch
+    writer: Writer | None = None  # who saved it (set by `load`)
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished."""
+        return len(self.history)
+
+    @property
+    def elapsed_time_s(self) -> float:
+        """s: the study's clock after the last finished epoch (derived, so it cannot disagree with history)."""
+        return self.history[-1]["elapsed_time_s"] if self.history else 0.0
+
+    @classmethod
+    def snapshot(cls, run: RunIdentity, net: torch.nn.Module, opt: torch.optim.Optimizer, scaler,
+                 history: list[dict], epoch_ended_ms: list[int], partial: PartialEpoch | None = None
+                 ) -> TrainingState:
+        """This moment's state, copied to the CPU: a writer thread can save it while training moves on."""
+        return cls(run, *_cpu_copy((net.state_dict(), opt.state_dict(), scaler.state_dict() if scaler else None,
+                                    _rng_state(), history, epoch_ended_ms)),
+                   None if partial is None else replace(partial, sums=_cpu_copy(partial.sums)))
+
+    def restore(self, net: torch.nn.Module, opt: torch.optim.Optimizer, scaler) -> None:
+        """Put the model, optimiser, scaler and every RNG back as they were at the snapshot."""
+        net.load_state_dict(self.model)
+        opt.load_state_dict(self.optimizer)
+        if scaler is not None and self.scaler:
+            scaler.load_state_dict(self.scaler)
+        _set_rng_state(self.rng)
+
+    def to_dict(self) -> dict:
+        """The on-disk form: a plain dict of tensors, lists and numbers (no classes of ours)."""
+        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "scaler": self.scaler,
+                "rng": self.rng, "history": self.history, "epoch_ended_ms": self.epoch_ended_ms,
+                "elapsed_time_s": self.elapsed_time_s,
+                "partial": None if self.partial is None else asdict(self.partial),
+                **{f.name: getattr(self.run, f.name) for f in fields(RunIdentity)}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainingState:
+        run = RunIdentity(**{f.name: d.get(f.name) for f in fields(RunIdentity)})
+        return cls(run, d["model"], d["optimizer"], d.get("scaler"), d["rng"], list(d["history"]),
+                   list(d.get("epoch_ended_ms", [])), PartialEpoch(**d["partial"]) if d.get("partial") else None,
+                   Writer(d.get("host"), d.get("pid")))
 
 
 def default_dir(tracking_uri: str) -> Path:
@@ -35,13 +155,22 @@ def path_for(root: Path, cfg: RunConfig, run_id: str) -> Path:
     return root / cfg.digest() / f"{run_id}{SUFFIX}"
 
 
-def save(path: Path, state: dict) -> None:
+@dataclass(frozen=True)
+class RunCheckpoint:
+    """One run's checkpoint file: where `engine.fit` saves each TrainingState of `run`."""
+    path: Path
+    run: RunIdentity
+
+    def save(self, state: TrainingState) -> None:
+        save(self.path, state)
+
+
+def save(path: Path, state: TrainingState) -> None:
     """Write to a temp file, fsync, rename over: a kill at any moment leaves the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    state = {**state, "format": FORMAT, "host": socket.gethostname(), "pid": os.getpid()}
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        torch.save({**state.to_dict(), "format": FORMAT, "host": socket.gethostname(), "pid": os.getpid()}, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -52,26 +181,29 @@ def save(path: Path, state: dict) -> None:
         os.close(dir_fd)
 
 
-def load(path: Path, cfg: RunConfig) -> dict:
+def load(path: Path, cfg: RunConfig) -> TrainingState:
     """The checkpoint at `path`, checked against `cfg`; a bad one is a one-line error, not a fresh start."""
     how = "delete it, or start over with --resume never"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        d = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:
         raise UserError(f"checkpoint: {path} is corrupt or truncated; {how}") from None
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED) or state["format"] != FORMAT:
+    if not isinstance(d, dict) or any(k not in d for k in REQUIRED) or d["format"] != FORMAT:
         raise UserError(f"checkpoint: {path} is not a googlenet-study checkpoint (format {FORMAT}); {how}")
-    if state["config_hash"] != cfg.digest():
-        raise UserError(f"checkpoint: {path} was written for config {state['config_hash']}, this run's config is "
+    if d["config_hash"] != cfg.digest():
+        raise UserError(f"checkpoint: {path} was written for config {d['config_hash']}, this run's config is "
                         f"{cfg.digest()}; {how}")
-    if len(state["history"]) != state["epoch"]:
-        raise UserError(f"checkpoint: {path} is inconsistent (epoch {state['epoch']}, "
-                        f"{len(state['history'])} epochs of history); {how}")
-    partial = state.get("partial")
-    if partial is not None and (not isinstance(partial, dict) or partial.get("epoch") != state["epoch"] + 1):
+    if len(d["history"]) != d["epoch"]:
+        raise UserError(f"checkpoint: {path} is inconsistent (epoch {d['epoch']}, "
+                        f"{len(d['history'])} epochs of history); {how}")
+    partial = d.get("partial")
+    if partial is not None and (not isinstance(partial, dict) or partial.get("epoch") != d["epoch"] + 1):
         raise UserError(f"checkpoint: {path} is inconsistent (a partial epoch that does not follow epoch "
-                        f"{state['epoch']}); {how}")
-    return state
+                        f"{d['epoch']}); {how}")
+    try:
+        return TrainingState.from_dict(d)
+    except (TypeError, KeyError):  # a partial epoch with other fields, a history that is not a list
+        raise UserError(f"checkpoint: {path} is not a googlenet-study checkpoint (format {FORMAT}); {how}") from None
 
 
 def candidates(root: Path, cfg: RunConfig) -> list[Path]:
@@ -87,26 +219,6 @@ def find_by_run_id(root: Path, run_id: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def writer_alive(state: dict) -> bool:
-    """Is the process that wrote this checkpoint still running (on this host)?"""
-    if state.get("host") != socket.gethostname():
-        return True  # can't tell from here: assume it is, never steal another machine's run
-    pid = state.get("pid")
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is not alive.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def remove(path: Path) -> None:
     try:
         path.unlink()
@@ -114,3 +226,29 @@ def remove(path: Path) -> None:
             path.parent.rmdir()
     except OSError:
         pass
+
+
+def _cpu_copy(obj):
+    """A deep copy with every tensor on the CPU: a snapshot that the next training step cannot change."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])

@@ -1,10 +1,9 @@
-"""Stage 4: the loop. `train_one_epoch` and `evaluate` are pure steps that return dicts;
-`fit` is the epoch driver and the only place that times, logs and checkpoints."""
+"""Stage 4: the loop. `Learner.step` is the math of one batch; `train_one_epoch` and `evaluate` are passes
+that return dicts; `fit` is the epoch driver and the only place that logs and checkpoints."""
 
 from __future__ import annotations
 
 import functools
-import math
 import os
 import random
 import threading
@@ -18,12 +17,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .checkpoint import PartialEpoch, RunIdentity, TrainingState
 from .config import RunConfig
 from .data import Dataset, DeviceBatches
 from .model import Network
+from .schema import ACCURACY, CLOCK, time_to_target
 
 
 class NonFiniteLoss(RuntimeError):
+    """A NaN/inf training loss; `epoch` and `batch` count from 1."""
+
     def __init__(self, epoch: int, batch: int) -> None:
         super().__init__(f"non-finite loss at epoch {epoch}, batch {batch}")
         self.epoch, self.batch = epoch, batch
@@ -35,7 +38,7 @@ class Interrupted(Exception):
     `partial` is the epoch so far (next batch, running sums, clocks): `fit` checkpoints it with the
     model, optimiser and RNG states of that moment, so a resume continues at the next batch."""
 
-    def __init__(self, partial: dict) -> None:
+    def __init__(self, partial: PartialEpoch) -> None:
         super().__init__("stopped by a signal")
         self.partial = partial
 
@@ -68,10 +71,17 @@ class Tracker(Protocol):
     def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int) -> None: ...
 
 
-@dataclass
+class Checkpoint(Protocol):
+    """Where `fit` saves its TrainingState (checkpoint.RunCheckpoint in practice; a list in tests)."""
+    run: RunIdentity
+
+    def save(self, state: TrainingState) -> None: ...
+
+
+@dataclass(frozen=True)
 class Hooks:
+    """What the caller adds to a fit: callbacks after each epoch, when to stop, progress bars."""
     on_epoch: list[Callable[[int, dict[str, float]], None]] = field(default_factory=list)  # e.g. pruning
-    save_checkpoint: Callable[[dict], None] | None = None
     should_stop: Callable[[], bool] = STOP
     progress: bool | None = None  # None: bars only on a terminal
 
@@ -79,7 +89,8 @@ class Hooks:
 class EpochEnd:
     """The epoch-end writes (checkpoint with its fsync, then the MLflow log) on a worker thread, one
     epoch at a time, while the next epoch trains: the disk and the tracking server never stall
-    training (benchmarks/harness_vs_bare.py). `wait()` joins it and raises what it raised."""
+    training (benchmarks/harness_vs_bare.py). `wait()` joins it and raises what it raised; leaving a
+    `with` block waits too, except on a second signal (KeyboardInterrupt: stop now, not after the writer)."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
@@ -104,16 +115,14 @@ class EpochEnd:
         if error is not None and raise_error:
             raise error
 
+    def __enter__(self) -> EpochEnd:
+        return self
 
-def cpu_copy(obj):
-    """A deep copy with every tensor on the CPU: a snapshot that the next training step cannot change."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(cpu_copy(v) for v in obj)
-    return obj
+    def __exit__(self, kind, error, tb) -> None:
+        if kind is None:
+            self.wait()
+        elif not issubclass(kind, KeyboardInterrupt):
+            self.wait(raise_error=False)  # the first error is the one to report
 
 
 def seed_everything(cfg: RunConfig) -> None:
@@ -149,70 +158,101 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_one_epoch(step_model, net: Network, batches: DeviceBatches, order: torch.Tensor,
-                    opt: torch.optim.Optimizer, scaler, cfg: RunConfig, epoch: int, hooks: Hooks,
-                    partial: dict | None = None) -> dict:
-    """One pass over the training split; losses are per-image means over the epoch.
+@dataclass
+class Learner:
+    """What a training step updates: the model, its forward (compiled or not), optimiser and loss scaler."""
+    cfg: RunConfig
+    net: Network
+    forward: Callable  # net, or torch.compile(net): the same parameters
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # amp fp16 only
+    device: torch.device
 
-    `partial` (from an interrupted epoch's checkpoint) continues that epoch at its next batch with its
-    running sums and clocks, so the epoch's numbers are those of an uninterrupted one."""
-    device = batches.device
-    net.train()
-    # sums: float64 main CE, aux CE, total CE (each x images), correct predictions; kept on the device:
-    # one host sync per epoch (and per finiteness check), not per batch. Times in s: waiting for input,
-    # and this epoch's training before a stop.
-    p = partial or {"batch": 0, "seen": 0, "data_time_s": 0.0, "train_time_s": 0.0,
-                    "sums": torch.zeros(4, dtype=torch.float64)}
-    sums, start, seen = p["sums"].to(device), p["batch"], p["seen"]
-    data_time, time_before = p["data_time_s"], p["train_time_s"]
-    check_every = 1 if device.type == "cpu" else 25
-    pending: list[torch.Tensor] = []
+    @classmethod
+    def build(cls, cfg: RunConfig, net: Network) -> Learner:
+        """`net` moved to cfg.device (in place), with the optimiser and scaler the config asks for."""
+        device = torch.device(cfg.device)
+        net.to(device)
+        if cfg.channels_last:
+            net.to(memory_format=torch.channels_last)
+        forward = torch.compile(net) if cfg.compile else net
+        scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+        return cls(cfg, net, forward, make_optimizer(cfg, net), scaler, device)
 
-    def check_finite(i: int) -> None:  # i: the batch index of the last pending loss
-        finite = torch.isfinite(torch.stack(pending))
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch; returns its loss and its sums (PartialEpoch.sums), detached."""
+        with _autocast(self.cfg, self.device):
+            main, aux = self.forward(x)
+            loss_main = F.cross_entropy(main, y)
+            loss_aux = sum((F.cross_entropy(a, y) for a in aux), torch.zeros((), device=self.device))
+            loss = loss_main + self.cfg.aux_weight * loss_aux
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        n = y.numel()
+        sums = torch.stack([loss_main.detach() * n, loss_aux.detach() * n, loss.detach() * n,
+                            (main.detach().argmax(1) == y).sum()]).double()
+        return loss.detach(), sums
+
+
+class FiniteCheck:
+    """Raises NonFiniteLoss at the first NaN/inf loss of an epoch. It looks every `every` batches: each
+    look is a host sync, cheap on the CPU, a stall on a GPU."""
+
+    def __init__(self, epoch: int, every: int) -> None:
+        self.epoch, self.every = epoch, every
+        self.pending: list[torch.Tensor] = []  # losses not yet looked at, the last one of batch index `i`
+
+    def add(self, loss: torch.Tensor, i: int, last: bool) -> None:
+        self.pending.append(loss)
+        if len(self.pending) >= self.every or last:
+            self.flush(i)
+
+    def flush(self, i: int) -> None:
+        if not self.pending:
+            return
+        finite = torch.isfinite(torch.stack(self.pending))
         if not bool(finite.all()):
-            raise NonFiniteLoss(epoch, i + 1 - len(pending) + int((~finite).nonzero()[0]))
-        pending.clear()
+            first = i + 1 - len(self.pending)  # the batch index of pending[0]
+            raise NonFiniteLoss(self.epoch, first + int((~finite).nonzero()[0]) + 1)  # batches count from 1
+        self.pending.clear()
 
-    bar = tqdm(total=len(order), initial=seen, desc=f"epoch {epoch}/{cfg.epochs} train", unit="img", leave=False,
-               disable=_bar_disabled(hooks), dynamic_ncols=True)
+
+def train_one_epoch(learner: Learner, batches: DeviceBatches, hooks: Hooks, partial: PartialEpoch) -> dict:
+    """One pass over the training split in the epoch's order, from `partial`'s next batch (a new epoch:
+    PartialEpoch.fresh); losses are per-image means over the epoch, so a continued epoch's numbers are
+    those of an uninterrupted one. Raises Interrupted, with the epoch so far, when hooks.should_stop()."""
+    cfg, device, epoch = learner.cfg, batches.device, partial.epoch
+    learner.net.train()
+    sums, seen, data_time = partial.sums.to(device, copy=True), partial.seen, partial.data_time_s
+    check = FiniteCheck(epoch, every=1 if device.type == "cpu" else 25)
+    bar = tqdm(total=len(batches.split), initial=seen, desc=f"epoch {epoch}/{cfg.epochs} train", unit="img",
+               leave=False, disable=_bar_disabled(hooks), dynamic_ncols=True)
     _sync(device)
     t0 = time.perf_counter()
-    it = batches.iterate(order[start * batches.batch_size:])
-    for i in range(start, len(batches)):
+    it = batches.iterate(batches.order(cfg.seed, epoch)[partial.batch * batches.batch_size:])
+    for i in range(partial.batch, len(batches)):
         t_data = time.perf_counter()
         x, y = next(it)
         data_time += time.perf_counter() - t_data
-        with _autocast(cfg, device):
-            main, aux = step_model(x)
-            loss_main = F.cross_entropy(main, y)
-            loss_aux = sum((F.cross_entropy(a, y) for a in aux), torch.zeros((), device=device))
-            loss = loss_main + cfg.aux_weight * loss_aux
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        n = y.numel()
-        sums += torch.stack([loss_main.detach() * n, loss_aux.detach() * n, loss.detach() * n,
-                             (main.detach().argmax(1) == y).sum()]).double()
-        seen += n
-        pending.append(loss.detach())
-        if len(pending) >= check_every or i == len(batches) - 1:
-            check_finite(i)
-        bar.update(n)
+        loss, batch_sums = learner.step(x, y)
+        sums += batch_sums
+        seen += y.numel()
+        check.add(loss, i, last=i == len(batches) - 1)
+        bar.update(y.numel())
         if hooks.should_stop():
             bar.close()
-            if pending:
-                check_finite(i)  # never checkpoint a state that has already diverged
+            check.flush(i)  # never checkpoint a state that has already diverged
             _sync(device)
-            raise Interrupted({"epoch": epoch, "batch": i + 1, "sums": sums.cpu(), "seen": seen,
-                               "data_time_s": data_time, "train_time_s": time_before + time.perf_counter() - t0})
+            raise Interrupted(PartialEpoch(epoch, i + 1, seen, sums.cpu(), data_time,
+                                           partial.train_time_s + time.perf_counter() - t0))
     _sync(device)
-    train_time = time_before + time.perf_counter() - t0
+    train_time = partial.train_time_s + time.perf_counter() - t0
     bar.close()
     s = (sums / seen).tolist()
     return {"train_loss": s[0], "train_aux_loss": s[1], "train_total_loss": s[2], "train_acc": s[3],
@@ -220,10 +260,10 @@ def train_one_epoch(step_model, net: Network, batches: DeviceBatches, order: tor
 
 
 @torch.no_grad()
-def evaluate(step_model, net: Network, batches: DeviceBatches, cfg: RunConfig, hooks: Hooks) -> dict:
+def evaluate(learner: Learner, batches: DeviceBatches, hooks: Hooks) -> dict:
     """Main head, eval mode, whole test split."""
-    device = batches.device
-    net.eval()
+    cfg, device = learner.cfg, batches.device
+    learner.net.eval()
     sums = torch.zeros(2, device=device, dtype=torch.float64)
     _sync(device)
     t0 = time.perf_counter()
@@ -231,7 +271,7 @@ def evaluate(step_model, net: Network, batches: DeviceBatches, cfg: RunConfig, h
     for x, y in tqdm(batches.iterate(order), total=len(batches), desc="  eval", leave=False,
                      disable=_bar_disabled(hooks), dynamic_ncols=True):
         with _autocast(cfg, device):
-            main, _ = step_model(x)
+            main, _ = learner.forward(x)
         sums += torch.stack([F.cross_entropy(main.float(), y, reduction="sum"),
                              (main.argmax(1) == y).sum()]).double()
     _sync(device)
@@ -244,102 +284,72 @@ def _bar_disabled(hooks: Hooks) -> bool | None:
     return None if hooks.progress is None else not hooks.progress
 
 
+def epoch_metrics(train: dict, ev: dict, history: list[dict]) -> dict[str, float]:
+    """One epoch's record (schema.EPOCH_METRICS): its train and eval metrics and the clocks."""
+    epoch_time = train["train_time_s"] + ev["eval_time_s"]
+    elapsed = history[-1][CLOCK] if history else 0.0  # the study's clock: downtime between runs is not counted
+    return {**train, **ev, "epoch_time_s": epoch_time, CLOCK: elapsed + epoch_time}
+
+
 def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, float]:
-    """best/final accuracy, total time and time-to-target from the per-epoch metrics."""
-    out = {"best_test_acc": max(h["test_acc"] for h in history),
-           "final_test_acc": history[-1]["test_acc"],
-           "total_time_s": history[-1]["elapsed_time_s"]}
+    """best/final accuracy, total time and time-to-target (schema.SUMMARY_METRICS) from the per-epoch metrics."""
+    out = {"best_test_acc": max(h[ACCURACY] for h in history),
+           "final_test_acc": history[-1][ACCURACY],
+           "total_time_s": history[-1][CLOCK]}
     for p in target_accs:
-        hit = next((h for h in history if h["test_acc"] >= p / 100.0 - 1e-12), None)
+        hit = next((h for h in history if h[ACCURACY] >= p / 100.0 - 1e-12), None)
         if hit is not None:  # never reached: not logged (the report counts it as unreached)
-            out[f"time_to_test_acc_{p}"] = hit["elapsed_time_s"]
+            out[time_to_target(p)] = hit[CLOCK]
     return out
 
 
-def rng_state() -> dict:
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
 def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Hooks | None = None,
-        resume: dict | None = None) -> tuple[list[dict], dict[str, float]]:
-    """Train for cfg.epochs (continuing `resume`, a checkpoint, if given); returns history and summary."""
+        resume: TrainingState | None = None, checkpoint: Checkpoint | None = None
+        ) -> tuple[list[dict], dict[str, float]]:
+    """Train for cfg.epochs, continuing `resume` if given and saving every epoch's state to `checkpoint`
+    (and the epoch so far, when a signal stops it); returns history and summary."""
     hooks = hooks or Hooks()
-    device = torch.device(cfg.device)
-    net.to(device)
-    if cfg.channels_last:
-        net.to(memory_format=torch.channels_last)
-    step_model = torch.compile(net) if cfg.compile else net
-    opt = make_optimizer(cfg, net)
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
-    train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, device, True, cfg.channels_last)
-    test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, device, False, cfg.channels_last)
-    history: list[dict] = []
-    ended_ms: list[int] = []  # when each epoch ended (ms since the epoch): its metrics' MLflow timestamp
-    partial = None
+    learner = Learner.build(cfg, net)
+    train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, learner.device, True, cfg.channels_last)
+    test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, learner.device, False, cfg.channels_last)
     if resume is not None:
-        net.load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        set_rng_state(resume["rng"])
-        history = list(resume["history"])
-        ended_ms = list(resume.get("epoch_ended_ms", []))
-        partial = resume.get("partial")
-    elapsed = history[-1]["elapsed_time_s"] if history else 0.0  # downtime between runs is not counted
-
-    def snapshot(partial_epoch: dict | None) -> dict | None:
-        """This moment's state, copied: the writer thread saves it while training moves on."""
-        if hooks.save_checkpoint is None:
-            return None
-        return cpu_copy({"epoch": len(history), "model": net.state_dict(), "optimizer": opt.state_dict(),
-                         "scaler": scaler.state_dict() if scaler else None, "rng": rng_state(),
-                         "history": history, "epoch_ended_ms": ended_ms, "elapsed_time_s": elapsed,
-                         "partial": partial_epoch})
-
-    def epoch_end(state: dict | None, epoch: int, metrics: dict, ended: int) -> None:
-        # Checkpoint, then log: a kill between the two leaves an epoch that the checkpoint has and
-        # MLflow lacks, which the resume logs (tracking.MlflowRun.log_missing_epochs); the other
-        # order would log that epoch twice.
-        if state is not None:
-            hooks.save_checkpoint(state)
-        tracker.log_epoch(epoch, metrics, ended)
-
-    writer = EpochEnd()
-    try:
-        for epoch in range(len(history) + 1, cfg.epochs + 1):
+        resume.restore(net, learner.opt, learner.scaler)
+    history = list(resume.history) if resume else []
+    ended_ms = list(resume.epoch_ended_ms) if resume else []  # ms since 1970: each epoch's MLflow timestamp
+    partial = resume.partial if resume and resume.partial else PartialEpoch.fresh(len(history) + 1)
+    with EpochEnd() as writer:
+        for epoch in range(partial.epoch, cfg.epochs + 1):
             try:
-                tr = train_one_epoch(step_model, net, train, train.order(cfg.seed, epoch), opt, scaler, cfg,
-                                     epoch, hooks, partial)
+                tr = train_one_epoch(learner, train, hooks, partial)
             except Interrupted as stop:
                 writer.wait()  # the last epoch's checkpoint and log land first
-                if hooks.save_checkpoint is not None:
-                    hooks.save_checkpoint(snapshot(stop.partial))  # a preempted run loses no finished batch
+                if checkpoint is not None:  # a preempted run loses no finished batch
+                    checkpoint.save(_snapshot(checkpoint, learner, history, ended_ms, stop.partial))
                 raise
-            partial = None
-            ev = evaluate(step_model, net, test, cfg, hooks)
-            epoch_time = tr["train_time_s"] + ev["eval_time_s"]
-            elapsed += epoch_time
-            metrics = {**tr, **ev, "epoch_time_s": epoch_time, "elapsed_time_s": elapsed}
-            history.append(metrics)
+            history.append(epoch_metrics(tr, evaluate(learner, test, hooks), history))
             ended_ms.append(int(time.time() * 1000))
-            writer.submit(functools.partial(epoch_end, snapshot(None), epoch, metrics, ended_ms[-1]))
+            state = _snapshot(checkpoint, learner, history, ended_ms)
+            writer.submit(functools.partial(_save_then_log, checkpoint, state, tracker, epoch, history[-1],
+                                            ended_ms[-1]))
             for cb in hooks.on_epoch:
-                cb(epoch, metrics)
-        writer.wait()
-    except KeyboardInterrupt:
-        raise  # a second signal: stop now, not after the writer
-    except BaseException:
-        writer.wait(raise_error=False)  # the first error is the one to report
-        raise
+                cb(epoch, history[-1])
+            partial = PartialEpoch.fresh(epoch + 1)
     return history, summarize(history, cfg.target_accs)
+
+
+def _snapshot(checkpoint: Checkpoint | None, learner: Learner, history: list[dict], ended_ms: list[int],
+              partial: PartialEpoch | None = None) -> TrainingState | None:
+    if checkpoint is None:
+        return None  # nothing to save it to: skip the copy
+    return TrainingState.snapshot(checkpoint.run, learner.net, learner.opt, learner.scaler, history, ended_ms,
+                                  partial)
+
+
+def _save_then_log(checkpoint: Checkpoint | None, state: TrainingState | None, tracker: Tracker, epoch: int,
+                   metrics: dict[str, float], ended_ms: int) -> None:
+    """The epoch-end writes, on the EpochEnd thread. Checkpoint, then log: a kill between the two leaves
+    an epoch that the checkpoint has and MLflow lacks, which the resume logs (MlflowRun.log_missing_epochs);
+    the other order would log that epoch twice."""
+    if checkpoint is not None:
+        checkpoint.save(state)
+    tracker.log_epoch(epoch, metrics, ended_ms)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import data as data_mod
-from . import engine, model
+from . import budget, engine, model, schema
 from .config import RunConfig, UserError
 from .engine import Hooks, Interrupted, NonFiniteLoss
 
@@ -38,6 +38,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     from . import tracking  # mlflow is heavy; config errors should not wait for it
 
     cfg = cfg.resolve()
+    budget.check_fits(cfg)  # memory of a step and threads against this machine, before any data or run
     uri = tracking.tracking_uri(tracking_uri)
     tracking.check_tracking_uri(uri)
     root = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_dir(uri)
@@ -46,24 +47,22 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     net, weights = model.build(cfg)
     state = _resume_state(cfg, uri, root, resume_mode, parent_run_id)
     run = tracking.MlflowRun(cfg, uri, experiment, parent_run_id, run_name, tags,
-                             run_id=state["run_id"] if state else None)
-    path = ckpt.path_for(root, cfg, run.run_id)
-    filters_before = state["filters_before"] if state else model.first_conv_weight(net)
-    hooks = hooks or Hooks()
-    hooks.save_checkpoint = lambda s: ckpt.save(path, {**s, "config_hash": cfg.digest(), "run_id": run.run_id,
-                                                        "parent_run_id": parent_run_id, "config": cfg.to_dict(),
-                                                        "filters_before": filters_before})
+                             run_id=state.run.run_id if state else None)
+    filters_before = state.run.filters_before if state else model.first_conv_weight(net)
+    saver = ckpt.RunCheckpoint(ckpt.path_for(root, cfg, run.run_id),
+                               ckpt.RunIdentity.of(cfg, run.run_id, parent_run_id, filters_before))
     total, trainable = model.count_params(net)
-    result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state["epoch"] if state else 0)
+    result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state.epoch if state else 0)
     try:
         run.log_start({**cfg.to_params(), "total_params": total, "trainable_params": trainable},
                       {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
-                       "checkpoint": str(path),
+                       "checkpoint": str(saver.path),
                        **(_resume_tags(state) if state else {})},
                       model.parameter_table(net), filters_before)
-        if state:
-            run.log_missing_epochs(state["history"], state.get("epoch_ended_ms", []))
-        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state)
+        if state:  # the earlier stop's reason no longer describes how this run ends
+            run.clear_tags(schema.END_TAGS)
+            run.log_missing_epochs(state.history, state.epoch_ended_ms)
+        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state, checkpoint=saver)
         run.log_summary(result.summary, result.history, model.first_conv_weight(net))
         result.status = "FINISHED"
     except reraise as e:
@@ -85,19 +84,20 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     finally:
         run.end(result.status if result.status != "RUNNING" else "FAILED")
         if result.status == "FINISHED" and not keep_checkpoints:
-            ckpt.remove(path)
+            ckpt.remove(saver.path)
     return result
 
 
-def _resume_tags(state: dict) -> dict[str, str]:
+def _resume_tags(state: ckpt.TrainingState) -> dict[str, str]:
     """Where this process took over: the next epoch, and the next batch when a signal stopped mid-epoch."""
-    tags = {"resumed_at_epoch": str(state["epoch"] + 1)}
-    if state.get("partial"):
-        tags["resumed_at_batch"] = str(state["partial"]["batch"] + 1)
+    tags = {"resumed_at_epoch": str(state.epoch + 1)}
+    if state.partial is not None:
+        tags["resumed_at_batch"] = str(state.partial.batch + 1)
     return tags
 
 
-def _resume_state(cfg: RunConfig, uri: str, root: Path, mode: str, parent_run_id: str | None) -> dict | None:
+def _resume_state(cfg: RunConfig, uri: str, root: Path, mode: str,
+                  parent_run_id: str | None) -> ckpt.TrainingState | None:
     """The checkpoint to continue from, or None for a fresh run."""
     from . import tracking
 
@@ -114,9 +114,9 @@ def _resume_state(cfg: RunConfig, uri: str, root: Path, mode: str, parent_run_id
         return state
     for path in ckpt.candidates(root, cfg):
         state = ckpt.load(path, cfg)  # corrupt -> one-line error naming the file, never a silent fresh start
-        if state.get("parent_run_id") != parent_run_id:
+        if state.run.parent_run_id != parent_run_id:
             continue
-        status = tracking.run_status(uri, state["run_id"])
-        if status in ("FAILED", "KILLED") or (status == "RUNNING" and not ckpt.writer_alive(state)):
+        status = tracking.run_status(uri, state.run.run_id)
+        if status in ("FAILED", "KILLED") or (status == "RUNNING" and not state.writer.alive()):
             return state
     return None

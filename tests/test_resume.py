@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from googlenet_study import checkpoint
@@ -117,18 +118,18 @@ def test_sigterm_finishes_the_batch_checkpoints_it_ends_killed_exit_143_and_resu
     ck = list((tmp_path / ".checkpoints").rglob("*.ckpt"))
     assert [x.name for x in ck] == [f"{run_id}.ckpt"]
     state = checkpoint.load(ck[0], det_cfg.resolve())
-    part = state["partial"]  # the batch in flight finished and was checkpointed, mid-epoch
-    assert part["epoch"] == state["epoch"] + 1 and 1 <= part["batch"] <= 8
-    assert part["seen"] == min(part["batch"] * det_cfg.batch_size, det_cfg.train_size)
+    part = state.partial  # the batch in flight finished and was checkpointed, mid-epoch
+    assert part.epoch == state.epoch + 1 and 1 <= part.batch <= 8
+    assert part.seen == min(part.batch * det_cfg.batch_size, det_cfg.train_size)
 
     p2 = cli("train", *cfg_args(det_cfg), "--keep-checkpoints", cwd=tmp_path)
     assert p2.returncode == 0, p2.stderr
     run = c.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["resumed_at_batch"] == str(part["batch"] + 1)
+    assert run.data.tags["resumed_at_batch"] == str(part.batch + 1)
     # the interrupted epoch, finished by another process, is the uninterrupted run's epoch to the bit
     assert_each_epoch_once_and_identical(histories(tracking_uri, run_id), reference, 3)
-    assert checkpoint.load(ck[0], det_cfg.resolve())["epoch"] == 3  # kept when asked
+    assert checkpoint.load(ck[0], det_cfg.resolve()).epoch == 3  # kept when asked
 
 
 # A real kill -9 at the one moment an epoch is in the checkpoint but not yet in MLflow.
@@ -157,13 +158,13 @@ def test_killed_between_checkpoint_and_log_the_resume_logs_that_epoch_once(det_c
     assert [m.step for m in c.get_metric_history(run.info.run_id, "test_acc")] == [1]
     (ck,) = (tmp_path / ".checkpoints").rglob("*.ckpt")
     state = checkpoint.load(ck, det_cfg.resolve())
-    assert state["epoch"] == 2  # epoch 2 reached the checkpoint, not MLflow
+    assert state.epoch == 2  # epoch 2 reached the checkpoint, not MLflow
 
     p2 = cli("train", *cfg_args(det_cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": tracking_uri})
     assert p2.returncode == 0, p2.stderr
     h = histories(tracking_uri, run.info.run_id)
     assert_each_epoch_once_and_identical(h, reference, 3)
-    assert h["test_acc"][1].timestamp == state["epoch_ended_ms"][1]  # logged late, stamped when it ended
+    assert h["test_acc"][1].timestamp == state.epoch_ended_ms[1]  # logged late, stamped when it ended
 
 
 def test_corrupt_checkpoint_is_one_line_exit_2_and_no_new_run(tiny_cfg, tracking_uri, tmp_path):
@@ -183,13 +184,30 @@ def test_resume_never_starts_fresh_and_an_unknown_run_id_is_refused(tiny_cfg, tr
     assert "no checkpoint for run feedbeef" in capsys.readouterr().err
 
 
-def test_checkpoint_writes_are_atomic(tmp_path):
-    path = tmp_path / "h" / "r.ckpt"
-    checkpoint.save(path, {"x": 1})
-    checkpoint.save(path, {"x": 2})
+# Format 1 on disk: a torch-saved plain dict with these keys (older checkpoints stay readable).
+FORMAT_1_KEYS = {"format", "host", "pid", "epoch", "model", "optimizer", "scaler", "rng", "history", "epoch_ended_ms",
+                 "elapsed_time_s", "partial", "config_hash", "run_id", "parent_run_id", "config", "filters_before"}
+
+
+def test_checkpoint_writes_are_atomic_and_read_back_as_written(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.resolve()
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    run = checkpoint.RunIdentity.of(cfg, "r", "p", torch.ones(2, 3))
+    path = checkpoint.path_for(tmp_path, cfg, "r")
+    checkpoint.save(path, checkpoint.TrainingState.snapshot(run, net, opt, None, [], []))
+    part = dataclasses.replace(checkpoint.PartialEpoch.fresh(2), batch=3, seen=96, train_time_s=0.5)
+    checkpoint.save(path, checkpoint.TrainingState.snapshot(run, net, opt, None, [{"elapsed_time_s": 1.5}], [7],
+                                                            part))
     assert sorted(p.name for p in path.parent.iterdir()) == ["r.ckpt"]  # no temp file left behind
-    import torch
-    assert torch.load(path, weights_only=False)["x"] == 2
+    on_disk = torch.load(path, weights_only=False)
+    assert set(on_disk) == FORMAT_1_KEYS and on_disk["epoch"] == 1 and on_disk["elapsed_time_s"] == 1.5
+    assert on_disk["partial"]["batch"] == 3 and on_disk["pid"] == os.getpid()
+    back = checkpoint.load(path, cfg)
+    assert (back.epoch, back.epoch_ended_ms, back.partial.batch, back.partial.seen) == (1, [7], 3, 96)
+    assert (back.run.run_id, back.run.parent_run_id, back.run.config) == ("r", "p", cfg.to_dict())
+    assert torch.equal(back.run.filters_before, torch.ones(2, 3)) and not back.writer.alive()  # we wrote it
+    assert torch.equal(back.model["weight"], net.weight.detach())
 
 
 def test_non_finite_loss_fails_the_run_with_the_epoch_and_batch(tiny_cfg, tracking_uri):
