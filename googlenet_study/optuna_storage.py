@@ -1,4 +1,5 @@
-"""Optuna storages for sweeps: SQLite made safe for several processes, PostgreSQL through psycopg2.
+"""Optuna storages for sweeps: SQLite made safe for several processes; PostgreSQL (a plain
+postgresql:// URL: SQLAlchemy 2.1 reads it as psycopg 3, the driver this project depends on).
 
 Optuna pops a WAITING trial by reading it and then setting it RUNNING. PostgreSQL locks the row
 (SELECT ... FOR UPDATE); SQLite has no row locks and pysqlite runs the SELECT outside a transaction,
@@ -34,11 +35,10 @@ def default_storage(uri: str) -> str:
 
 def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats; SQLite made safe for several processes (see module doc)."""
-    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql")):
         raise UserError(f"--storage: {redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
     import sqlalchemy
 
-    url = _with_driver(url)
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
     for attempt in range(6):
@@ -59,15 +59,6 @@ def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
     if sqlite:
         _serialize_sqlite(storage.engine)
     return storage
-
-
-def _with_driver(url: str) -> str:
-    """SQLAlchemy 2.1 reads postgresql:// as psycopg 3; we ship psycopg2: name it unless psycopg is there."""
-    import importlib.util
-
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        return "postgresql+psycopg2://" + url[len("postgresql://"):]
-    return url
 
 
 def _serialize_sqlite(engine) -> None:

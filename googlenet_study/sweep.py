@@ -1,5 +1,6 @@
 """Stage 6: a sweep. An Optuna study (storage: SQLite or PostgreSQL) whose trials are MLflow child
-runs of one parent run, trained by the same `train()` as `googlenet-study train`.
+runs of one parent run, trained by the same `train()` as `googlenet-study train`. Here: the study,
+its workers and the command; one trial is sweep_trial.py, the parent run's results sweep_results.py.
 
 Race-free by construction, on one machine or many:
 - the study is created with `load_if_exists=False`: exactly one process wins; it makes the parent
@@ -7,34 +8,45 @@ Race-free by construction, on one machine or many:
 - grid points are WAITING trials that workers pop (one SQL transaction per pop: PostgreSQL locks
   the row, SQLite transactions take the write lock first: optuna_storage.py), so each point runs
   once; a trial Optuna creates when the queue ran dry in between is marked `surplus` and skipped;
-- failed trials are re-queued (`max_retries`), so are trials of killed workers (heartbeat)."""
+- failed trials are re-queued (`max_retries`), so are trials of killed workers (heartbeat);
+- a trial stopped by SIGTERM/SIGINT goes back in the queue as it was (no retry used up) and its
+  run, ended KILLED, resumes from its checkpoint when the queue hands the point out again."""
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
 
+from . import budget
 from . import study as study_mod
 from . import tracking
 from .config import UserError
+from .engine import STOP
 from .optuna_storage import default_storage, open_storage  # noqa: F401 - part of this module's interface
-from .study import Range, StudySpec
+from .schema import ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from .study import StudySpec
+from .sweep_trial import run_trial
 
 READY_TIMEOUT_S = 300     # how long a joining process waits for the creator to set the study up
 READY = "googlenet_study.ready"  # study user attrs written once by the creator
 PARENT = "mlflow_parent_run_id"
 EXPERIMENT = "mlflow_experiment"
 DIGEST = "spec_digest"
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# s: before passing a signal on, the time a worker that got it itself (Ctrl-C reaches the whole
+# process group) has to count it, so that it does not get it twice (twice = stop at once).
+FORWARD_AFTER_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -53,9 +65,8 @@ class Worker:
 def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: str,
                    storage_url: str) -> tuple[optuna.Study, bool]:
     """The study, created with its parent run and grid queue by exactly one process; True if we made it."""
-    directions = spec.directions
     try:
-        st = optuna.create_study(study_name=spec.name, storage=storage, directions=directions,
+        st = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
                                  load_if_exists=False)
     except optuna.exceptions.DuplicatedStudyError:
         st = optuna.load_study(study_name=spec.name, storage=storage)
@@ -64,7 +75,7 @@ def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: st
     try:
         st.set_metric_names(spec.metrics)
         parent = tracking.start_parent_run(spec.experiment, spec.name, {
-            "study_name": spec.name, "sweep_role": "parent", "optuna_storage": tracking.redact(storage_url)}, uri)
+            STUDY_TAG: spec.name, ROLE_TAG: "parent", "optuna_storage": tracking.redact(storage_url)}, uri)
         experiment = tracking.run_experiment(parent, uri) or spec.experiment
         _log_parent_start(spec, parent, storage_url, uri)
         for i, point in enumerate(spec.grid):
@@ -112,8 +123,8 @@ def _log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) 
 def _close_dead_attempt(w: Worker, dead_trial: int) -> None:
     """A dead worker's run that this retry did not resume (no checkpoint yet) must not stay RUNNING.
     A resumed run carries the retry's trial number by now, so it is not found here."""
-    for run_id in tracking.find_run_ids(w.experiment, {"study_name": w.spec.name,
-                                                       "trial_number": str(dead_trial)}, w.tracking_uri):
+    for run_id in tracking.find_run_ids(w.experiment, {STUDY_TAG: w.spec.name, TRIAL_TAG: str(dead_trial)},
+                                        w.tracking_uri):
         if tracking.run_status(w.tracking_uri, run_id) == "RUNNING":
             tracking.set_run_tags(run_id, {"end_reason": "its worker died; the trial was retried"}, w.tracking_uri)
             tracking.end_run(run_id, "KILLED", w.tracking_uri)
@@ -139,11 +150,20 @@ def _is_surplus(trials: list, spec: StudySpec, me) -> bool:
     return spec.sampler == "grid" or sum(1 for t in trials if t.number < me.number and _is_fresh(t)) >= spec.n_trials
 
 
-def work(w: Worker, objective: Callable[[optuna.Trial], object] | None = None) -> int:
-    """Run trials until the study has none left for anyone; returns how many this worker ran."""
+def _requeue(st: optuna.Study, trial: optuna.Trial, me) -> None:
+    """A trial stopped by a signal, back in the queue as it was: its run resumes from its checkpoint."""
+    trial.set_user_attr("stopped_by_signal", STOP.signum)  # FAIL to Optuna, but not a failure
+    params = trial.params or me.system_attrs.get("fixed_params")
+    if params:  # else a sampler's trial stopped before it suggested anything: nothing to resume
+        attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("mlflow_run_id", "stopped_by_signal")}
+        st.enqueue_trial(params, user_attrs={**attrs, "resumes_trial": trial.number})
+
+
+def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None = None) -> int:
+    """Run trials until the study has none left for anyone (or STOP is set); returns how many this worker ran."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    spec = w.spec
+    spec, objective = w.spec, objective or run_trial
     storage = open_storage(w.storage, spec.max_retries)
     st = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, w.seed),
                            pruner=make_pruner(spec))
@@ -158,34 +178,30 @@ def work(w: Worker, objective: Callable[[optuna.Trial], object] | None = None) -
             exhausted.append(trial.number)
             raise optuna.TrialPruned("surplus: no grid point or budget left")
         retry_of = me.system_attrs.get("failed_trial")
-        if retry_of is None:
-            return (objective or run_trial)(trial, w)
-        trial.set_user_attr("retry_of_trial", retry_of)
+        if retry_of is not None:
+            trial.set_user_attr("retry_of_trial", retry_of)
         try:
-            return (objective or run_trial)(trial, w)
+            return objective(trial, w)
+        except BaseException:  # a second signal (KeyboardInterrupt) too: Optuna calls no callback then
+            if STOP():  # stopped by a signal, not failed: no retry used up
+                _requeue(st, trial, me)
+            raise
         finally:
-            _close_dead_attempt(w, retry_of)
+            if retry_of is not None:
+                _close_dead_attempt(w, retry_of)
 
     def after(study: optuna.Study, t) -> None:
-        if t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
-            if _stopping():  # stopped by a signal, not failed: back in the queue, no retry used up
-                study.enqueue_trial(t.params, user_attrs={**{k: v for k, v in t.user_attrs.items()
-                                                            if k != "mlflow_run_id"}, "resumes_trial": t.number})
-            else:
-                retry(study, t)
-        if not t.user_attrs.get("surplus"):
-            _print_trial(spec, t)
+        if t.user_attrs.get("surplus"):
+            return
+        if t.state == TrialState.FAIL and not STOP():  # a stopped trial is back in the queue (fn)
+            retry(study, t)
+        _print_trial(spec, t)
 
     ran = 0
-    while not exhausted and not _stopping() and has_work(st, spec):
+    while not exhausted and not STOP() and has_work(st, spec):
         st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
         ran += 1
     return ran - len(exhausted)
-
-
-def _stopping() -> bool:
-    from .engine import STOP  # set by SIGTERM/SIGINT once installed (cli.main, _worker_main)
-    return STOP()
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -210,124 +226,76 @@ def _steps(spec: StudySpec) -> int:
     return int(spec.config({}).epochs) * spec.repeats
 
 
-def suggest(trial: optuna.Trial, spec: StudySpec) -> dict:
-    params = {}
-    for k, d in spec.space.items():
-        if isinstance(d, Range):
-            if d.is_int:
-                params[k] = trial.suggest_int(k, int(d.low), int(d.high), step=int(d.step or 1), log=d.log)
-            else:
-                params[k] = trial.suggest_float(k, float(d.low), float(d.high), step=d.step, log=d.log)
-        else:
-            params[k] = trial.suggest_categorical(k, list(d))
-    return params
-
-
-def objective_values(spec: StudySpec, summary: dict, history: list[dict]) -> list[float]:
-    """Each objective from a finished run. An unreached time_to_test_acc_P (not logged) counts as
-    the worst possible value: +inf when minimised (-inf when maximised). Optuna ranks it last and
-    leaves it out of its plots; MLflow gets no metric for it."""
-    out = []
-    for direction, m in spec.objectives:
-        v = summary.get(m, history[-1].get(m) if history else None)
-        out.append(float(v) if v is not None else (math.inf if direction == "minimize" else -math.inf))
-    return out
-
-
-def run_trial(trial: optuna.Trial, w: Worker) -> list[float] | float:
-    """The objective: train the trial's config (repeats times, over seeds) as child runs."""
-    from .engine import Hooks
-    from .train import train
-
-    spec = w.spec
-    params = suggest(trial, spec)
-    cfg = spec.config(params, **dict(w.fixed))
-    tags = {"study_name": spec.name, "trial_number": str(trial.number), "sweep_role": "trial"}
-    retry_of = trial.user_attrs.get("retry_of_trial")
-    if retry_of is not None:
-        tags["retry_of_trial"] = str(retry_of)
-    name = f"{spec.name}-t{trial.number}"
-    parent, seeds = w.parent_run_id, [cfg.seed]
-    if spec.repeats > 1:
-        seeds = [cfg.seed + k for k in range(spec.repeats)]
-        parent = tracking.create_child_run(w.experiment, w.parent_run_id, name, tags, w.tracking_uri)
-        tracking.log_run_data(parent, w.tracking_uri, params={**params, "repeats": spec.repeats,
-                                                              "seeds": ",".join(map(str, seeds))})
-        trial.set_user_attr("mlflow_run_id", parent)
-    results = []
-    for k, seed in enumerate(seeds):
-        run_tags = {**tags, "seed_index": str(k)} if spec.repeats > 1 else tags
-        hooks = Hooks(on_epoch=[_pruning_hook(trial, k, cfg.epochs)] if spec.pruner != "none" else [],
-                      progress=False)
-        try:
-            r = train(replace(cfg, seed=seed), w.tracking_uri, w.experiment, parent_run_id=parent,
-                      run_name=name if spec.repeats == 1 else f"{name}-seed{seed}", tags=run_tags,
-                      hooks=hooks, reraise=(optuna.TrialPruned,))
-        except BaseException as e:
-            ids = tracking.find_run_ids(w.experiment, run_tags, w.tracking_uri)
-            if ids and spec.repeats == 1:
-                trial.set_user_attr("mlflow_run_id", ids[0])
-            if isinstance(e, optuna.TrialPruned):
-                for i in ids[:1] + ([parent] if spec.repeats > 1 else []):
-                    tracking.set_run_tags(i, {"pruned": "true", "pruned_at": str(e)}, w.tracking_uri)
-            if spec.repeats > 1:
-                tracking.end_run(parent, "KILLED" if isinstance(e, optuna.TrialPruned) else "FAILED", w.tracking_uri)
-            raise
-        if spec.repeats == 1:
-            trial.set_user_attr("mlflow_run_id", r.run_id)
-        if r.status != "FINISHED":
-            if spec.repeats > 1:
-                tracking.end_run(parent, "FAILED", w.tracking_uri)
-            raise RuntimeError(f"run {r.run_id} {r.status}: {r.failure_reason}")
-        results.append(objective_values(spec, r.summary, r.history))
-    values = [sum(col) / len(col) for col in zip(*results)]
-    if spec.repeats > 1:
-        tracking.log_run_data(parent, w.tracking_uri, metrics=_spread(spec.metrics, results))
-        tracking.end_run(parent, "FINISHED", w.tracking_uri)
-    return values if len(values) > 1 else values[0]
-
-
-def _spread(metrics: list[str], results: list[list[float]]) -> dict[str, float]:
-    out = {}
-    for i, m in enumerate(metrics):
-        xs = [r[i] for r in results]
-        finite = [x for x in xs if math.isfinite(x)]
-        mean = sum(xs) / len(xs)
-        out[m] = out[f"{m}_mean"] = mean
-        out[f"{m}_n"] = len(xs)
-        out[f"{m}_n_finite"] = len(finite)
-        if len(xs) > 1 and math.isfinite(mean):
-            out[f"{m}_std"] = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))  # sample std
-    return out
-
-
-def _pruning_hook(trial: optuna.Trial, seed_index: int, epochs: int):
-    def on_epoch(epoch: int, metrics: dict) -> None:
-        # step counts epochs across the trial's seeds: seed k's epoch e is step k*epochs+e.
-        trial.report(metrics["test_acc"], seed_index * epochs + epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"epoch {epoch} of seed index {seed_index}")
-    return on_epoch
-
-
 def _print_trial(spec: StudySpec, t) -> None:
     vals = "" if not t.values else " " + " ".join(f"{m}={v:.4g}" for m, v in zip(spec.metrics, t.values))
     run = t.user_attrs.get("mlflow_run_id", "-")
     print(f"[{spec.name}] trial {t.number} {t.state.name}{vals} params={t.params} run={run}", flush=True)
 
 
-def _worker_main(w: Worker) -> None:  # the target of each spawned worker process
-    work(w)
-    from .engine import STOP
-
-    STOP.install()  # SIGTERM/SIGINT: the trial's run ends KILLED at a batch boundary, the trial is re-queued
+# ---- worker processes ----------------------------------------------------------------------
+def _worker_main(w: Worker, signals_seen) -> None:
+    """A spawned worker: STOP's handlers are in place before its first trial; exits 128 + signal if stopped."""
+    STOP.install()  # the trial's run ends KILLED at a batch boundary, the trial goes back in the queue
+    _count_signals(signals_seen)
     try:
         work(w)
     except UserError as e:
         print(f"googlenet-study sweep: worker {w.index}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if STOP():
-        sys.exit(128 + STOP.signum)
+        _exit(2)
+    except KeyboardInterrupt:
+        pass  # a second signal: the run ended KILLED on the way out, the trial is back in the queue
+    _exit(128 + STOP.signum if STOP() else 0)
+
+
+def _exit(code: int) -> None:
+    """Exit without the interpreter's final garbage collection of the torch/MLflow/Optuna objects (seen
+    here: 10-12 s per worker on 2 busy cores, after its last trial). Nothing is pending by now: runs
+    ended, store writes committed (MLflow logs synchronously), checkpoints fsynced."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _count_signals(seen) -> None:
+    """Count each SIGTERM/SIGINT in memory shared with the supervisor, then hand it to STOP. From the
+    third on they are ignored: the second already stops at once, a third would cut short the run's end."""
+    for s in SIGNALS:
+        def handler(signum, frame, stop=signal.getsignal(s)):
+            seen.value += 1
+            if seen.value <= 2:
+                stop(signum, frame)
+        signal.signal(s, handler)
+
+
+def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
+    """Run each worker in its own process until all have exited; returns their exit codes and the
+    signal that stopped the sweep (None if none did).
+
+    The k-th SIGTERM/SIGINT this process receives goes on, as the same signal, to every worker that has
+    not received k itself (`kill PID` reaches this process only; Ctrl-C in a terminal the whole process
+    group): the first ends each worker's trial run KILLED at a batch boundary, the second stops at once."""
+    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/MLflow state
+    seen = [ctx.RawValue("i", 0) for _ in workers]
+    procs = [ctx.Process(target=_worker_main, args=(w, n), name=f"sweep-worker-{w.index}")
+             for w, n in zip(workers, seen)]
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in SIGNALS}
+    try:
+        for p in procs:
+            p.start()
+        forwarded = 0
+        while alive := [p for p in procs if p.is_alive()]:
+            wait([p.sentinel for p in alive], timeout=0.5)
+            for k in range(forwarded + 1, len(received) + 1):
+                time.sleep(FORWARD_AFTER_S)
+                for p, n in zip(procs, seen):
+                    if p.is_alive() and n.value < k:
+                        os.kill(p.pid, received[k - 1])
+                forwarded = k
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return [p.exitcode for p in procs], (received[0] if received else None)
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -360,7 +328,9 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.workers < 1:
         raise UserError(f"--workers: must be an integer >= 1, got {args.workers}")
+    budget.check_study(spec, args.workers)  # workers and each point's step memory, before the study exists
     uri = tracking.tracking_uri(args.tracking_uri)
+    tracking.check_tracking_uri(uri)  # a file: store or an unreachable server: one line, no study made
     storage_url = args.storage or default_storage(uri)
     storage = open_storage(storage_url, spec.max_retries)
     st, created = create_or_join(spec, storage, uri, storage_url)
@@ -370,55 +340,45 @@ def main(args) -> int:
                         "use the --tracking-uri of the study's first run")
     own = os.environ.get("MLFLOW_RUN_ID")
     if own and own != parent:  # `mlflow run` made a run for us but the study already has its parent
-        tracking.set_run_tags(own, {"joined_parent_run_id": parent, "study_name": spec.name}, uri)
+        tracking.set_run_tags(own, {"joined_parent_run_id": parent, STUDY_TAG: spec.name}, uri)
     workers = plan_workers(spec, args.workers, storage_url, uri, parent, experiment, created)
     print(f"[{spec.name}] {'created' if created else 'joined'} study in {tracking.redact(storage_url)}; "
           f"parent run {parent} (experiment {experiment!r}); {len(workers)} worker(s), "
           f"{dict(workers[0].fixed) or 'config as given'}", flush=True)
-    bad: list = []
-    if len(workers) == 1:
-        work(workers[0])
-    else:
-        ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/MLflow state
-        procs = [ctx.Process(target=_worker_main, args=(w,), name=f"sweep-worker-{w.index}") for w in workers]
-        for p in procs:
-            p.start()
-        while any(p.is_alive() for p in procs):
-            procs[0].join(timeout=1.0) if procs[0].is_alive() else time.sleep(1.0)
-            if _stopping():  # pass the signal on: each worker ends its trial's run KILLED
-                for p in procs:
-                    if p.is_alive():
-                        p.terminate()
-                for p in procs:
-                    p.join()
-        bad = [p.exitcode for p in procs if p.exitcode != 0]
-        if bad:
-            print(f"[{spec.name}] {len(bad)} worker(s) exited with status {bad}", file=sys.stderr)
+    codes, signum = _run(workers)
+    if signum:
+        print(f"[{spec.name}] stopped by signal {signum}; run the same command again to resume", file=sys.stderr)
+        return 128 + signum
+    bad = [c for c in codes if c != 0]
+    if bad:
+        print(f"[{spec.name}] {len(bad)} worker(s) exited with status {bad}", file=sys.stderr)
     from . import sweep_results
-
-    if _stopping():
-        from .engine import STOP
-        print(f"[{spec.name}] stopped by signal {STOP.signum}; run the same command again to resume", file=sys.stderr)
-        return 128 + STOP.signum
 
     res = sweep_results.finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
     print(f"[{spec.name}] {res['complete']} complete, {res['pruned']} pruned, {res['fail']} failed"
+          + (f" ({res['stopped']} of them stopped by a signal and re-queued)" if res["stopped"] else "")
           + ("" if res["done"] else f", {res['running']} running and {res['waiting']} waiting elsewhere"),
           flush=True)
-    code = 1 if bad else 0
-    # ---- REPORT HOOK: the report (googlenet_study.report, another issue) of the finished study.
-    if res["done"] and not args.no_report and code == 0:
-        code = _report(spec, experiment, parent, uri)
-    return code
+    if bad or not res["done"] or args.no_report:
+        return 1 if bad else 0
+    return _report(spec, experiment, parent, uri)
+
+
+def _run(workers: list[Worker]) -> tuple[list[int], int | None]:
+    """The workers, run until the study has no work left or a signal stops them: the exit codes of
+    worker processes, and that signal (None if none came)."""
+    if STOP():  # a signal while the study was being set up
+        return [], STOP.signum
+    if len(workers) == 1:
+        work(workers[0])  # in this process, under the CLI's STOP handlers
+        return [], STOP.signum
+    return supervise(workers)
 
 
 def _report(spec: StudySpec, experiment: str, parent: str, uri: str) -> int:
+    """The report of the finished study (googlenet_study.report), attached to its parent run."""
     import argparse
-    import importlib.util
 
-    if importlib.util.find_spec("googlenet_study.report") is None:
-        print(f"[{spec.name}] no report: googlenet_study.report is not installed", file=sys.stderr)
-        return 0
     from . import report
 
     return report.main(argparse.Namespace(experiment=experiment, study=spec.name, parent_run=None, filter=None,

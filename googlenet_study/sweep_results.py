@@ -23,11 +23,13 @@ def real_trials(st: optuna.Study) -> list:
 
 
 def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> dict:
-    """Log results to the parent run; returns the trial counts and whether the study is done."""
+    """Log results to the parent run; returns the trial counts (`stopped`: FAIL trials that a signal
+    stopped and re-queued) and whether the study is done."""
     trials = real_trials(st)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in
               (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
     done = counts["running"] == 0 and counts["waiting"] == 0
+    stopped = sum(t.state == TrialState.FAIL and "stopped_by_signal" in t.user_attrs for t in trials)
     metrics = {f"n_trials_{k}": v for k, v in counts.items()}
     tags: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as d:
@@ -53,7 +55,7 @@ def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> dict:
         tracking.log_run_data(parent, uri, metrics=metrics, tags=tags, files=files)
     if done:
         tracking.end_run(parent, "FINISHED", uri)
-    return {**counts, "done": done}
+    return {**counts, "stopped": stopped, "done": done}
 
 
 def _trial_json(t, spec: StudySpec) -> dict:

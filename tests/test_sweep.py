@@ -24,7 +24,7 @@ from conftest import cli, free_port
 
 from googlenet_study import cli as cli_mod
 from googlenet_study import study as study_mod
-from googlenet_study import sweep
+from googlenet_study import sweep, sweep_trial
 
 TINY = {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16, "epochs": 2,
         "batch_size": 32, "train_size": 100, "test_size": 50, "system_metrics": False}
@@ -110,37 +110,43 @@ def test_running_the_same_sweep_again_adds_nothing(two_worker_sweep):
     assert len(st.trials) == 4
 
 
-@pytest.mark.slow
-def test_optuna_dashboard_serves_the_study(two_worker_sweep):
+def dashboard_study(storage_url: str, name: str) -> dict:
+    """Study `name` as a real optuna-dashboard on `storage_url` serves it over its HTTP API."""
     port = free_port()
     exe = Path(sys.executable).parent / "optuna-dashboard"
-    proc = subprocess.Popen([str(exe), f"sqlite:///{two_worker_sweep['dir'] / 'optuna.db'}", "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(exe), storage_url, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         body = None
-        for _ in range(60):
+        for _ in range(240):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as resp:
                     body = json.loads(resp.read())
                 break
             except OSError:
+                assert proc.poll() is None, proc.stderr.read()[-2000:]
                 time.sleep(0.5)
         assert body is not None, "optuna-dashboard did not answer"
         studies = {s["study_name"]: s for s in body["study_summaries"]}
-        assert "tiny" in studies
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies['tiny']['study_id']}",
+        assert name in studies
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[name]['study_id']}",
                                     timeout=10) as resp:
-            detail = json.loads(resp.read())
-        assert detail["name"] == "tiny" and [t["state"] for t in detail["trials"]] == ["Complete"] * 4
+            return json.loads(resp.read())
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
+def test_optuna_dashboard_serves_the_study(two_worker_sweep):
+    detail = dashboard_study(f"sqlite:///{two_worker_sweep['dir'] / 'optuna.db'}", "tiny")
+    assert detail["name"] == "tiny" and [t["state"] for t in detail["trials"]] == ["Complete"] * 4
+
+
 # ---- exactly once under concurrency (the claim, without training) ----------------------------
 def _log_objective(trial, w):
     """Stands in for training: records which grid point this process ran, then 'scores' it."""
-    p = sweep.suggest(trial, w.spec)
+    p = sweep_trial.suggest(trial, w.spec)
     with open(Path(w.storage[len("sqlite:///"):]).with_suffix(".log"), "a") as f:
         f.write(f"{p['seed']}/{p['lr']}\n")
     time.sleep(0.01)
@@ -237,7 +243,7 @@ def test_unreached_target_is_the_worst_value(tmp_path):
     spec = study_mod.load(str(path))
     summary = {"best_test_acc": 0.6, "final_test_acc": 0.55, "total_time_s": 12.0}
     history = [{"test_acc": 0.6, "test_loss": 1.5}, {"test_acc": 0.55, "test_loss": 1.25}]
-    assert sweep.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]
+    assert sweep_trial.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """A sweep worker killed with SIGKILL: Optuna's heartbeat catches its trial, the retry resumes the
-trial's checkpoint in the same MLflow child run, and every grid point ends COMPLETE exactly once."""
+trial's checkpoint in the same MLflow child run, and every grid point ends COMPLETE exactly once.
+A 2-worker sweep stopped by Ctrl-C and by SIGTERM: its runs end KILLED with `end_reason`, it exits
+130 / 143, and the same command afterwards resumes those runs and completes every point once."""
 
 from __future__ import annotations
 
@@ -94,3 +96,82 @@ def test_four_workers_on_the_default_local_stores_lose_nothing(tmp_path):
         for key in ("train_loss", "test_acc", "epoch_time_s", "elapsed_time_s", "throughput_img_s"):
             assert [m.step for m in c.get_metric_history(r.info.run_id, key)] == [1, 2], (r.info.run_id, key)
         assert "best_test_acc" in r.data.metrics
+
+
+
+def _children(c: MlflowClient) -> list:
+    exp = c.get_experiment_by_name("googlenet-study")
+    return c.search_runs([exp.experiment_id], "tags.mlflow.parentRunId != ''") if exp else []
+
+
+def _epochs_logged(c: MlflowClient, proc: subprocess.Popen, before: dict[str, int]) -> dict[str, int]:
+    """Wait until two child runs exist and each has logged an epoch more than `before` says: both
+    workers are mid-trial. Returns how many epochs each has logged."""
+    for _ in range(3000):
+        logged = {r.info.run_id: len(c.get_metric_history(r.info.run_id, "test_acc")) for r in _children(c)}
+        if len(logged) == 2 and all(n > before.get(run_id, 0) for run_id, n in logged.items()):
+            return logged
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        time.sleep(0.2)
+    pytest.fail("the two workers never both finished an epoch")
+
+
+def _stop(proc: subprocess.Popen, send, signum: int, c: MlflowClient, storage: str) -> set[str]:
+    """Signal the sweep; check its exit, every child run KILLED with end_reason and no trial RUNNING."""
+    t0 = time.monotonic()
+    send(proc.pid, signum)
+    err = proc.communicate(timeout=300)[1]
+    print(f"signal {signum}: the sweep ended {time.monotonic() - t0:.1f} s later")
+    assert proc.returncode == 128 + signum, err[-3000:]  # 130 SIGINT, 143 SIGTERM
+    runs = _children(c)
+    for r in runs:  # ended by the first signal: end_reason; a second one would leave failure_reason
+        assert r.info.status == "KILLED" and "stopped by a signal" in r.data.tags["end_reason"], r.data.tags
+        assert "failure_reason" not in r.data.tags
+    states = Counter(t.state.name for t in optuna.load_study(study_name="stopped", storage=storage).trials)
+    assert states["WAITING"] == 2 and "RUNNING" not in states, states  # both points back in the queue
+    return {r.info.run_id for r in runs}
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_sigterm_to_a_two_worker_sweep_end_runs_killed_and_each_rerun_resumes_them(tmp_path):
+    """Ctrl-C (SIGINT to the process group, which the workers get too), the same command again, SIGTERM
+    to the sweep process only (its workers get it passed on), the same command again: every point once."""
+    epochs = 5
+    path = write_study(tmp_path, "stopped", {"seed": [0, 1]}, sampler="grid",
+                       objectives=[{"maximize": "best_test_acc"}],
+                       base={"image_size": 32, "epochs": epochs, "train_size": 160, "test_size": 32})
+    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env.pop("MLFLOW_RUN_ID", None)
+    cmd = [sys.executable, "-m", "googlenet_study", "sweep", str(path), "--workers", "2", "--no-report"]
+    c = MlflowClient(uri)
+
+    def start() -> subprocess.Popen:  # its own session: it leads a process group, as a terminal's job does
+        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    first = start()
+    logged = _epochs_logged(c, first, {})
+    killed = _stop(first, os.killpg, signal.SIGINT, c, storage)
+    assert killed == set(logged)
+
+    second = start()
+    logged = _epochs_logged(c, second, logged)
+    for r in _children(c):  # the same two runs, continued mid-epoch
+        assert r.info.run_id in killed and int(r.data.tags["resumed_at_batch"]) >= 1
+    assert _stop(second, os.kill, signal.SIGTERM, c, storage) == killed
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 failed (4 of them stopped by a signal and re-queued)" in again.stdout  # two stops, two trials each
+    trials = optuna.load_study(study_name="stopped", storage=storage).trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert Counter(t.params["seed"] for t in complete) == {0: 1, 1: 1}  # each grid point exactly once
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    assert {t.user_attrs["mlflow_run_id"] for t in complete} == killed
+    runs = _children(c)
+    assert {r.info.run_id for r in runs} == killed  # the same two runs, resumed twice: no new ones
+    for r in runs:
+        assert r.info.status == "FINISHED" and "end_reason" not in r.data.tags  # the stop's reason is cleared
+        assert int(r.data.tags["resumed_at_epoch"]) >= 3 and int(r.data.tags["resumed_at_batch"]) >= 1
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "test_acc")] == list(range(1, epochs + 1))

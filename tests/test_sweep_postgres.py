@@ -1,6 +1,7 @@
 """Many machines, simulated on one: two separate `googlenet-study sweep` processes started together
 with the same PostgreSQL Optuna storage and the same real `mlflow server` (PostgreSQL backend store,
-local artifact folder) join one study and one parent run; the storage password is never written."""
+local artifact folder) join one study and one parent run; the storage password is never written.
+Every URL is a plain `postgresql://` one, as README writes them: psycopg 3 is the driver."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import free_port
+
+from test_sweep import dashboard_study
 
 from googlenet_study import sweep
 
@@ -56,18 +59,15 @@ def mlflow_server(backend: str, artifacts: Path):
 @pytest.fixture
 def mlflow_db(postgres_url):
     """A fresh PostgreSQL database for the MLflow server's backend store, dropped afterwards."""
-    import psycopg2
+    import psycopg
 
     name = f"gs_mlflow_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(postgres_url)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the project ships psycopg2
-        yield postgres_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://") + f"/{name}"
-    finally:
-        conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        try:
+            yield postgres_url.rsplit("/", 1)[0] + f"/{name}"  # plain postgresql://, as README writes it
+        finally:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.mark.postgres
@@ -118,10 +118,13 @@ def test_two_processes_join_one_study_and_one_parent_run(tmp_path, postgres_url,
             arts = c.download_artifacts(pid, "study.yaml", str(tmp_path / "dl"))
             assert name in Path(arts).read_text()
 
-        st = optuna.load_study(study_name=name, storage=sweep.open_storage(postgres_url))
+        assert postgres_url.startswith("postgresql://")
+        st = optuna.load_study(study_name=name, storage=postgres_url)  # README's way, no driver named
         assert len(st.trials) == 4 and all(t.state.name == "COMPLETE" for t in st.trials)
         assert st.user_attrs["mlflow_parent_run_id"] == pid
         assert sorted(t.user_attrs["mlflow_run_id"] for t in st.trials) == sorted(r.info.run_id for r in children)
+        detail = dashboard_study(postgres_url, name)
+        assert [t["state"] for t in detail["trials"]] == ["Complete"] * 4
     finally:
         with contextlib.suppress(KeyError):
             optuna.delete_study(study_name=name, storage=sweep.open_storage(postgres_url))
