@@ -5,10 +5,10 @@ Bad input anywhere ends in one line on stderr and exit status 2, before anything
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import fields
 
+from . import schema
 from .config import RunConfig, UserError
 
 EXIT_USAGE = 2
@@ -87,15 +87,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     overrides = {f.name: getattr(args, f.name) for f in fields(RunConfig) if getattr(args, f.name) is not None}
-    if args.config:
+    if args.config is not None:  # `--config ""` is a mistake to name, not "no file"
         return RunConfig.from_yaml(args.config, overrides)
     return RunConfig.from_dict(overrides, source="command line")
+
+
+def check_train_flags(args: argparse.Namespace) -> None:
+    """The train flags that are not config fields, each refused in one line before anything is written."""
+    from .config import dir_problem, shown
+
+    if not args.experiment.strip() or len(args.experiment) > 256 or not args.experiment.isprintable():
+        raise UserError(f"--experiment: must be one line of 1 to 256 characters, got {shown(args.experiment)}")
+    if args.run_name is not None and not (0 < len(args.run_name) <= 250 and args.run_name.isprintable()):
+        raise UserError(f"--run-name: must be one line of 1 to 250 characters (MLflow's runs.name), "
+                        f"got {shown(args.run_name)}")
+    if args.checkpoint_dir is not None and dir_problem(args.checkpoint_dir):
+        raise UserError(f"--checkpoint-dir: {dir_problem(args.checkpoint_dir)}")
+    if not args.resume.strip():
+        raise UserError("--resume: an empty value; allowed: auto | never | RUN_ID")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     cfg = config_from_args(args)
+    check_train_flags(args)
     result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name, resume_mode=args.resume,
                    checkpoint_dir=args.checkpoint_dir, keep_checkpoints=args.keep_checkpoints)
     print(one_line(result))
@@ -114,8 +130,7 @@ def one_line(result) -> str:
     s = result.summary
     if result.status != "FINISHED":
         return f"run {result.run_id} {result.status}: {result.failure_reason or ''}".strip()
-    times = " ".join(f"{k[len('time_to_test_acc_'):]}%@{v:.1f}s" for k, v in s.items()
-                     if k.startswith("time_to_test_acc_"))
+    times = " ".join(f"{schema.target_of(k)}%@{v:.1f}s" for k, v in s.items() if schema.is_time_to_target(k))
     return (f"run {result.run_id} FINISHED: {len(result.history)} epochs in {s['total_time_s']:.1f} s, "
             f"best_test_acc {s['best_test_acc']:.4f}, final_test_acc {s['final_test_acc']:.4f}"
             + (f", reached {times}" if times else ""))

@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import reprlib
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,10 @@ DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
 MIN_IMAGE_SIZE = {("inception_v3", True): 299, ("inception_v3", False): 75,
                   ("googlenet", True): 15, ("googlenet", False): 15}
 DEFAULT_IMAGE_SIZE = {"inception_v3": 299, "googlenet": 224}
+MAX_SEED = 2**32 - 1  # numpy.random.seed refuses more
+MAX_INT = 2**63 - 1   # int64
+MAX_TEXT = 4096       # characters of a text field: Linux's PATH_MAX; MLflow params hold 6000
+MAX_TARGETS = 100     # target_accs entries (one summary metric each)
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
         """Build from loosely typed values (YAML, CLI strings, MLflow params)."""
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted((k for k in data if k not in known), key=str)  # YAML keys can be numbers
         if unknown:
-            raise UserError(f"{source}: unknown config key {unknown[0]!r}; allowed: {', '.join(known)}")
+            raise UserError(f"{source}: unknown config key {shown(unknown[0])}; allowed: {', '.join(known)}")
         values = {k: _coerce(known[k], v, source) for k, v in data.items()}
         return cls(**values)
 
@@ -96,6 +102,9 @@ class RunConfig:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(f"device: {device!r} asked for but no CUDA device is available; use device=cpu")
+        if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+            raise UserError(f"device: {device!r} asked for but this machine has CUDA devices "
+                            f"0..{torch.cuda.device_count() - 1}")
         return dataclasses.replace(
             self,
             device=device,
@@ -139,18 +148,94 @@ def field_names() -> list[str]:
 
 
 def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
+    """The mapping at the top of a YAML file (see read_yaml_mapping)."""
+    return read_yaml_mapping(path)[1]
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """A YAML file's text and the mapping at its top. An empty file (or only comments) is an empty
+    mapping: every field keeps its default. Anything that is not a readable regular file is refused."""
+    name = short(str(path)) or "''"
+    problem = file_problem(str(path))
+    if problem:
+        raise UserError(f"{name}: {problem}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = Path(path).read_bytes().decode("utf-8")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{name}: not UTF-8 text (byte {e.start}); give a YAML file") from None
+    except OSError as e:
+        raise UserError(f"{name}: cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
-        raise UserError(f"{p}: not valid YAML{where}") from None
+        raise UserError(f"{name}: not valid YAML{where}") from None
+    except ValueError:  # PyYAML's int() of a number past Python's 4300-digit limit
+        raise UserError(f"{name}: not valid YAML (a number of more than 4300 digits)") from None
+    except RecursionError:
+        raise UserError(f"{name}: not valid YAML (nested too deeply)") from None
+    if data is None:  # empty, or only comments
+        data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{p}: expected a mapping of config fields at the top level")
-    return data
+        raise UserError(f"{name}: expected a mapping of config fields at the top level, "
+                        f"got a {type(data).__name__}")
+    return text, data
+
+
+def file_problem(path: str) -> str | None:
+    """Why `path` cannot be read as a file (None if it can): empty, missing, a directory, a device..."""
+    if not path:
+        return "an empty path"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as e:  # a name too long, a component that is a file, a loop of links
+        return f"not a usable path ({e.strerror})"
+    except ValueError:  # an embedded NUL character
+        return "not a usable path (it contains a NUL character)"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(mode):  # /dev/null, a FIFO (reading one could block), a socket
+        kind = "a character device" if stat.S_ISCHR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        return f"is {kind}, not a regular file"
+    return None
+
+
+def dir_problem(path: str) -> str | None:
+    """Why `path` cannot be (or become) a writable folder (None if it can); checked before a run exists."""
+    if not path:
+        return "an empty path"
+    p = Path(path).absolute()
+    try:
+        while not p.exists():  # the nearest folder that exists is where it would be created
+            p = p.parent
+    except (OSError, ValueError) as e:  # a name too long, an embedded NUL
+        return f"not a usable path ({getattr(e, 'strerror', None) or e})"
+    if not p.is_dir():
+        return f"{short(str(p))} exists and is not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{short(str(p))} is not writable"
+    return None
+
+
+def short(text: str, limit: int = 120) -> str:
+    """`text` on one line (control characters escaped), cut in the middle to `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2 + 3:]}"
+
+
+_SHOWN = reprlib.Repr()  # Python 3.11's Repr takes no arguments
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxset = 3, 8, 8, 8
+_SHOWN.maxstring, _SHOWN.maxlong, _SHOWN.maxother = 120, 60, 120
+
+
+def shown(value: Any) -> str:
+    """repr() for an error message, bounded however large or deeply aliased the YAML value is."""
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an int past Python's 4300-digit str() limit
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else "(unprintable)"
 
 
 # ---- coercion and validation ---------------------------------------------------------
@@ -165,46 +250,65 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
         if "None" in typ:
             return None
         raise UserError(f"{source}: {name} must not be empty")
+    kind = next(k for k in _COERCE if typ.startswith(k))
     try:
-        if typ.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            s = str(value).strip().lower()
-            if s in _TRUE:
-                return True
-            if s in _FALSE:
-                return False
-            raise ValueError
-        if typ.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
-        if typ.startswith("float"):
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if typ.startswith("tuple"):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            out = []
-            for x in items:
-                if isinstance(x, bool):
-                    raise ValueError
-                xf = float(str(x).strip())
-                if not xf.is_integer():
-                    raise ValueError
-                out.append(int(xf))
-            return tuple(out)
-        if isinstance(value, (dict, list)):
-            raise ValueError
-        return str(value).strip()
-    except (ValueError, TypeError):
-        kind = typ.split(" ")[0].replace("tuple[int, ...]", "comma-separated integers")
-        raise UserError(f"{source}: {name} must be {kind}, got {value!r}") from None
+        out = _COERCE[kind](value)
+    except (ValueError, TypeError, OverflowError):  # OverflowError: float(10**400)
+        what = "comma-separated integers" if kind == "tuple" else typ.split(" ")[0]
+        raise UserError(f"{source}: {name} must be {what}, got {shown(value)}") from None
+    if kind == "int" and abs(out) > MAX_INT:  # it would not fit an int64 downstream (torch, SQL, MLflow)
+        raise UserError(f"{source}: {name} must be an integer of at most {MAX_INT}, got {shown(out)}")
+    if kind == "str" and len(out) > MAX_TEXT:
+        raise UserError(f"{source}: {name} must be at most {MAX_TEXT} characters, got {len(out)}")
+    if kind == "str" and not out.isprintable():  # no choice holds one; in a path a newline or NUL is a typo
+        raise UserError(f"{source}: {name} must not contain control characters, got {shown(out)}")
+    return out
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s not in _TRUE | _FALSE:
+        raise ValueError
+    return s in _TRUE
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError
+    return int(value.strip()) if isinstance(value, str) else int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    return float(value)
+
+
+def _to_ints(value: Any) -> tuple[int, ...]:
+    """'50,60' or [50, 60] (or a lone 70) -> (50, 60); whole numbers only."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+    if any(isinstance(x, bool) for x in items):
+        raise ValueError
+    floats = [float(str(x).strip()) for x in items]
+    if not all(x.is_integer() for x in floats):
+        raise ValueError
+    return tuple(int(x) for x in floats)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError
+    return str(value).strip()
+
+
+_COERCE = {"bool": _to_bool, "int": _to_int, "float": _to_float, "tuple": _to_ints, "str": _to_text}
 
 
 def _validate(c: RunConfig) -> None:
     def bad(field: str, allowed: str) -> None:
-        raise UserError(f"{field}: got {getattr(c, field)!r}; allowed: {allowed}")
+        raise UserError(f"{field}: got {shown(getattr(c, field))}; allowed: {allowed}")
 
     if c.model not in MODELS:
         bad("model", " | ".join(MODELS))
@@ -216,10 +320,13 @@ def _validate(c: RunConfig) -> None:
         bad("backbone", " | ".join(BACKBONES))
     if c.amp not in AMPS:
         bad("amp", " | ".join(AMPS))
-    if c.weights not in ("imagenet", "none") and not c.weights.endswith((".pth", ".pt", ".bin", ".ckpt")) \
-            and not Path(c.weights).exists():
-        bad("weights", "imagenet | none | the path of a state-dict file")
-    if not (c.device in DEVICES or (c.device.startswith("cuda:") and c.device[5:].isdigit())):
+    if c.weights not in ("imagenet", "none"):
+        problem = file_problem(c.weights)
+        # A missing file named like a state dict passes here (a config read back from MLflow on another
+        # machine); model.build names it before any run exists. Anything else must be a readable file.
+        if problem and not (problem == "no such file" and c.weights.endswith((".pth", ".pt", ".bin", ".ckpt"))):
+            bad("weights", f"imagenet | none | the path of a state-dict file ({problem})")
+    if not (c.device in DEVICES or (c.device.startswith("cuda:") and c.device[5:].isascii() and c.device[5:].isdigit())):
         bad("device", "auto | cpu | cuda | cuda:N")
     if c.batch_size < 1:
         bad("batch_size", "an integer >= 1")
@@ -231,15 +338,15 @@ def _validate(c: RunConfig) -> None:
         bad("aux_weight", "a finite number >= 0")
     if not (c.lr > 0) or c.lr == float("inf"):
         bad("lr", "a finite number > 0")
-    if c.seed < 0:
-        bad("seed", "an integer >= 0")
+    if not 0 <= c.seed <= MAX_SEED:
+        bad("seed", f"an integer from 0 to {MAX_SEED} (numpy's seed range)")
     for f in ("train_size", "test_size"):
         if getattr(c, f) is not None and getattr(c, f) < 10:
             bad(f, "none (all) or an integer >= 10 (one image per class at least)")
     if c.threads is not None and c.threads < 1:
         bad("threads", "an integer >= 1")
-    if not c.target_accs or any(not 0 < t <= 100 for t in c.target_accs):
-        bad("target_accs", "comma-separated percentages in (0, 100]")
+    if not c.target_accs or len(c.target_accs) > MAX_TARGETS or any(not 0 < t <= 100 for t in c.target_accs):
+        bad("target_accs", f"1 to {MAX_TARGETS} comma-separated percentages in (0, 100]")
     if c.image_size is not None:
         need = MIN_IMAGE_SIZE[(c.model, c.aux_weight > 0)]
         if c.image_size < need:

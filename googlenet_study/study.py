@@ -11,22 +11,25 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from .config import RunConfig, UserError, field_names, load_yaml_mapping
+from . import schema
+from .config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
         "n_trials", "max_retries", "repeats")
 SAMPLERS = ("grid", "tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
-SUMMARY_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")  # + time_to_test_acc_P
-# Per-epoch metrics (engine.fit); as an objective they mean the last epoch's value.
-EPOCH_METRICS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
-                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s",
-                 "throughput_img_s")
 MAX_GRID_CHECK = 20_000  # grid points validated one by one; beyond this only each value is checked
+MAX_TRIALS = 100_000     # trials of one study (a grid point is an Optuna trial row, enqueued up front)
+MAX_NAME = 128           # characters; the study's name also names its parent run, trial runs and checkpoints
+MAX_EXPERIMENT = 256     # characters: MLflow's experiments.name column
+# Each worker's sampler seed is sampler_seed + worker index (+ up to 1e8 for joiners, sweep.plan_workers);
+# Optuna's samplers seed numpy, which takes seeds below 2**32.
+MAX_SAMPLER_SEED = 2**31 - 1
+MAX_PARAM = 6000         # characters of an MLflow param value
 
 
 @dataclass(frozen=True)
@@ -84,94 +87,151 @@ class StudySpec:
 
 def load(path: str, sets: list[str] | None = None, n_trials: int | None = None) -> StudySpec:
     """Read and validate a study file; `sets` are `field=value` overrides of `base`."""
-    raw = load_yaml_mapping(path)
-    text = open(path).read()
-
-    def err(key: str, msg: str) -> UserError:
-        return UserError(f"{path}: {key}: {msg}")
-
+    text, raw = read_yaml_mapping(path)
+    err = _errors(path)
     unknown = [k for k in raw if k not in KEYS]
     if unknown:
         raise err(str(unknown[0]), f"unknown key; allowed: {', '.join(KEYS)}")
+    name, experiment = _names(raw, err)
+    base = _base_fields(raw, err)
+    space_raw = _mapping(raw.get("space"), "space", err)
+    if not space_raw:
+        raise err("space", "must map at least one config field to a list of values or a range")
+    base = _with_sets(base, sets or [], space_raw, path)
+    base_cfg = _base_config(base, space_raw, path)
+    space = {k: _dimension(k, v, base, err) for k, v in space_raw.items()}
+    sampler = _sampler(raw, space, err)
+    sampler_seed = _int(raw.get("sampler_seed", 0), "sampler_seed", err, low=0, high=MAX_SAMPLER_SEED)
+    objectives = _objectives(raw.get("objectives", [{"maximize": "best_test_acc"}]), base_cfg, err)
+    pruner = _pruner(raw, len(objectives), err)
+    max_retries = _int(raw.get("max_retries", 0), "max_retries", err, low=0)
+    repeats = _repeats(raw, base_cfg, space, err)
+    grid = _grid(space, err) if sampler == "grid" else ()
+    nt = _n_trials(raw, n_trials, sampler, grid, err)
+    spec = StudySpec(path=str(path), text=text, name=name, experiment=experiment, base=base, space=space,
+                     sampler=sampler, sampler_seed=sampler_seed, objectives=objectives, pruner=pruner, n_trials=nt,
+                     max_retries=max_retries, repeats=repeats, grid=grid[:nt])
+    _check_combinations(spec)
+    return spec
 
+
+# ---- the parts of a study file, in the order load() checks them ------------------------------------
+def _errors(path: str) -> Callable[[str, str], UserError]:
+    """err(key, message): the one-line error naming the file and the key."""
+    where = short(str(path), 300)
+
+    def err(key: str, msg: str) -> UserError:
+        return UserError(f"{where}: {short(key)}: {msg}")
+    return err
+
+
+def _names(raw: dict, err) -> tuple[str, str]:
+    """The study's name (also its parent run's name) and the MLflow experiment of its runs."""
     name = raw.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise err("name", f"must be a name of letters, digits, '.', '_' or '-', got {name!r}")
+        raise err("name", f"must be a name of letters, digits, '.', '_' or '-', got {shown(name)}")
+    if len(name) > MAX_NAME:
+        raise err("name", f"must be at most {MAX_NAME} characters, got {len(name)}")
     experiment = raw.get("experiment", "googlenet-study")
     if not isinstance(experiment, str) or not experiment.strip():
-        raise err("experiment", f"must be a non-empty string, got {experiment!r}")
+        raise err("experiment", f"must be a non-empty string, got {shown(experiment)}")
+    if len(experiment.strip()) > MAX_EXPERIMENT or not experiment.strip().isprintable():
+        raise err("experiment", f"must be one line of at most {MAX_EXPERIMENT} characters, got {shown(experiment)}")
+    return name, experiment.strip()
 
+
+def _base_fields(raw: dict, err) -> dict:
     base = _mapping(raw.get("base", {}), "base", err)
     for k in base:
         if k not in field_names():
             raise err(f"base.{k}", f"not a config field; allowed: {', '.join(field_names())}")
-    space_raw = _mapping(raw.get("space"), "space", err)
-    if not space_raw:
-        raise err("space", "must map at least one config field to a list of values or a range")
-    for s in sets or []:
+    return base
+
+
+def _with_sets(base: dict, sets: list[str], space_raw: dict, path: str) -> dict:
+    """base with the command line's `--set field=value` overrides (a searched field cannot be fixed)."""
+    out = dict(base)
+    for s in sets:
         k, eq, v = s.partition("=")
         k = k.strip().replace("-", "_")
         if not eq or k not in field_names():
-            raise UserError(f"--set: expected field=value with a config field, got {s!r}")
+            raise UserError(f"--set: expected field=value with a config field, got {shown(s)}")
         if k in space_raw:
-            raise UserError(f"--set {k}: {k} is searched in {path}'s space; it cannot be fixed")
-        base[k] = v
+            raise UserError(f"--set {k}: {k} is searched in {short(str(path), 300)}'s space; it cannot be fixed")
+        out[k] = v
+    return out
+
+
+def _base_config(base: dict, space_raw: dict, path: str) -> RunConfig:
+    """base as a config. A base can be incomplete on its own (inception_v3 at 100 px is fine once the
+    space sets aux_weight=0): accept it if the space's first values complete it; combinations are
+    checked at the end (_check_combinations)."""
+    where = f"{short(str(path), 300)}: base"
     try:
-        base_cfg = RunConfig.from_dict(base, source=f"{path}: base")
+        return RunConfig.from_dict(base, source=where)
     except UserError as e:
-        # A base can be incomplete on its own (inception_v3 at 100 px is fine once the space sets
-        # aux_weight=0): accept it if the space's first values complete it; combinations are checked below.
         firsts = {k: (v[0] if isinstance(v, list) and v else v.get("low") if isinstance(v, dict) else None)
                   for k, v in space_raw.items() if k in field_names()}
         try:
-            base_cfg = RunConfig.from_dict({**base, **firsts}, source="")
+            return RunConfig.from_dict({**base, **firsts}, source="")
         except UserError:
-            raise _prefixed(e, f"{path}: base") from None
+            raise _prefixed(e, where) from None
 
-    space = {k: _dimension(k, v, base, err) for k, v in space_raw.items()}
 
+def _sampler(raw: dict, space: dict, err) -> str:
+    """grid by default when every dimension is a list, else tpe; grid cannot search a range."""
     sampler = raw.get("sampler", "grid" if all(isinstance(v, tuple) for v in space.values()) else "tpe")
     if sampler not in SAMPLERS:
-        raise err("sampler", f"got {sampler!r}; allowed: {' | '.join(SAMPLERS)}")
-    if sampler == "grid":
-        ranges = [k for k, v in space.items() if isinstance(v, Range)]
-        if ranges:
-            raise err(f"space.{ranges[0]}", "a range cannot be searched by sampler grid; give a list of values")
-    sampler_seed = _int(raw.get("sampler_seed", 0), "sampler_seed", err, low=0)
+        raise err("sampler", f"got {shown(sampler)}; allowed: {' | '.join(SAMPLERS)}")
+    ranges = [k for k, v in space.items() if isinstance(v, Range)]
+    if sampler == "grid" and ranges:
+        raise err(f"space.{ranges[0]}", "a range cannot be searched by sampler grid; give a list of values")
+    return sampler
 
-    objectives = _objectives(raw.get("objectives", [{"maximize": "best_test_acc"}]), base_cfg, err)
+
+def _pruner(raw: dict, n_objectives: int, err) -> str:
     pruner = raw.get("pruner", "none")
     if pruner is None or pruner is False:
         pruner = "none"
     if pruner not in PRUNERS:
-        raise err("pruner", f"got {pruner!r}; allowed: {' | '.join(PRUNERS)}")
-    if pruner != "none" and len(objectives) > 1:
-        raise err("pruner", f"{pruner} prunes on one objective; with {len(objectives)} objectives use none")
-    max_retries = _int(raw.get("max_retries", 0), "max_retries", err, low=0)
+        raise err("pruner", f"got {shown(pruner)}; allowed: {' | '.join(PRUNERS)}")
+    if pruner != "none" and n_objectives > 1:
+        raise err("pruner", f"{pruner} prunes on one objective; with {n_objectives} objectives use none")
+    return pruner
+
+
+def _repeats(raw: dict, base_cfg: RunConfig, space: dict, err) -> int:
+    """Seeds per trial: base.seed .. base.seed+repeats-1."""
     repeats = _int(raw.get("repeats", 1), "repeats", err, low=1)
     if repeats > 1 and "seed" in space:
         raise err("repeats", "with repeats > 1 each trial trains seeds base.seed .. base.seed+repeats-1; "
                              "remove seed from space")
+    if base_cfg.seed + repeats - 1 > MAX_SEED:
+        raise err("repeats", f"seeds base.seed .. base.seed+repeats-1 must stay <= {MAX_SEED}, got {repeats}")
+    return repeats
 
-    grid: tuple[dict, ...] = ()
-    if sampler == "grid":
-        names = list(space)
-        grid = tuple(dict(zip(names, combo)) for combo in itertools.product(*(space[k] for k in names)))
-    nt_key = "--n-trials" if n_trials is not None else "n_trials"
+
+def _grid(space: dict, err) -> tuple[dict, ...]:
+    """Every grid point, in file order (the last dimension varies fastest)."""
+    names = list(space)
+    size = math.prod(len(space[k]) for k in names)
+    if size > MAX_TRIALS:
+        raise err("space", f"the grid has {size} points; at most {MAX_TRIALS} (each is an Optuna trial)")
+    return tuple(dict(zip(names, combo)) for combo in itertools.product(*(space[k] for k in names)))
+
+
+def _n_trials(raw: dict, n_trials: int | None, sampler: str, grid: tuple, err) -> int:
+    """--n-trials, else the file's n_trials, else (grid only) the grid's size."""
+    key = "--n-trials" if n_trials is not None else "n_trials"
     nt = n_trials if n_trials is not None else raw.get("n_trials")
     if nt is None:
         if sampler != "grid":
             raise err("n_trials", f"required with sampler {sampler} (only grid defaults to its size)")
         nt = len(grid)
-    nt = _int(nt, nt_key, err, low=1)
+    nt = _int(nt, key, err, low=1, high=MAX_TRIALS)
     if sampler == "grid" and nt > len(grid):
-        raise err(nt_key, f"{nt} is more than the grid's {len(grid)} points")
-
-    spec = StudySpec(path=str(path), text=text, name=name, experiment=experiment.strip(), base=base,
-                     space=space, sampler=sampler, sampler_seed=sampler_seed, objectives=objectives,
-                     pruner=pruner, n_trials=nt, max_retries=max_retries, repeats=repeats, grid=grid[:nt])
-    _check_combinations(spec)
-    return spec
+        raise err(key, f"{nt} is more than the grid's {len(grid)} points")
+    return nt
 
 
 # ---- pieces of validation -------------------------------------------------------------------
@@ -188,9 +248,11 @@ def _mapping(v: Any, key: str, err) -> dict:
     return dict(v)
 
 
-def _int(v: Any, key: str, err, low: int) -> int:
+def _int(v: Any, key: str, err, low: int, high: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise err(key, f"must be an integer >= {low}, got {v!r}")
+        raise err(key, f"must be an integer >= {low}, got {shown(v)}")
+    if high is not None and v > high:
+        raise err(key, f"must be an integer <= {high}, got {shown(v)}")
     return v
 
 
@@ -198,58 +260,72 @@ def _number(v: Any) -> float | None:
     """YAML 1.1 reads `1e-5` (no dot) as a string: accept numeric strings in ranges."""
     if isinstance(v, bool):
         return None
-    if isinstance(v, (int, float)):
-        return v
     try:
+        if isinstance(v, (int, float)):
+            float(v)  # an int beyond a float's range cannot be an Optuna bound
+            return v
         return float(v) if isinstance(v, str) else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
 def _dimension(k: str, v: Any, base: dict, err) -> tuple | Range:
+    """One searched field: a list of values (categorical or grid) or a numeric range."""
     key = f"space.{k}"
     if k not in field_names():
         raise err(key, f"not a config field; allowed: {', '.join(field_names())}")
-    ftype = str(RunConfig.__dataclass_fields__[k].type)
     if isinstance(v, list):
-        if not v:
-            raise err(key, "an empty list searches nothing")
-        if any(isinstance(x, (dict, list)) for x in v):
-            raise err(key, "list values must be scalars (numbers, strings, booleans)")
-        if len(set(map(repr, v))) != len(v):
-            raise err(key, f"repeated values in {v!r}")
-        for x in v:
-            _check_value(k, x, base, err)
-        return tuple(v)
+        return _values(k, v, base, err)
     if isinstance(v, dict):
-        extra = set(v) - {"low", "high", "log", "step"}
-        if extra or not {"low", "high"} <= set(v):
-            raise err(key, "a range is {low: L, high: H} with optional log: true|false and step: S")
-        if not ftype.startswith(("int", "float")):
-            raise err(key, f"{k} is not numeric; give a list of values")
-        low, high, step = _number(v["low"]), _number(v["high"]), v.get("step")
-        log = v.get("log", False)
-        if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-            raise err(key, f"low and high must be finite numbers, got {v['low']!r}, {v['high']!r}")
-        if not low < high:
-            raise err(key, f"low must be below high, got low={low!r} high={high!r}")
-        if not isinstance(log, bool):
-            raise err(key, f"log must be true or false, got {log!r}")
-        if log and low <= 0:
-            raise err(key, "a log range needs low > 0")
-        if step is not None:
-            step = _number(step)
-            if step is None or step <= 0:
-                raise err(key, f"step must be a number > 0, got {v['step']!r}")
-            if log:
-                raise err(key, "step and log cannot be combined (Optuna)")
-        is_int = isinstance(low, int) and isinstance(high, int) and (step is None or float(step).is_integer())
-        if ftype.startswith("int") and not is_int:
-            raise err(key, f"{k} is an integer field: low, high (and step) must be integers")
-        for x in (low, high):
-            _check_value(k, x, base, err)
-        return Range(low, high, log, step, is_int and ftype.startswith("int"))
+        return _range(k, v, base, err)
     raise err(key, f"must be a list of values or a range {{low, high}}, got {type(v).__name__}")
+
+
+def _values(k: str, v: list, base: dict, err) -> tuple:
+    key = f"space.{k}"
+    if not v:
+        raise err(key, "an empty list searches nothing")
+    if any(isinstance(x, (dict, list)) for x in v):
+        raise err(key, "list values must be scalars (numbers, strings, booleans)")
+    if len({(type(x), x) for x in v}) != len(v):  # by type too: 1, 1.0 and true are three values
+        raise err(key, f"repeated values in {shown(v)}")
+    if len(str(v)) > MAX_PARAM:  # the parent run records the list as the param space.<field>
+        raise err(key, f"{len(v)} values do not fit one MLflow param ({MAX_PARAM} characters); search a range")
+    for x in v:
+        _check_value(k, x, base, err)
+    return tuple(v)
+
+
+def _range(k: str, v: dict, base: dict, err) -> Range:
+    key = f"space.{k}"
+    ftype = str(RunConfig.__dataclass_fields__[k].type)
+    extra = set(v) - {"low", "high", "log", "step"}
+    if extra or not {"low", "high"} <= set(v):
+        raise err(key, "a range is {low: L, high: H} with optional log: true|false and step: S")
+    if not ftype.startswith(("int", "float")):
+        raise err(key, f"{k} is not numeric; give a list of values")
+    low, high, step = _number(v["low"]), _number(v["high"]), v.get("step")
+    log = v.get("log", False)
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        raise err(key, f"low and high must be finite numbers, got {shown(v['low'])}, {shown(v['high'])}")
+    if not low < high:
+        raise err(key, f"low must be below high, got low={low!r} high={high!r}")
+    if not isinstance(log, bool):
+        raise err(key, f"log must be true or false, got {shown(log)}")
+    if log and low <= 0:
+        raise err(key, "a log range needs low > 0")
+    if step is not None:
+        step = _number(step)
+        if step is None or not math.isfinite(step) or step <= 0:
+            raise err(key, f"step must be a number > 0 (finite), got {shown(v['step'])}")
+        if log:
+            raise err(key, "step and log cannot be combined (Optuna)")
+    is_int = isinstance(low, int) and isinstance(high, int) and (step is None or float(step).is_integer())
+    if ftype.startswith("int") and not is_int:
+        raise err(key, f"{k} is an integer field: low, high (and step) must be integers")
+    for x in (low, high):
+        _check_value(k, x, base, err)
+    return Range(low, high, log, step, is_int and ftype.startswith("int"))
 
 
 def _check_value(k: str, x: Any, base: dict, err) -> None:
@@ -257,23 +333,23 @@ def _check_value(k: str, x: Any, base: dict, err) -> None:
         RunConfig.from_dict({**base, k: x}, source="")
     except UserError as e:
         msg = str(e).lstrip(": ")
-        raise err(f"space.{k}", f"value {x!r}: {msg}") from None
+        raise err(f"space.{k}", f"value {shown(x)}: {msg}") from None
 
 
 def _objectives(v: Any, base_cfg: RunConfig, err) -> tuple[tuple[str, str], ...]:
-    allowed = list(SUMMARY_METRICS) + [f"time_to_test_acc_{p}" for p in base_cfg.target_accs]
+    allowed = list(schema.SUMMARY_METRICS) + [schema.time_to_target(p) for p in base_cfg.target_accs]
     if not isinstance(v, list) or not v:
         raise err("objectives", "must be a list like [{maximize: best_test_acc}, {minimize: total_time_s}]")
     out = []
     for i, o in enumerate(v):
         key = f"objectives[{i}]"
         if not isinstance(o, dict) or len(o) != 1 or next(iter(o)) not in ("maximize", "minimize"):
-            raise err(key, f"must be one of {{maximize: METRIC}} or {{minimize: METRIC}}, got {o!r}")
+            raise err(key, f"must be one of {{maximize: METRIC}} or {{minimize: METRIC}}, got {shown(o)}")
         direction, metric = next(iter(o.items()))
-        if metric not in allowed and metric not in EPOCH_METRICS:
-            hint = ("; time_to_test_acc_P needs P in base.target_accs"
-                    if isinstance(metric, str) and metric.startswith("time_to_test_acc_") else "")
-            raise err(key, f"unknown objective metric {metric!r}; allowed: {', '.join(allowed)}, "
+        if metric not in allowed and metric not in schema.EPOCH_METRICS:  # per-epoch: the last epoch's value
+            hint = (f"; {schema.TIME_TO_TARGET_PREFIX}P needs P in base.target_accs"
+                    if isinstance(metric, str) and schema.is_time_to_target(metric) else "")
+            raise err(key, f"unknown objective metric {shown(metric)}; allowed: {', '.join(allowed)}, "
                            f"or a per-epoch metric (last epoch){hint}")
         if metric in [m for _, m in out]:
             raise err(key, f"{metric} is already an objective")
@@ -281,21 +357,26 @@ def _objectives(v: Any, base_cfg: RunConfig, err) -> tuple[tuple[str, str], ...]
     return tuple(out)
 
 
+def corners(spec: StudySpec) -> tuple[dict, ...]:
+    """The points worth checking before a sweep: every grid point, or the corners of the box of each
+    dimension's extreme values (ranges); none when there are more than MAX_GRID_CHECK of them."""
+    if spec.grid and len(spec.grid) <= MAX_GRID_CHECK:
+        return spec.grid
+    ends = {k: ((v.low, v.high) if isinstance(v, Range) else v) for k, v in spec.space.items()}
+    if math.prod(len(e) for e in ends.values()) > MAX_GRID_CHECK:
+        return ()
+    return tuple({k: (int(x) if isinstance(spec.space[k], Range) and spec.space[k].is_int else x)
+                  for k, x in zip(ends, c)} for c in itertools.product(*ends.values()))
+
+
 def _check_combinations(spec: StudySpec) -> None:
     """Fields can be fine alone and wrong together (image_size vs aux_weight): check what we can."""
-    if spec.grid and len(spec.grid) <= MAX_GRID_CHECK:
-        points = spec.grid
-    else:  # ranges: the corners of the box of every dimension's extreme values
-        ends = {k: ((v.low, v.high) if isinstance(v, Range) else v) for k, v in spec.space.items()}
-        n = math.prod(len(e) for e in ends.values())
-        points = tuple(dict(zip(ends, c)) for c in itertools.product(*ends.values())) if n <= MAX_GRID_CHECK else ()
-    for p in points:
+    for p in corners(spec):
         try:
-            spec.config({k: (int(v) if isinstance(spec.space[k], Range) and spec.space[k].is_int else v)
-                         for k, v in p.items()})
+            spec.config(p)
         except UserError as e:
-            combo = ", ".join(f"{k}={v!r}" for k, v in p.items())
-            raise UserError(f"{spec.path}: space: the combination {combo} is invalid: "
+            combo = ", ".join(f"{k}={shown(v)}" for k, v in p.items())
+            raise UserError(f"{short(spec.path, 300)}: space: the combination {combo} is invalid: "
                             f"{str(e).split(': trial: ')[-1]}") from None
 
 

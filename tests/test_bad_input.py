@@ -3,6 +3,7 @@ field or file, exit status 2, and leaves no MLflow run, no Optuna study and no h
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import sqlite3
 from pathlib import Path
@@ -63,9 +64,10 @@ def case_checkpoint_partial_epoch_out_of_place(tmp: Path) -> list[str]:
     # Loads as a checkpoint of this config, but its mid-epoch position claims epoch 3 after epoch 0.
     cfg = RunConfig(model="googlenet", dataset="digits", weights="none", image_size=16, epochs=1, train_size=50,
                     test_size=20, system_metrics=False).resolve()
+    partial = dataclasses.replace(checkpoint.PartialEpoch.fresh(3), batch=1)
     checkpoint.save(checkpoint.path_for(tmp / ".checkpoints", cfg, "feed42"),
-                    {"epoch": 0, "model": {}, "optimizer": {}, "rng": {}, "history": [], "config_hash": cfg.digest(),
-                     "run_id": "feed42", "filters_before": None, "partial": {"epoch": 3, "batch": 1}})
+                    checkpoint.TrainingState(checkpoint.RunIdentity.of(cfg, "feed42", None, None), {}, {}, None, {},
+                                             [], [], partial))
     return ["train", *TINY]
 
 
@@ -106,7 +108,47 @@ CASES = {
     "sweep with 0 workers": (lambda t: ["sweep", study(t, ""), "--workers", "0"], ["--workers"]),
     "report of an unknown experiment": (["report", "--experiment", "nope"], ["nope"]),
     "report with bad targets": (["report", "--experiment", "nope", "--targets", "50,abc"], ["targets"]),
+    # -- found by trying odd input as a user types it (issue 10) --
+    "config file /dev/null": (["train", "--config", "/dev/null"], ["/dev/null", "character device", "not a regular"]),
+    "config file a directory": (lambda t: ["train", "--config", str(t)], ["is a directory, not a file"]),
+    "config path empty": (["train", "--config", ""], ["''", "an empty path"]),
+    "config file not UTF-8": (lambda t: ["train", "--config", write_bytes(t / "c.yaml", b"model: \xff\xfe\n")],
+                              ["c.yaml", "not UTF-8"]),
+    "config with a 5000-digit number": (lambda t: ["train", "--config", write(t / "c.yaml", "epochs: " + "1" * 5000)],
+                                        ["c.yaml", "4300 digits"]),
+    "config nested too deeply": (lambda t: ["train", "--config", write(t / "c.yaml", "[" * 5000)],
+                                 ["c.yaml", "nested too deeply"]),
+    "image too large for memory": (["train", *TINY, "--image-size", "100000"],
+                                   ["image_size: 100000 px at batch_size", "available", "image_size <=", "would fit"]),
+    "batch too large for memory": (["train", *TINY, "--dataset", "cifar10", "--download", "false", "--image-size", "224",
+                                    "--train-size", "none", "--batch-size", "50000"],
+                                   ["batch_size: 50000 images of 224 px", "batch_size <=", "would fit"]),
+    "far more threads than cores": (["train", *TINY, "--threads", "10000"], ["threads: 10000", "per core"]),
+    "seed beyond numpy's range": (["train", *TINY, "--seed", str(2**32)], ["seed", "4294967295"]),
+    "integer beyond int64": (["train", *TINY, "--epochs", str(2**63)], ["epochs", "at most 9223372036854775807"]),
+    "weights a directory": (lambda t: ["train", *TINY, "--weights", str(t)], ["weights", "is a directory"]),
+    "weights name too long": (["train", *TINY, "--weights", "x" * 300 + ".pth"], ["weights", "File name too long"]),
+    "weights empty": (["train", *TINY, "--weights", ""], ["weights", "an empty path"]),
+    "text with a newline": (["train", *TINY, "--data-dir", "da\nta"], ["data_dir", "control characters"]),
+    "target accuracies not integers": (["train", *TINY, "--target-accs", "0.5"],
+                                       ["target_accs", "comma-separated integers"]),
+    "checkpoint dir a file": (["train", *TINY, "--checkpoint-dir", "/dev/null"], ["--checkpoint-dir", "not a folder"]),
+    "experiment empty": (["train", *TINY, "--experiment", ""], ["--experiment"]),
+    "resume empty": (["train", *TINY, "--resume", ""], ["--resume", "empty"]),
+    "run name too long": (["train", *TINY, "--run-name", "r" * 300], ["--run-name", "250 characters"]),
+    "sweep file a directory": (lambda t: ["sweep", str(t)], ["is a directory"]),
+    "sweep path empty": (["sweep", ""], ["an empty path"]),
+    "sweep with 10000 workers": (lambda t: ["sweep", study(t, ""), "--workers", "10000"], ["--workers: 10000", "cores"]),
+    "sweep point too large for memory": (lambda t: ["sweep", study(t, "space: {image_size: [16, 100000]}\n")],
+                                         ["space point image_size=100000", "available", "would fit"]),
+    "report out a file": (lambda t: ["report", "--experiment", "nope", "--out", write(t / "f", "mine")],
+                          ["--out", "not a folder"]),
 }
+
+
+def write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
 
 
 def _grid_range(t: Path) -> str:
@@ -149,3 +191,21 @@ def test_bad_input(kind, tmp_path, monkeypatch, torch_home, capsys):
     after = set(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     new = {str(p) for p in after - before} - {"mlflow.db", "torch-home/hub/checkpoints"}
     assert not {p for p in new if not p.startswith(("torch-home",))}, new  # nothing half-written
+
+
+STUDY = Path(__file__).resolve().parent.parent / "experiments" / "demo.yaml"
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "report"])
+@pytest.mark.parametrize("uri", ["file:///{tmp}/mlruns", "{tmp}/mlruns"])
+def test_a_file_store_is_refused_in_one_line_naming_sqlite(command, uri, tmp_path, monkeypatch, capsys):
+    """MLflow 3 keeps its file store in maintenance mode and refuses it with a 42-line traceback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    args = {"train": ["train", *TINY], "sweep": ["sweep", str(STUDY), "--storage", f"sqlite:///{tmp_path}/o.db"],
+            "report": ["report", "--experiment", "googlenet-study"]}[command]
+    code = main([*args, "--tracking-uri", uri.format(tmp=tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "tracking-uri" in err[0] and "maintenance" in err[0] and "sqlite:///" in err[0], err[0]
+    assert list(tmp_path.iterdir()) == []  # no mlruns/, no mlflow.db
