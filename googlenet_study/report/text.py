@@ -43,52 +43,69 @@ def _f(x, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[list, list]:
-    def reached(row, p) -> str:
-        k = schema.time_to_target(p)
-        return f"{round(row[f'{k}_reached'] * row['n_runs'])}/{row['n_runs']}"
+def _reached(row, p) -> str:
+    """k/n: how many of the configuration's runs reached p %."""
+    k = schema.time_to_target(p)
+    return f"{round(row[f'{k}_reached'] * row['n_runs'])}/{row['n_runs']}"
 
-    def olympic_or_mean(row, m) -> str:
-        o = row[f"{m}_olympic_mean"]
-        return f"{pct(row[f'{m}_mean'], row[f'{m}_ci_low'], row[f'{m}_ci_high'], 1.0)}" + \
-            (f" (olympic {o:.1f})" if not math.isnan(o) else "")
 
-    r_rows = []
+def _olympic_or_mean(row, m, pct) -> str:
+    o = row[f"{m}_olympic_mean"]
+    return f"{pct(row[f'{m}_mean'], row[f'{m}_ci_low'], row[f'{m}_ci_high'], 1.0)}" + \
+        (f" (olympic {o:.1f})" if not math.isnan(o) else "")
+
+
+def _ranking_rows(rank, main_p, pct) -> list[dict]:
+    rows = []
     for _, r in rank.iterrows():
         row = {"rank": r["rank"], "configuration": r["configuration"], "n": r["n_runs"],
                "best test acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high)}
         if main_p is not None:
             k = schema.time_to_target(main_p)
             row[f"time to {main_p:g} % (s)"] = pct(r[f"{k}_mean"], r[f"{k}_ci_low"], r[f"{k}_ci_high"], 1.0)
-            row[f"reached {main_p:g} %"] = reached(r, main_p)
+            row[f"reached {main_p:g} %"] = _reached(r, main_p)
         row["total time (s)"] = pct(r.total_time_s_mean, r.total_time_s_ci_low, r.total_time_s_ci_high, 1.0)
         row["rank by accuracy"] = r["rank_best_acc"]
-        r_rows.append(row)
+        rows.append(row)
+    return rows
 
-    s_rows = []
+
+def _summary_rows(summ, targets, pct) -> list[dict]:
+    rows = []
     for _, r in summ.iterrows():
         row = {"configuration": r["configuration"], "n": r["n_runs"],
                "best acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high),
                "final acc %": pct(r.final_test_acc_mean, r.final_test_acc_ci_low, r.final_test_acc_ci_high),
-               "s / epoch": olympic_or_mean(r, "epoch_time_s"), "total s": olympic_or_mean(r, "total_time_s")}
+               "s / epoch": _olympic_or_mean(r, "epoch_time_s", pct),
+               "total s": _olympic_or_mean(r, "total_time_s", pct)}
         for p in targets:
             k = schema.time_to_target(p)
             row[f"to {p:g} % (s)"] = f"{pct(r[f'{k}_mean'], r[f'{k}_ci_low'], r[f'{k}_ci_high'], 1.0)} " \
-                                     f"({reached(r, p)})"
-        s_rows.append(row)
+                                     f"({_reached(r, p)})"
+        rows.append(row)
+    return rows
 
-    c_rows = []
+
+def _comparison_rows(comp, main_p) -> list[dict]:
+    rows = []
     shown = {"best_test_acc", "total_time_s"} | ({schema.time_to_target(main_p)} if main_p is not None else set())
     for _, c in comp[comp["metric"].isin(shown)].iterrows() if len(comp) else ():
         acc = c["metric"] == "best_test_acc"
         scale, d = (100.0, 2) if acc else (1.0, 1)
-        c_rows.append({"factor": c["factor"], "A": c["A"], "B": c["B"], "other params": c["others"],
-                       "metric": c["metric"] + (" (%)" if acc else " (s)"),
-                       "n A/B": f"{c['n_A']}/{c['n_B']}" if acc or c["metric"] == "total_time_s"
-                       else f"{c['reached_A']}/{c['n_A']} vs {c['reached_B']}/{c['n_B']} reached",
-                       "mean A": _f(scale * c["mean_A"], d), "mean B": _f(scale * c["mean_B"], d),
-                       "A - B": _f(scale * c["diff_A_minus_B"], d), "Cohen's d": _f(c["cohens_d"], 2),
-                       "Welch p": _f(c["welch_p"], 3), "P(A better)": _f(c["p_A_better"], 2)})
+        rows.append({"factor": c["factor"], "A": c["A"], "B": c["B"], "other params": c["others"],
+                     "metric": c["metric"] + (" (%)" if acc else " (s)"),
+                     "n A/B": f"{c['n_A']}/{c['n_B']}" if acc or c["metric"] == "total_time_s"
+                     else f"{c['reached_A']}/{c['n_A']} vs {c['reached_B']}/{c['n_B']} reached",
+                     "mean A": _f(scale * c["mean_A"], d), "mean B": _f(scale * c["mean_B"], d),
+                     "A - B": _f(scale * c["diff_A_minus_B"], d), "Cohen's d": _f(c["cohens_d"], 2),
+                     "Welch p": _f(c["welch_p"], 3), "P(A better)": _f(c["p_A_better"], 2)})
+    return rows
+
+
+def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[list, list]:
+    """The report's tables: (main, appendix)."""
+    r_rows, s_rows, c_rows = _ranking_rows(rank, main_p, pct), _summary_rows(summ, targets, pct), \
+        _comparison_rows(comp, main_p)
 
     def frame(rows, cols=None) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=cols).astype(str) if rows or cols else pd.DataFrame()
