@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from googlenet_study import data as data_mod
 from googlenet_study import engine, model
@@ -102,33 +101,16 @@ class Stepper:
         self.cfg, self.device = cfg, torch.device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.net, _ = model.build(cfg, fold_bn=fold_bn)
-        self.net.to(self.device)
+        self.learner = engine.Learner.build(cfg, self.net)  # the engine's own step: nothing copied here
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        if cfg.channels_last:
-            self.net.to(memory_format=fmt)
-        self.opt = engine.make_optimizer(cfg, self.net)
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         s = cfg.image_size
         self.x = torch.randn(cfg.batch_size, 3, s, s, device=self.device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, 10, (cfg.batch_size,), device=self.device)
         self.xe = torch.randn(cfg.eval_batch_size, 3, s, s, device=self.device).contiguous(memory_format=fmt)
 
     def train_step(self) -> None:
-        cfg, net = self.cfg, self.net
-        net.train()
-        with engine._autocast(cfg, self.device):
-            main, aux = net(self.x)
-            loss = F.cross_entropy(main, self.y)
-            if aux:
-                loss = loss + cfg.aux_weight * sum(F.cross_entropy(a, self.y) for a in aux)
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.opt.step()
+        self.net.train()
+        self.learner.step(self.x, self.y)
 
     @torch.no_grad()
     def eval_step(self) -> None:
