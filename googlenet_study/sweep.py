@@ -237,6 +237,7 @@ def _worker_main(w: Worker, signals_seen) -> None:
     """A spawned worker: STOP's handlers are in place before its first trial; exits 128 + signal if stopped."""
     STOP.install()  # the trial's run ends KILLED at a batch boundary, the trial goes back in the queue
     _count_signals(signals_seen)
+    _thread_lock_for_bars()
     try:
         work(w)
     except UserError as e:
@@ -245,6 +246,18 @@ def _worker_main(w: Worker, signals_seen) -> None:
     except KeyboardInterrupt:
         pass  # a second signal: the run ended KILLED on the way out, the trial is back in the queue
     _exit(128 + STOP.signum if STOP() else 0)
+
+
+def _thread_lock_for_bars() -> None:
+    """tqdm's default lock is a multiprocessing semaphore, which `_exit` would leak (the resource tracker
+    then warns at the end of every sweep); a worker's bars are its own, so a thread lock is enough."""
+    import threading
+
+    import tqdm
+    import tqdm.auto
+
+    for cls in {tqdm.tqdm, tqdm.auto.tqdm}:
+        cls.set_lock(threading.RLock())
 
 
 def _exit(code: int) -> None:
