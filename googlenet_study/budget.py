@@ -30,7 +30,7 @@ PROCESS_B = 512 * 2**20       # one sweep worker before it trains: Python with t
 # amp: autocast keeps fp32 weights and runs convolutions in half precision; activations about halve.
 # Percent, so that the arithmetic stays in integers (10**60 px must not overflow a float).
 AMP_PERCENT = {"none": 100, "bf16": 60, "fp16": 60}
-SPLIT_SIZES = {"cifar10": (50_000, 10_000), "digits": (1_437, 360)}  # train, test: a batch is at most a split
+SPLIT_SIZES = {"cifar10": (50_000, 10_000), "digits": (1_437, 360), "fake": (50_000, 10_000)}  # train, test: a batch is at most a split
 THREADS_PER_CORE = 8          # intra-op threads beyond this only switch between one another
 WORKERS_PER_CORE = 4          # sweep workers: each is a process with its own threads
 

@@ -25,7 +25,7 @@ class UserError(Exception):
 
 
 MODELS = ("inception_v3", "googlenet")
-DATASETS = ("cifar10", "digits")
+DATASETS = ("cifar10", "digits", "fake")
 OPTIMIZERS = ("adam", "sgd")
 BACKBONES = ("full", "frozen")
 AMPS = ("none", "bf16", "fp16")
@@ -51,6 +51,7 @@ class RunConfig:
     model: str = "inception_v3"          # inception_v3 (the lecture's, 1 aux arm) | googlenet (2 aux arms)
     weights: str = "imagenet"            # imagenet | none | path to a state dict (.pth)
     dataset: str = "cifar10"             # cifar10 (50,000/10,000) | digits (sklearn, offline, 1,437/360)
+                                         # | fake (CIFAR-10 shapes, random pixels: timing only)
     data_dir: str = "data"               # where torchvision keeps CIFAR-10
     download: bool = True                # let torchvision download CIFAR-10 (checksummed)
     image_size: int | None = None        # px, square; None: 299 for inception_v3, 224 for googlenet

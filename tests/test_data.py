@@ -54,6 +54,24 @@ def test_batches_are_upscaled_and_normalised_on_the_device_in_a_seeded_order():
     assert black[0, 0, 0, 0].item() == pytest.approx(-0.485 / 0.229, rel=1e-5)
 
 
+def test_fake_has_cifar10s_shapes_the_same_images_every_time_and_subsets_by_the_seed():
+    fake = RunConfig(dataset="fake", model="googlenet", weights="none", image_size=32)
+    d = data.load(fake)
+    assert (len(d.train), len(d.test)) == (50_000, 10_000) and len(d.classes) == 10
+    assert d.train.images.dtype == torch.uint8 and d.train.images.shape[1:] == (3, 32, 32)
+    assert torch.bincount(d.train.labels).tolist() == [5000] * 10  # balanced, like CIFAR-10
+    assert torch.bincount(d.test.labels).tolist() == [1000] * 10
+    assert abs(d.test.images.float().mean().item() - 127.5) < 0.5  # uniform over all 256 values
+    assert not torch.equal(d.train.images[:100], d.test.images[:100])
+    # One dataset for every run (its digest does not follow the run's seed); subsets do.
+    assert data.load(dataclasses.replace(fake, seed=7)).digest == d.digest
+    a = data.load(dataclasses.replace(fake, train_size=100, test_size=50))
+    b = data.load(dataclasses.replace(fake, train_size=100, test_size=50, seed=1))
+    assert (len(a.train), len(a.test)) == (100, 50) and torch.bincount(a.train.labels).tolist() == [10] * 10
+    assert len({d.digest, a.digest, b.digest}) == 3
+    assert data.load(dataclasses.replace(fake, train_size=100, test_size=50)).digest == a.digest
+
+
 def fake_cifar(root, n=10):
     folder = root / CIFAR10.base_folder
     folder.mkdir(parents=True)
