@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test setup system-deps
+.PHONY: demo test setup system-deps pdf-deps
 
 $(BIN)/googlenet-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,18 @@ $(BIN)/googlenet-study: pyproject.toml
 
 setup: $(BIN)/googlenet-study
 
-# Debian packages the browser and PDF tests drive: chromium (through Playwright) and pdftoppm.
-system-deps:
+# Debian packages: WeasyPrint's libraries (report.pdf; `make demo` needs them too), and what the browser and
+# PDF tests drive: chromium (through Playwright) and poppler-utils (pdftoppm, pdftotext, pdfinfo).
+PDF_LIBS = libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
+pdf-deps:
+	@test "$$(dpkg-query -W -f='$${db:Status-Status}\n' $(PDF_LIBS) 2>/dev/null | grep -cx installed)" = 3 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_LIBS))
+
+system-deps: pdf-deps
 	@command -v chromium >/dev/null && command -v pdftoppm >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils)
 
-demo: setup
+demo: setup pdf-deps
 	$(BIN)/googlenet-study sweep experiments/demo.yaml --workers 2
 
 test: setup system-deps
