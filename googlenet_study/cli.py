@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///optuna.db)")
     s.add_argument("--set", action="append", default=[], metavar="field=value", help="override a base field")
     s.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    s.add_argument("--checkpoint-dir", default=None,
+                   help="where trials' checkpoints go (on a cluster: shared storage; default: the study "
+                        "file's checkpoint_dir, else .checkpoints/ beside the tracking store)")
+    s.add_argument("--slurm-array", type=int, default=None, metavar="N",
+                   help="submit N Slurm array tasks, each a worker of this study, instead of running here")
+    s.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an sbatch option for --slurm-array (partition=gpu, time=04:00:00, nodes=1, ...)")
+    s.add_argument("--dry-run", action="store_true", help="with --slurm-array: print the job script, submit nothing")
+    s.add_argument("--wait", action="store_true",
+                   help="with --slurm-array: wait for the array to end, then write the report")
     add_tracking_flags(s, experiment=False)
 
     rep = sub.add_parser("report", help="HTML + PDF comparison from MLflow runs")
@@ -81,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--filter", default=None, help="MLflow search filter, e.g. \"params.model = 'googlenet'\"")
     rep.add_argument("--targets", default=None, help="target accuracies in percent (default: 50,60,70,80)")
     rep.add_argument("--out", default=None, help="output folder (default: reports/<study or experiment>/)")
+    rep.add_argument("--clock", default="epoch", help="time to target on: epoch (elapsed_time_s, training + "
+                     "evaluation; default) | train (cumulative train_time_s)")
+    rep.add_argument("--pool-hardware", action="store_true",
+                     help="one configuration for runs of equal params on different hardware (the report says so)")
     add_tracking_flags(rep, experiment=False)
     return p
 

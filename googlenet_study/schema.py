@@ -70,7 +70,11 @@ PROVENANCE_TAGS = ("git_commit", "git_dirty", "python_version", "torch_version",
                    "weights_source", "weights_url", "weights_enum", "weights_sha256", "weights_file")
 # Why a run stopped early; a resume clears them (its own ending sets them again if it stops early too).
 END_TAGS = ("end_reason", "failure_reason", "failure_traceback", "failure_epoch", "failure_batch")
-RUN_TAGS = ("checkpoint", "resumed_at_epoch", "resumed_at_batch", *END_TAGS, "reproduces_run_id")
+# A run resumed on other hardware than it ran on: a JSON list of the device_names, in order; the report leaves
+# such a run out of its time statistics (its seconds mix two machines).
+HARDWARE_CHANGED_TAG = "hardware_changed"
+RUN_TAGS = ("checkpoint", "resumed_at_epoch", "resumed_at_batch", HARDWARE_CHANGED_TAG, *END_TAGS,
+            "reproduces_run_id")
 # A sweep's runs: study_name on every run of a study; sweep_role parent | trial; trial_number on a trial's
 # runs; seed_index on each seed run of a trial with repeats > 1.
 STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG = "study_name", "sweep_role", "trial_number", "seed_index"
@@ -82,10 +86,19 @@ TRIAL_TAGS = (TRIAL_TAG, "trial")
 FROZEN_TRUNK_TAG = "frozen_trunk"            # how: no autograd graph; BatchNorm in eval mode
 FOLDED_CONVS_TAG = "frozen_bn_folded_convs"  # how many conv+BN blocks run as one conv
 SPEED_TAGS = (FROZEN_TRUNK_TAG, FOLDED_CONVS_TAG)
+# A frozen run trained on cached trunk features (feature_cache.py).
+FEATURE_CACHE_TAG = "feature_cache"                  # built | reused (by this process) | off
+FEATURE_CACHE_WARNING_TAG = "feature_cache_warning"  # why a run asking for the cache ran without it
+FEATURE_CACHE_FILE_TAG = "feature_cache_file"        # the cache file's path
+FEATURE_CACHE_TAGS = (FEATURE_CACHE_TAG, FEATURE_CACHE_WARNING_TAG, FEATURE_CACHE_FILE_TAG)
+# Metric, logged once at step 0: s the features took to compute when built, charged to every run using them
+# (added to its epoch 1's train_time_s, hence epoch_time_s and elapsed_time_s).
+FEATURE_CACHE_BUILD_S = "feature_cache_build_s"
 
 # ---- a sweep's parent run (one per study) --------------------------------------------------------------
 PARENT_PARAMS = (STUDY_TAG, "sampler", "sampler_seed", "objectives", "pruner", "n_trials", "max_retries",
-                 "repeats", "optuna_storage", "study_file")
+                 "repeats", "optuna_storage", "study_file",
+                 "pruner_warmup_s")  # wallclock_median only: seconds, or first_epoch (the default)
 BASE_PREFIX, SPACE_PREFIX = "base.", "space."  # + a config field: the study file's base value, searched values
 PARENT_METRICS = ("n_trials_complete", "n_trials_pruned", "n_trials_fail", "n_trials_running",
                   "n_trials_waiting",    # trial counts by Optuna state when the sweep ended

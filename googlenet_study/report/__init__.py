@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import schema, tracking
 from ..config import UserError, dir_problem
-from . import fetch, figures, render, stats
+from . import fetch, figures, profiles, render, stats
 
 DEFAULT_TARGETS = (50.0, 60.0, 70.0, 80.0)  # percent test accuracy
 MAX_FILTER_ROWS = 12  # figure 8 shows at most this many configurations (the best ranked)
@@ -49,7 +49,9 @@ def main(args) -> int:
         raise UserError(f"--out: {dir_problem(args.out)}")
     tracking.check_tracking_uri(tracking.tracking_uri(args.tracking_uri))
     out, timings = build(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
-                         targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri)
+                         targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri,
+                         clock_name=getattr(args, "clock", "epoch"),
+                         pool_hardware=getattr(args, "pool_hardware", False))
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "
           f"({timings['n_runs']} runs, {timings['n_configs']} configurations, {timings['total_s']:.1f} s)"
           + (f"; attached to run {timings['attached_to']} as report/" if timings.get("attached_to") else ""))
@@ -58,24 +60,30 @@ def main(args) -> int:
 
 def build(experiment: str, study: str | None = None, parent_run: str | None = None,
           filter_string: str | None = None, targets: tuple[float, ...] = DEFAULT_TARGETS,
-          out: str | Path | None = None, uri: str | None = None) -> tuple[Path, dict]:
+          out: str | Path | None = None, uri: str | None = None, clock_name: str = "epoch",
+          pool_hardware: bool = False) -> tuple[Path, dict]:
     """Write the report folder (and attach it to the study's parent run, when there is one); returns it and
-    how long each stage took (seconds)."""
+    how long each stage took (seconds). clock_name: epoch (elapsed_time_s) | train (cumulative train_time_s);
+    pool_hardware: runs of equal params on different hardware make one configuration."""
+    if clock_name not in stats.CLOCKS:
+        raise UserError(f"--clock: got {clock_name!r}; allowed: {' | '.join(stats.CLOCKS)}")
     clock = {"start": time.perf_counter()}
     with _gc_paused():
         f = fetch.fetch(experiment, study, parent_run, filter_string, uri)  # every UserError is raised in here
     clock["fetch_s"] = time.perf_counter()
-    runs, varying = stats.per_run(f, targets)
+    runs, varying = stats.per_run(f, targets, clock_name, pool_hardware)
     summ = stats.summary(runs, varying, targets)
     comp = stats.comparisons(runs, varying, targets)
     rank, main_p = stats.ranking(summ, targets)
+    summ["rank"] = summ["configuration"].map(dict(zip(rank["configuration"], rank["rank"])))
+    f.source.update(clock=clock_name, pool_hardware=pool_hardware)
     clock["stats_s"] = time.perf_counter()
 
     out = Path(out) if out else default_out(experiment, study)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _tidy(runs, f).to_csv(tmp / "runs.csv", index=False)
+        _tidy(runs, f, targets).to_csv(tmp / "runs.csv", index=False)
         summ.to_csv(tmp / "summary.csv", index=False)
         comp.to_csv(tmp / "comparisons.csv", index=False)
         with plt.rc_context(figures.style()):
@@ -84,6 +92,7 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
             doc = _document(f, runs, varying, summ, comp, rank, main_p, targets, reps)
             clock["figures_s"] = time.perf_counter()
             (tmp / "report.html").write_text(render.to_html(doc), encoding="utf-8")
+            clock["html_s"] = time.perf_counter()
             render.to_pdf(doc, tmp / "report.pdf")
             for fig in doc.figures:
                 plt.close(fig.fig)
@@ -104,7 +113,8 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
         raise
     keys = ["start", "fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s"]
     t = {k: clock[k] - clock[keys[i - 1]] for i, k in enumerate(keys) if i}
-    t.update(total_s=clock["render_s"] - clock["start"], n_runs=len(runs), n_configs=len(summ))
+    t.update(total_s=clock["render_s"] - clock["start"], n_runs=len(runs), n_configs=len(summ),
+             pdf_s=clock["render_s"] - clock["html_s"])  # of render_s: WeasyPrint's part
     if len(f.source["roots"]) == 1:  # a study's report belongs to its parent run: open it from the MLflow UI
         try:
             tracking.log_report(f.source["roots"][0], out, uri)
@@ -128,9 +138,12 @@ def _gc_paused():
             gc.enable()
 
 
-def _tidy(runs: pd.DataFrame, f: fetch.Fetched) -> pd.DataFrame:
-    """runs.csv: one row per run per epoch, the run's params and every per-epoch metric."""
-    cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in f.params if p != "seed"] + ["study", "trial"]
+def _tidy(runs: pd.DataFrame, f: fetch.Fetched, targets: tuple[float, ...]) -> pd.DataFrame:
+    """runs.csv: one row per run per epoch, the run's params, hardware, times to target and every per-epoch
+    metric."""
+    per_target = [c for p in targets for c in (schema.time_to_target(p), stats.reached(p))]
+    cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in f.params if p != "seed"] + \
+        ["study", "trial", "device_name", "host", stats.HARDWARE, "time_excluded", *per_target]
     tidy = runs[cols].merge(f.epochs, on="run_id")
     return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
 
@@ -162,27 +175,33 @@ def _pct(m, lo, hi, scale=100.0, digits=1) -> str:
 
 
 def _document(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.Document:
-    from .text import method_paragraphs, tables
+    from .text import method_paragraphs, scope_facts, tables
 
     colors = figures.palette(list(runs["configuration"].cat.categories))
-    n_cfg = len(summ)
     title = f"googlenet-study report: {f.source['study'] or f.source['experiment']}"
-    facts = [("experiment", f.source["experiment"]), ("study", f.source["study"] or "-"),
-             ("parent run", f.source["parent_run"] or "-"), ("filter", f.source["filter"] or "-"),
-             ("tracking URI", f.source["tracking_uri"]),
-             ("runs counted", f"{len(runs)} FINISHED runs in {n_cfg} configurations"),
-             ("runs excluded", str(len(f.excluded))), ("runs missing some metrics", str(len(f.incomplete))),
-             ("varying params", ", ".join(varying) or "none"),
-             ("targets", ", ".join(f"{p:g} %" for p in targets)),
-             ("devices", ", ".join(sorted(set(runs["device_name"].astype(str)) - {""})) or "-"),
-             ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
+    facts = scope_facts(f, runs, varying, summ, targets) + \
+        [("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
+    clk = f.source.get("clock", "epoch")
     figs = [
-        ("fig-time", "Test accuracy vs wall-clock time", figures.acc_vs_time(runs, f.epochs, colors),
-         "The main figure. Each run holds its last evaluated test accuracy until its next epoch ends, and its "
-         "final accuracy once finished; runs are averaged on a common time grid; a curve starts once half its "
-         "runs have finished an epoch and ends when its longest run ends."),
+        ("fig-time", "Test accuracy vs wall-clock time", figures.acc_vs_time(runs, f.epochs, colors, clk),
+         "The main figure. Thin lines: each run's last evaluated test accuracy, held until its next epoch ends, "
+         "and its final accuracy once it has finished. Thick line and band: the mean of all n runs of a "
+         "configuration with its 95 % t-interval, on that configuration's own epoch ends, drawn from the moment "
+         "every one of its runs has been evaluated to the end of its longest run (the set of runs behind a "
+         "mean never changes along it; other configurations do not move it)."),
+        ("fig-reached", "Runs that have reached the ranking target",
+         figures.reached_target(runs, main_p, colors, clk),
+         f"Kaplan-Meier estimate (lifelines) of the fraction of each configuration's runs that have reached "
+         f"{'the ranking target' if main_p is None else f'{main_p:g} %'} by each second, with its 95 % interval; a "
+         "run that never reached it is censored at its end (it counts as not yet there, never as dropped)."),
+        ("fig-profiles", "Performance profiles", figures.profiles(profiles.performance_profile(summ, targets), colors),
+         "Dolan & More: for each workload (model, dataset, target) a configuration's ratio r = its expected "
+         "running time (ERT) to the best configuration's ERT there; the line is rho(tau), the share of workloads "
+         "with r <= tau. High and to the left is better; its area over [1, 4] / 3 is profile_score."),
         ("fig-epoch", "Test accuracy per epoch", figures.acc_vs_epoch(runs, f.epochs, colors),
-         "One line per configuration, band: 95 % t-interval across seeds (none when n = 1)."),
+         "Thin lines: runs; thick line and band: the mean of all n runs of a configuration with its 95 % "
+         "t-interval (none when n = 1), where every run has that epoch or has ended (then holding its final "
+         "accuracy)."),
         ("fig-epoch-time", "Seconds per epoch", figures.epoch_time(runs, varying),
          "Mean over each run's epochs (training + evaluation), then mean and 95 % t-interval across runs."),
         ("fig-targets", "Time to target accuracy", figures.time_to_target(runs, targets, colors),
@@ -203,10 +222,11 @@ def _document(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> rend
          "about 466 s per epoch on its GPU), drawn for reference, not averaged in."),
     ]
     why = {"fig-factors": "no factor varies", "fig-filters": "no run has a filters/filters.pt artifact",
+           "fig-reached": "no ranking target", "fig-profiles": "no performance profile",
            "fig-reference": "no inception_v3 runs"}
     skipped = [f"{t} ({why.get(i, 'nothing to draw')})" for i, t, fig, _ in figs if fig is None]
     facts.append(("figures not drawn", "; ".join(skipped) or "none"))
-    doc = render.Document(title, facts, method_paragraphs(main_p, targets))
+    doc = render.Document(title, facts, method_paragraphs(main_p, targets, f.source["clock"]))
     doc.figures = [render.Figure(i, t, c, fig) for i, t, fig, c in figs if fig is not None]
     doc.tables, doc.appendix = tables(f, runs, varying, summ, comp, rank, main_p, targets, _pct)
     return doc

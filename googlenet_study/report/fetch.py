@@ -22,7 +22,8 @@ CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished r
 
 @dataclass
 class Fetched:
-    runs: pd.DataFrame            # one row per counted run: run_id, run_name, start_time, params (strings)
+    runs: pd.DataFrame            # one row per counted run: run_id, run_name, start_time, params (strings;
+    #                               device cuda:N as cuda), study, trial, device_name, host, hardware_changed
     epochs: pd.DataFrame          # one row per counted run per epoch: run_id, epoch, every per-epoch metric
     excluded: pd.DataFrame        # run_id, run_name, status, reason
     incomplete: pd.DataFrame      # run_id, run_name, missing: counted runs that lack some metrics
@@ -115,7 +116,10 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
     runs = pd.DataFrame([{"run_id": r["run_id"], "run_name": r["run_name"], "start_time": r["start_time"],
                           "seed": r["params"].get("seed", ""), **{p: r["params"].get(p, "") for p in params},
                           "study": _tag(r, STUDY_TAGS), "trial": _tag(r, TRIAL_TAGS),
-                          "device_name": r["tags"].get("device_name", "")} for r in counted])
+                          "device_name": r["tags"].get("device_name", ""), "host": r["tags"].get("host", ""),
+                          "hardware_changed": r["tags"].get(schema.HARDWARE_CHANGED_TAG, "")} for r in counted])
+    if "device" in runs:  # sweep workers on one multi-GPU host run on cuda:0, cuda:1, ...: the same hardware
+        runs["device"] = runs["device"].str.replace(r"^cuda:\d+$", "cuda", regex=True)
     epochs = pd.DataFrame(rows)
     for k in EPOCH_METRICS:
         if k not in epochs:

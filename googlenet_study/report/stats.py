@@ -1,7 +1,11 @@
 """Report stage 2: numbers. Per-run summaries, configurations, mean and 95 % t-intervals across seeds,
-olympic means, one-factor comparisons (P(A better than B), Cohen's d, Welch) and a ranking.
+olympic means, IQMs with bootstrap intervals (robust.py), times to target as censored data (survival.py),
+one-factor comparisons (P(A better than B) with its interval, Cohen's d, Welch; log-rank for times to
+target), performance profiles and the ranking (profiles.py).
 
-A configuration is the set of runs whose config params are equal except `seed`."""
+A configuration is the set of runs whose config params are equal except `seed`, on the same hardware (the
+device_name tag; `device` cuda:N counts as cuda) unless the report pools hardware. docs/reports.md explains
+every number; reports/README.md lists summary.csv's columns."""
 
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ import pandas as pd
 from scipy import stats
 
 from .. import schema
+from . import profiles, robust, survival
 from .fetch import Fetched
 
 CONFIDENCE = 0.95
 OLYMPIC_MIN_N = 5  # MLPerf-style: drop the fastest and slowest run when there are at least five
 # Factors the study is about come first in labels and tables; other varying params follow.
 FACTOR_ORDER = ("model", "weights", "backbone", "aux_weight", "batch_size", "optimizer", "lr", "image_size",
-                "epochs", "amp", "channels_last", "compile", "device", "threads")
+                "epochs", "amp", "channels_last", "compile", "device", "threads", "hardware")
 FACTORS = ("aux_weight", "batch_size", "backbone")
 
 
@@ -45,73 +50,119 @@ def olympic_mean(x) -> float:
 
 
 def _num(s: pd.Series) -> pd.Series:
-    """Param strings as numbers where every value is one (so 32 < 128), else unchanged."""
-    n = pd.to_numeric(s, errors="coerce")
-    return n if n.notna().all() else s
+    """Param strings as one type per column: integers (Int64) or floats where every value given is one
+    ("none" and "" missing, so 32 < 128 and train_size none/100 stays a number), else unchanged strings."""
+    text = s.astype(str)
+    missing = text.isin(["", "none", "None", "nan"])
+    n = pd.to_numeric(s.where(~missing), errors="coerce")
+    if not (~missing).any() or n[~missing].isna().any():
+        return s
+    return n.astype("Int64") if text[~missing].str.fullmatch(r"[+-]?\d+").all() else n.astype(float)
 
 
-def per_run(f: Fetched, targets: tuple[float, ...]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per counted run with its config label and summary numbers; and the params that vary."""
+def _label(v) -> str:
+    return "none" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def reached(p: float) -> str:
+    """runs.csv's column: whether a run reached test accuracy p % (True even when its time is left out)."""
+    return f"reached_{p:g}"
+
+
+CLOCKS = {"epoch": schema.CLOCK,   # elapsed_time_s: training + evaluation, as recorded
+          "train": "train_time_s"}  # cumulative training seconds only (AlgoPerf: evaluation is off the clock)
+HARDWARE = "hardware"  # the device_name tag as a configuration key (pooled: every device_name, joined)
+
+
+def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
+            pool_hardware: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """One row per counted run with its config label and summary numbers; and the params that vary
+    (with `hardware` among them when runs of equal params ran on different hardware, unless pooled).
+
+    time_to_test_acc_P and clock_end_s are on `clock`; a run resumed on other hardware (time_excluded
+    gives why) has NaN for every time (epoch_time_s, total_time_s, time_to_test_acc_P, clock_end_s)."""
     ep = f.epochs.sort_values(["run_id", "epoch"])
+    ep = ep.assign(clock_s=ep[schema.CLOCK] if clock == "epoch" else ep.groupby("run_id")[CLOCKS[clock]].cumsum())
     g = ep.groupby("run_id", sort=False)
     d = pd.DataFrame({"n_epochs": g["epoch"].max(), "best_from_history": g["test_acc"].max(),
                       "final_from_history": g["test_acc"].last(), "total_from_history": g["elapsed_time_s"].max(),
-                      "epoch_time_s": g["epoch_time_s"].mean()})
-    for p in targets:  # elapsed_time_s at the first epoch with test_acc >= P/100 (NaN: never reached)
-        hit = ep[ep["test_acc"] >= p / 100 - 1e-12].groupby("run_id", sort=False)["elapsed_time_s"].first()
-        d[schema.time_to_target(p)] = hit
+                      "epoch_time_s": g["epoch_time_s"].mean(), "clock_end_s": g["clock_s"].max()})
+    for p in targets:  # the clock at the first epoch with test_acc >= P/100 (NaN: never reached)
+        hit = ep[ep["test_acc"] >= p / 100 - 1e-12].groupby("run_id", sort=False)
+        d[schema.time_to_target(p)] = hit["clock_s"].first()
+        d[reached(p)] = d.index.isin(list(hit.groups))
     runs = f.runs.merge(d, left_on="run_id", right_index=True).merge(f.logged_summary, on="run_id", how="left",
                                                                      suffixes=("", "_logged"))
     # What the run logged wins; older runs without summaries get them from their history.
     for k, h in (("best_test_acc", "best_from_history"), ("final_test_acc", "final_from_history"),
                  ("total_time_s", "total_from_history")):
         runs[k] = runs[k].fillna(runs[h]) if k in runs else runs[h]
-    for p in targets:
-        runs[schema.time_to_target(p) + "_hit"] = runs[schema.time_to_target(p)].notna()
+    changed = runs["hardware_changed"].fillna("").astype(str)
+    runs["time_excluded"] = np.where(changed != "", "resumed on other hardware: " + changed, "")
+    times = ["epoch_time_s", "total_time_s", "clock_end_s", *(schema.time_to_target(p) for p in targets)]
+    runs.loc[runs["time_excluded"] != "", times] = np.nan
+    runs[HARDWARE] = runs["device_name"].fillna("").astype(str).replace("", "unknown")
     varying = [p for p in f.params if runs[p].nunique(dropna=False) > 1]
-    varying.sort(key=lambda p: (FACTOR_ORDER.index(p) if p in FACTOR_ORDER else len(FACTOR_ORDER), p))
-    for p in varying + ["seed"]:
+    key = varying + ([HARDWARE] if not pool_hardware and runs[HARDWARE].nunique() > 1 else [])
+    key.sort(key=lambda p: (FACTOR_ORDER.index(p) if p in FACTOR_ORDER else len(FACTOR_ORDER), p))
+    for p in list(f.params) + ["seed"]:
         runs[p] = _num(runs[p])
-    runs = runs.sort_values(varying + ["seed", "run_id"]).reset_index(drop=True)
-    if varying:
-        runs["configuration"] = runs[varying].astype(str).apply(
-            lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1)
+    runs = runs.sort_values(key + ["seed", "run_id"]).reset_index(drop=True)
+    if key:
+        runs["configuration"] = runs[key].apply(lambda r: ", ".join(f"{k}={_label(v)}" for k, v in r.items()),
+                                                axis=1)
     else:
         runs["configuration"] = runs["model"].astype(str) if "model" in runs else "all runs"
+    if pool_hardware:  # a configuration's hardware: every device_name its runs ran on
+        runs[HARDWARE] = runs.groupby("configuration")[HARDWARE].transform(lambda h: " + ".join(sorted(set(h))))
     order = list(dict.fromkeys(runs["configuration"]))
     runs["configuration"] = pd.Categorical(runs["configuration"], categories=order, ordered=True)
-    return runs, varying
+    return runs, key
 
 
 # summary.csv's numbers per configuration (columns in this order): per_run's columns, not schema.SUMMARY_METRICS:
 # epoch_time_s here is a run's mean epoch time.
 SUMMARIZED = ("best_test_acc", "final_test_acc", "epoch_time_s", "total_time_s")
+IQM_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")
 TIME_METRICS = ("epoch_time_s", "total_time_s")
 
 
+def _target_numbers(g: pd.DataFrame, p: float) -> dict:
+    """summary.csv's columns for one configuration and target: the runs as censored data."""
+    k = schema.time_to_target(p)
+    t, hit = survival.observed(g[k], g[reached(p)], g["clock_end_s"])
+    e = survival.ert(t, hit)
+    med = survival.km_median(t, hit)
+    ert_lo, ert_hi = robust.ratio_interval(t, hit)
+    return {f"{k}_reached": float(hit.mean()) if len(hit) else math.nan,
+            f"{k}_median": med[0], f"{k}_median_ci_low": med[1], f"{k}_median_ci_high": med[2],
+            f"{k}_ert": e if math.isfinite(e) else math.nan,  # empty = infinite: no timed run reached it
+            f"{k}_ert_ci_low": ert_lo, f"{k}_ert_ci_high": ert_hi if math.isfinite(ert_hi) else math.nan,
+            f"{k}_mean_reached": float(t[hit > 0].mean()) if hit.sum() else math.nan}
+
+
 def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) -> pd.DataFrame:
-    """summary.csv: one row per configuration (names as in issue 4, accuracies as fractions)."""
+    """summary.csv: one row per configuration (accuracies as fractions; reports/README.md has every column)."""
     rows = []
     for cfg, g in runs.groupby("configuration", observed=True, sort=True):
-        row = {"configuration": cfg, **{p: g[p].iloc[0] for p in varying}, "n_runs": len(g)}
-        for m in SUMMARIZED + tuple(schema.time_to_target(p) for p in targets):
+        row = {"configuration": cfg, **{p: g[p].iloc[0] for p in varying if p != HARDWARE},
+               **{p: g[p].iloc[0] for p in profiles.WORKLOAD_PARAMS if p in g and p not in varying},
+               HARDWARE: g[HARDWARE].iloc[0], "n_runs": len(g), "n_timed": int((g["time_excluded"] == "").sum())}
+        for m in SUMMARIZED:
             row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval(g[m])
-            if schema.is_time_to_target(m):
-                row[f"{m}_reached"] = float(g[m].notna().mean())
-        for m in TIME_METRICS + tuple(schema.time_to_target(p) for p in targets):
+        for m in IQM_METRICS:
+            row[f"{m}_iqm"], row[f"{m}_iqm_ci_low"], row[f"{m}_iqm_ci_high"] = robust.iqm_interval(g[m])
+        for m in TIME_METRICS:
             row[f"{m}_olympic_mean"] = olympic_mean(g[m])
+        for p in targets:
+            row.update(_target_numbers(g, p))
         rows.append(row)
-    return pd.DataFrame(rows)
+    s = pd.DataFrame(rows)
+    s["profile_score"] = profiles.profile_scores(s, targets)
+    return s
 
 
-def prob_better(a, b, higher_is_better: bool) -> float:
-    """P(a random run of A beats a random run of B), ties count half (Bouthillier et al. 2021).
-    Times use +inf for a target never reached, so such a run loses to every run that reached it."""
-    a, b = np.asarray(a, dtype=float)[:, None], np.asarray(b, dtype=float)[None, :]
-    if a.size == 0 or b.size == 0:
-        return math.nan
-    win = (a > b) if higher_is_better else (a < b)
-    return float(win.mean() + 0.5 * (a == b).mean())
+prob_better = robust.prob_better
 
 
 def cohens_d(a, b) -> float:
@@ -131,12 +182,42 @@ def welch_p(a, b) -> float:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+COMPARISON_COLUMNS = ("factor", "A", "B", "others", "metric", "n_A", "n_B", "reached_A", "reached_B",
+                      "mean_A", "mean_B", "diff_A_minus_B", "cohens_d", "welch_p", "median_A", "median_B",
+                      "ert_A", "ert_B", "logrank_p", "p_A_better", "p_A_better_ci_low", "p_A_better_ci_high",
+                      "configuration_A", "configuration_B")
+
+
+def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool) -> dict:
+    """One metric, A vs B. Accuracies over all runs, times over the timed runs; missing values lose.
+    Times to target as censored data: KM medians, ERTs, log-rank; P(A better) counts an unreached run as
+    slower than every run that reached the target."""
+    if m in TIME_METRICS or schema.is_time_to_target(m):
+        ga, gb = ga[ga["time_excluded"] == ""], gb[gb["time_excluded"] == ""]
+    a, b = ga[m].to_numpy(dtype=float), gb[m].to_numpy(dtype=float)
+    p, lo, hi = robust.prob_better_interval(a, b, higher)
+    row = {"n_A": len(a), "n_B": len(b), "reached_A": int(np.isfinite(a).sum()), "reached_B": int(np.isfinite(b).sum()),
+           "p_A_better": p, "p_A_better_ci_low": lo, "p_A_better_ci_high": hi}
+    if not schema.is_time_to_target(m):
+        fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+        return {**row, "mean_A": fa.mean() if len(fa) else math.nan, "mean_B": fb.mean() if len(fb) else math.nan,
+                "diff_A_minus_B": (fa.mean() - fb.mean()) if len(fa) and len(fb) else math.nan,
+                "cohens_d": cohens_d(fa, fb), "welch_p": welch_p(fa, fb)}
+    target = float(schema.target_of(m))
+    (ta, ha), (tb, hb) = (survival.observed(g[m], g[reached(target)], g["clock_end_s"]) for g in (ga, gb))
+    ea, eb = survival.ert(ta, ha), survival.ert(tb, hb)
+    return {**row, "median_A": survival.km_median(ta, ha)[0], "median_B": survival.km_median(tb, hb)[0],
+            "ert_A": ea if math.isfinite(ea) else math.nan, "ert_B": eb if math.isfinite(eb) else math.nan,
+            "logrank_p": survival.logrank_p(ta, ha, tb, hb)}
+
+
 def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) -> pd.DataFrame:
-    """Configurations that differ in exactly one param: A vs B on best accuracy, total time, time to target."""
+    """Configurations that differ in exactly one param: A vs B on best accuracy, total time, time to target
+    (COMPARISON_COLUMNS, the header even when nothing differs in one param)."""
     metrics = [("best_test_acc", True), ("total_time_s", False)]
     metrics += [(schema.time_to_target(p), False) for p in targets]
     configs = runs.groupby("configuration", observed=True, sort=True)
-    keyed = {cfg: (tuple(g[varying].iloc[0]), g) for cfg, g in configs}
+    keyed = {cfg: (tuple(_label(v) for v in g[varying].iloc[0]), g) for cfg, g in configs}
     rows = []
     for (ca, (ka, ga)), (cb, (kb, gb)) in itertools.combinations(keyed.items(), 2):
         diff = [i for i in range(len(varying)) if ka[i] != kb[i]]
@@ -144,43 +225,31 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
             continue
         factor = varying[diff[0]]
         for m, higher in metrics:
-            a, b = ga[m].to_numpy(dtype=float), gb[m].to_numpy(dtype=float)
-            fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
-            rows.append({
-                "factor": factor, "A": f"{factor}={ka[diff[0]]}", "B": f"{factor}={kb[diff[0]]}",
-                "others": ", ".join(f"{v}={ka[i]}" for i, v in enumerate(varying) if i != diff[0]) or "-",
-                "metric": m, "n_A": len(a), "n_B": len(b), "reached_A": len(fa), "reached_B": len(fb),
-                "mean_A": fa.mean() if len(fa) else math.nan, "mean_B": fb.mean() if len(fb) else math.nan,
-                "diff_A_minus_B": (fa.mean() - fb.mean()) if len(fa) and len(fb) else math.nan,
-                "cohens_d": cohens_d(fa, fb), "welch_p": welch_p(fa, fb),
-                "p_A_better": prob_better(np.where(np.isfinite(a), a, np.inf), np.where(np.isfinite(b), b, np.inf),
-                                          higher),
-                "configuration_A": ca, "configuration_B": cb,
-            })
-    return pd.DataFrame(rows)
-
-
-def main_target(summ: pd.DataFrame, targets: tuple[float, ...]) -> float | None:
-    """The highest target some configuration reached in every one of its runs."""
-    for p in sorted(targets, reverse=True):
-        if (summ[f"{schema.time_to_target(p)}_reached"] == 1.0).any():
-            return p
-    return None
+            rows.append({"factor": factor, "A": f"{factor}={ka[diff[0]]}", "B": f"{factor}={kb[diff[0]]}",
+                         "others": ", ".join(f"{v}={ka[i]}" for i, v in enumerate(varying) if i != diff[0]) or "-",
+                         "metric": m, **_compare(ga, gb, m, higher), "configuration_A": ca, "configuration_B": cb})
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
 def ranking(summ: pd.DataFrame, targets: tuple[float, ...]) -> tuple[pd.DataFrame, float | None]:
-    """Rank by time to the main target (configurations that reached it less often rank below), else by
-    best accuracy."""
-    p = main_target(summ, targets)
-    r = summ.copy()
-    r["rank_best_acc"] = r["best_test_acc_mean"].rank(ascending=False, method="min").astype(int)
-    if p is None:
-        r = r.sort_values("best_test_acc_mean", ascending=False)
-    else:
-        k = schema.time_to_target(p)
-        r = r.sort_values([f"{k}_reached", f"{k}_mean", "best_test_acc_mean"], ascending=[False, True, False])
-    r.insert(0, "rank", range(1, len(r) + 1))
-    return r.reset_index(drop=True), p
+    """See profiles.ranking (kept here: the report's stages call stats)."""
+    return profiles.ranking(summ, targets)
+
+
+performance_profile = profiles.performance_profile  # [configuration, tau, rho] on a tau grid, for the figure
+
+
+def km_reached(runs: pd.DataFrame, p: float) -> pd.DataFrame:
+    """[configuration, t, reached, low, high] for the figure: per configuration, the Kaplan-Meier fraction
+    of its timed runs that have reached p % by t seconds on the report's clock, with its 95 % interval
+    (a step function: hold each value until the next t; a run that never reached p is censored at its end)."""
+    out = []
+    for cfg, g in runs.groupby("configuration", observed=True, sort=True):
+        t, hit = survival.observed(g[schema.time_to_target(p)], g[reached(p)], g["clock_end_s"])
+        if len(t):
+            out.append(survival.km_reached(t, hit).assign(configuration=cfg))
+    cols = ["configuration", "t", "reached", "low", "high"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
 # ---- curves, aggregated before plotting (1,000 runs stay fast) -------------------------------------------

@@ -7,34 +7,83 @@ import math
 import pandas as pd
 
 from .. import schema
-from . import render, stats
+from . import profiles, render, robust, stats
 
 
-def method_paragraphs(main_p: float | None, targets: tuple[float, ...]) -> list[str]:
-    rank = (f"The ranking orders configurations by the fraction of runs that reached {main_p:g} % test accuracy "
-            f"(the highest target some configuration reached in every run), then by mean time to it."
-            if main_p is not None else
-            "No configuration reached a target in every run, so the ranking orders configurations by mean "
-            "best test accuracy.")
+CLOCK_WORDS = {"epoch": "epoch: elapsed_time_s, the sum of epoch times (training + evaluation), as recorded",
+               "train": "train: cumulative train_time_s (training only; evaluation is off the clock, as in AlgoPerf)"}
+FAKE_DATASET = "fake"  # random pixels: a run on it times the pipeline, its accuracy is chance
+
+
+def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
+    """The report's Scope lines: what was counted, on which hardware and clock, and what was pooled."""
+    facts = []
+    if f.source.get("pool_hardware"):
+        facts.append(("HARDWARE POOLED", "--pool-hardware: runs with equal params on different hardware are one "
+                                         "configuration, so their times mix machines"))
+    fake = int((runs["dataset"].astype(str) == FAKE_DATASET).sum()) if "dataset" in runs else 0
+    if fake:
+        facts.append(("timing only", f"{fake} runs use dataset {FAKE_DATASET} (random pixels): their accuracies "
+                                     "are chance; only their times mean something"))
+    left_out = runs[runs["time_excluded"] != ""]
+    facts += [("experiment", f.source["experiment"]), ("study", f.source["study"] or "-"),
+              ("parent run", f.source["parent_run"] or "-"), ("filter", f.source["filter"] or "-"),
+              ("tracking URI", f.source["tracking_uri"]),
+              ("runs counted", f"{len(runs)} FINISHED runs in {len(summ)} configurations"),
+              ("runs excluded", str(len(f.excluded))), ("runs missing some metrics", str(len(f.incomplete))),
+              ("runs left out of time statistics", f"{len(left_out)}" + (" (resumed on other hardware; listed "
+                                                                          "in the appendix)" if len(left_out) else "")),
+              ("varying params", ", ".join(varying) or "none"),
+              ("targets", ", ".join(f"{p:g} %" for p in targets)),
+              ("clock", CLOCK_WORDS[f.source.get("clock", "epoch")]),
+              ("hardware per configuration", _hardware(summ)),
+              ("hosts", ", ".join(sorted(set(runs["host"].astype(str)) - {""})) or "-"),
+              ("bootstrap", f"percentile, {robust.BOOTSTRAP_RESAMPLES} resamples, numpy default_rng seed "
+                            f"{robust.BOOTSTRAP_SEED} (the same runs give the same numbers)")]
+    return facts
+
+
+def _hardware(summ) -> str:
+    by = summ.groupby(stats.HARDWARE, sort=True)["configuration"].apply(lambda c: [str(x) for x in c])
+    if len(by) == 1:
+        return f"{by.index[0]} (all {len(summ)} configurations)"
+    return "; ".join(f"{hw}: {', '.join(cfgs)}" for hw, cfgs in by.items())
+
+
+def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: str = "epoch") -> list[str]:
     ttt = schema.TIME_TO_TARGET_PREFIX
+    rank = (f"The ranking target is {main_p:g} %: the highest target that at least half the timed runs of every "
+            f"ranked configuration reached. Configurations with at least {profiles.MIN_RANKED_N} runs are ranked by "
+            f"ERT to it, then by profile_score; fewer runs are listed, not ranked. A configuration whose ERT "
+            f"bootstrap interval overlaps that of the first of its group shares its rank (=k)."
+            if main_p is not None else
+            "No target was reached by at least half the runs of every ranked configuration, so configurations are "
+            "ranked by the interquartile mean of best test accuracy, then profile_score; overlapping bootstrap "
+            "intervals share a rank (=k).")
     return [
         "Only FINISHED runs count; every other run in scope is listed under 'Runs excluded' with its status. "
         "Parent runs (a sweep's, or a trial that averages repeats) are not training runs and are listed there too. "
         "A configuration is the set of runs whose config params are equal except seed (data_dir, download and "
-        "system_metrics do not count: they cannot change a result).",
-        f"Every summary number is the mean across a configuration's runs (seeds) with a 95 % Student-t confidence "
-        f"interval, mean ± t(0.975, n-1)·s/√n; no interval is given for n = 1. For times, the olympic mean "
-        f"(MLPerf style: the fastest and the slowest run dropped) is given too when n ≥ {stats.OLYMPIC_MIN_N}.",
-        f"{ttt}P is the elapsed training time (elapsed_time_s, the sum of epoch times: training plus "
-        f"evaluation, no start-up) at the end of the first epoch whose test accuracy is at least P %, computed "
-        f"from each run's per-epoch history for the targets {', '.join(f'{p:g}' for p in targets)} %. A run that "
-        f"never reached P is counted in {ttt}P_reached (the fraction that did) and is never dropped "
-        f"silently: means and intervals are over the runs that reached it, and in comparisons it loses to any run "
-        f"that did.",
+        "system_metrics do not count: they cannot change a result), on the same hardware (the device_name tag; "
+        "device cuda:N counts as cuda). A run resumed on other hardware than it started on (tag "
+        "hardware_changed) is left out of every time statistic; its accuracy counts.",
+        f"Summary numbers across a configuration's runs: the mean with a 95 % Student-t interval "
+        f"(mean ± t(0.975, n-1)·s/√n, none for n = 1), and the interquartile mean (IQM, the mean of the middle "
+        f"50 % of runs) with a 95 % percentile-bootstrap interval (Agarwal et al. 2021). For times, the olympic "
+        f"mean (the fastest and slowest run dropped) is given too when n ≥ {stats.OLYMPIC_MIN_N}.",
+        f"{ttt}P is the clock ({CLOCK_WORDS[clock]}) at the end of the first epoch whose test accuracy is at least "
+        f"P %, for the targets {', '.join(f'{p:g}' for p in targets)} %. A run that never reached P is censored "
+        f"at its end, never dropped: the median time to P is the Kaplan-Meier median with its 95 % interval "
+        f"(empty when fewer than half reached P), and the expected running time ERT is the seconds all runs "
+        f"spent until they reached P or ended, divided by the number that reached it (COCO; empty = infinite).",
+        "Performance profiles (Dolan & More 2002, as AlgoPerf scores): on each workload (model, dataset, target) "
+        "r = a configuration's ERT / the best ERT; rho(tau) = the share of its workloads with r <= tau; "
+        "profile_score = the area under rho on [1, 4] / 3 (1: fastest on every workload).",
         "Configurations that differ in exactly one param are compared on best accuracy, total time and each time "
-        "to target: the difference of means, Cohen's d (pooled standard deviation), Welch's t-test p-value and "
-        "P(A better than B), the probability that a random run of A beats a random run of B (ties count half; "
-        "Bouthillier et al. 2021). With few seeds these are wide: read the intervals, not the point estimates.",
+        "to target: for accuracy and total time the difference of means, Cohen's d and Welch's p; for times to "
+        "target the Kaplan-Meier medians, ERTs and the log-rank test (censored runs included). P(A better than B) "
+        "is the probability that a random run of A beats a random run of B (ties half; a missing accuracy or an "
+        "unreached target loses; Bouthillier et al. 2021), with a bootstrap interval.",
         rank,
     ]
 
@@ -43,10 +92,25 @@ def _f(x, digits: int = 1) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _inf(x) -> str:
+    """An ERT: empty (NaN) means no run reached the target, an infinite expected time."""
+    return "∞" if math.isnan(x) else f"{x:.1f}"
+
+
 def _reached(row, p) -> str:
-    """k/n: how many of the configuration's runs reached p %."""
-    k = schema.time_to_target(p)
-    return f"{round(row[f'{k}_reached'] * row['n_runs'])}/{row['n_runs']}"
+    """k/n: how many of the configuration's timed runs reached p %."""
+    k, n = schema.time_to_target(p), row["n_timed"]
+    return "-" if n == 0 else f"{round(row[f'{k}_reached'] * n)}/{n}"
+
+
+def _ci(row, m, pct, scale=100.0) -> str:
+    """m [low, high] from summary columns m, m_ci_low, m_ci_high; an empty high is unbounded."""
+    v, lo, hi = row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"]
+    if isinstance(v, float) and math.isnan(v):
+        return "∞" if m.endswith("_ert") else "-"
+    if not math.isnan(lo) and math.isnan(hi):
+        return f"{scale * v:.1f} [{scale * lo:.1f}, ∞]"
+    return pct(v, lo, hi, scale)
 
 
 def _olympic_or_mean(row, m, pct) -> str:
@@ -55,16 +119,25 @@ def _olympic_or_mean(row, m, pct) -> str:
         (f" (olympic {o:.1f})" if not math.isnan(o) else "")
 
 
+def _target_cell(r, p, pct) -> str:
+    """KM median [CI] · ERT (k/n) for one target."""
+    k = schema.time_to_target(p)
+    ert = r[f"{k}_ert"]
+    return f"{_ci(r, f'{k}_median', pct, 1.0)} · ERT {_inf(ert)} ({_reached(r, p)})"
+
+
 def _ranking_rows(rank, main_p, pct) -> list[dict]:
     rows = []
     for _, r in rank.iterrows():
-        row = {"rank": r["rank"], "configuration": r["configuration"], "n": r["n_runs"],
-               "best test acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high)}
+        row = {"rank": r["rank"] or f"not ranked (n < {profiles.MIN_RANKED_N})", "configuration": r["configuration"],
+               "hardware": r[stats.HARDWARE], "n": r["n_runs"]}
         if main_p is not None:
             k = schema.time_to_target(main_p)
-            row[f"time to {main_p:g} % (s)"] = pct(r[f"{k}_mean"], r[f"{k}_ci_low"], r[f"{k}_ci_high"], 1.0)
             row[f"reached {main_p:g} %"] = _reached(r, main_p)
-        row["total time (s)"] = pct(r.total_time_s_mean, r.total_time_s_ci_low, r.total_time_s_ci_high, 1.0)
+            row[f"ERT to {main_p:g} % (s)"] = _ci(r, f"{k}_ert", pct, 1.0) if r["n_timed"] else "-"
+            row[f"median to {main_p:g} % (s)"] = _ci(r, f"{k}_median", pct, 1.0)
+        row["profile score"] = _f(r["profile_score"], 3)
+        row["best test acc % IQM"] = _ci(r, "best_test_acc_iqm", pct)
         row["rank by accuracy"] = r["rank_best_acc"]
         rows.append(row)
     return rows
@@ -73,15 +146,15 @@ def _ranking_rows(rank, main_p, pct) -> list[dict]:
 def _summary_rows(summ, targets, pct) -> list[dict]:
     rows = []
     for _, r in summ.iterrows():
-        row = {"configuration": r["configuration"], "n": r["n_runs"],
+        row = {"configuration": r["configuration"], "hardware": r[stats.HARDWARE],
+               "n (timed)": f"{r['n_runs']} ({r['n_timed']})",
                "best acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high),
-               "final acc %": pct(r.final_test_acc_mean, r.final_test_acc_ci_low, r.final_test_acc_ci_high),
+               "best acc % IQM": _ci(r, "best_test_acc_iqm", pct),
+               "final acc % IQM": _ci(r, "final_test_acc_iqm", pct),
                "s / epoch": _olympic_or_mean(r, "epoch_time_s", pct),
-               "total s": _olympic_or_mean(r, "total_time_s", pct)}
+               "total s IQM": _ci(r, "total_time_s_iqm", pct, 1.0)}
         for p in targets:
-            k = schema.time_to_target(p)
-            row[f"to {p:g} % (s)"] = f"{pct(r[f'{k}_mean'], r[f'{k}_ci_low'], r[f'{k}_ci_high'], 1.0)} " \
-                                     f"({_reached(r, p)})"
+            row[f"to {p:g} % (s)"] = _target_cell(r, p, pct)
         rows.append(row)
     return rows
 
@@ -90,15 +163,21 @@ def _comparison_rows(comp, main_p) -> list[dict]:
     rows = []
     shown = {"best_test_acc", "total_time_s"} | ({schema.time_to_target(main_p)} if main_p is not None else set())
     for _, c in comp[comp["metric"].isin(shown)].iterrows() if len(comp) else ():
-        acc = c["metric"] == "best_test_acc"
+        acc, ttt = c["metric"] == "best_test_acc", schema.is_time_to_target(c["metric"])
         scale, d = (100.0, 2) if acc else (1.0, 1)
+        p_ci = "" if math.isnan(c["p_A_better_ci_low"]) else \
+            f" [{c['p_A_better_ci_low']:.2f}, {c['p_A_better_ci_high']:.2f}]"
         rows.append({"factor": c["factor"], "A": c["A"], "B": c["B"], "other params": c["others"],
                      "metric": c["metric"] + (" (%)" if acc else " (s)"),
-                     "n A/B": f"{c['n_A']}/{c['n_B']}" if acc or c["metric"] == "total_time_s"
-                     else f"{c['reached_A']}/{c['n_A']} vs {c['reached_B']}/{c['n_B']} reached",
-                     "mean A": _f(scale * c["mean_A"], d), "mean B": _f(scale * c["mean_B"], d),
-                     "A - B": _f(scale * c["diff_A_minus_B"], d), "Cohen's d": _f(c["cohens_d"], 2),
-                     "Welch p": _f(c["welch_p"], 3), "P(A better)": _f(c["p_A_better"], 2)})
+                     "n A/B": f"{c['reached_A']}/{c['n_A']} vs {c['reached_B']}/{c['n_B']} reached" if ttt
+                     else f"{c['n_A']}/{c['n_B']}",
+                     "mean or KM median A": _f(scale * (c["median_A"] if ttt else c["mean_A"]), d),
+                     "mean or KM median B": _f(scale * (c["median_B"] if ttt else c["mean_B"]), d),
+                     "A - B or ERT A / B": f"{_inf(c['ert_A'])} / {_inf(c['ert_B'])}" if ttt
+                     else _f(scale * c["diff_A_minus_B"], d),
+                     "Cohen's d": "-" if ttt else _f(c["cohens_d"], 2),
+                     "p (Welch; log-rank)": _f(c["logrank_p"] if ttt else c["welch_p"], 3),
+                     "P(A better) [CI]": _f(c["p_A_better"], 2) + p_ci})
     return rows
 
 
@@ -110,18 +189,25 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[li
     def frame(rows, cols=None) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=cols).astype(str) if rows or cols else pd.DataFrame()
 
+    left_out = runs.loc[runs["time_excluded"] != "", ["run_id", "run_name", "configuration", "time_excluded"]]
     main = [
-        render.Table("ranking", "Ranking", "Mean [95 % t-interval]; see Method for the order.", frame(r_rows)),
+        render.Table("ranking", "Ranking", "See Method for the order; =k: a shared rank (overlapping intervals). "
+                     "[ ]: 95 % bootstrap intervals, ∞: unbounded or never reached.", frame(r_rows)),
         render.Table("summary", "Summary per configuration",
-                     "Mean [95 % t-interval] across seeds; (k/n): runs that reached the target. Full precision, "
-                     "with olympic means: summary.csv.", frame(s_rows)),
+                     "Mean [95 % t-interval] and IQM [95 % bootstrap interval] across seeds; per target: Kaplan-Meier "
+                     "median [95 % interval] · ERT (k/n timed runs that reached it). Full precision, with every "
+                     "column: summary.csv (reports/README.md).", frame(s_rows)),
     ]
     appendix = [
         render.Table("comparisons", "One-factor comparisons",
                      "Pairs of configurations that differ in one param only, on best accuracy, total time and time to "
-                     "the ranking's target (comparisons.csv has every target and every digit). "
-                     "Time-to-target means are over the runs that reached it; P(A better) counts the others as "
-                     "losing.", frame(c_rows, None if c_rows else ["factor", "A", "B"])),
+                     "the ranking's target (comparisons.csv has every target and every digit). Times to target are "
+                     "censored data: Kaplan-Meier medians, ERTs and the log-rank test; P(A better) counts an "
+                     "unreached run as the slowest.", frame(c_rows, None if c_rows else ["factor", "A", "B"])),
+        render.Table("time-excluded", "Runs left out of time statistics",
+                     "Counted runs whose seconds are not used (their accuracy is): resumed on other hardware than "
+                     "they started on (tag hardware_changed, the device_names in order).",
+                     left_out.rename(columns={"time_excluded": "reason"}).astype(str)),
         render.Table("excluded", "Runs excluded", "Runs in scope that do not count, and why.",
                      f.excluded.astype(str)),
         render.Table("incomplete", "Runs missing some metrics",

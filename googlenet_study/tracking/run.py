@@ -4,6 +4,7 @@ summary metrics and artifacts at the end, an honest final status; and reading on
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import socket
@@ -88,6 +89,16 @@ def params_to_log(resolved: dict[str, str], existing: dict[str, str]) -> dict[st
     return out
 
 
+def hardware_changed(before: dict[str, str], device_name: str | None) -> dict[str, str]:
+    """{hardware_changed: JSON list of device_names} for a run resumed on `device_name`, when that is not
+    the hardware it last ran on (`before`: the run's tags so far); else {} (an existing tag stays)."""
+    tag = schema.HARDWARE_CHANGED_TAG
+    seen = json.loads(before[tag]) if tag in before else [before["device_name"]] if "device_name" in before else []
+    if device_name is None or not seen or seen[-1] == device_name:
+        return {}
+    return {tag: json.dumps(seen + [device_name])}
+
+
 class MlflowRun:
     """One training run in MLflow: params and provenance at the start, per-epoch metrics,
     summary metrics and artifacts at the end, and an honest final status."""
@@ -120,6 +131,8 @@ class MlflowRun:
                   filters_before: torch.Tensor) -> None:
         if not self.resumed:  # params are immutable in MLflow: a resumed run has them already
             self._log_params({k: redact(str(v)) for k, v in params.items()})
+        else:  # device_name is about to be overwritten: keep what the run ran on so far
+            tags = {**tags, **hardware_changed(self.client.get_run(self.run_id).data.tags, tags.get("device_name"))}
         self.client.log_batch(self.run_id, tags=as_tags(tags))
         (self.tmp / "config.yaml").write_text(redact(self.cfg.to_yaml()))
         artifacts.write_csv(self.tmp / "parameters.csv", param_table, ("name", "shape", "count", "trainable"))
