@@ -19,9 +19,10 @@ from . import schema
 from .config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
-        "n_trials", "max_retries", "repeats")
+        "n_trials", "max_retries", "repeats", "checkpoint_dir", "storage_timeout_s", "pruner_warmup_s",
+        "report_targets")
 SAMPLERS = ("grid", "tpe", "random", "nsga2")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "hyperband", "wallclock_median")
 MAX_GRID_CHECK = 20_000  # grid points validated one by one; beyond this only each value is checked
 MAX_TRIALS = 100_000     # trials of one study (a grid point is an Optuna trial row, enqueued up front)
 MAX_NAME = 128           # characters; the study's name also names its parent run, trial runs and checkpoints
@@ -58,6 +59,10 @@ class StudySpec:
     max_retries: int
     repeats: int
     grid: tuple[dict, ...] = field(default=(), repr=False)  # every grid point, in file order
+    checkpoint_dir: str | None = None           # trials' checkpoints (shared storage on a cluster); None: default
+    storage_timeout_s: float = 600.0            # s: how long a worker waits out its database or tracking server
+    pruner_warmup_s: float | None = None        # s: wallclock_median prunes nothing before; None: one epoch
+    report_targets: tuple[float, ...] | None = None  # percent: the final report's targets; None: its defaults
 
     @property
     def directions(self) -> list[str]:
@@ -77,6 +82,8 @@ class StudySpec:
                                           for k, v in self.space.items()},
              "sampler": self.sampler, "sampler_seed": self.sampler_seed, "objectives": self.objectives,
              "pruner": self.pruner, "repeats": self.repeats}
+        if self.pruner_warmup_s is not None:  # only when set: the digests of older studies stay as they were
+            d["pruner_warmup_s"] = self.pruner_warmup_s
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def space_dict(self) -> dict[str, Any]:
@@ -85,8 +92,10 @@ class StudySpec:
                 for k, v in self.space.items()}
 
 
-def load(path: str, sets: list[str] | None = None, n_trials: int | None = None) -> StudySpec:
-    """Read and validate a study file; `sets` are `field=value` overrides of `base`."""
+def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
+         checkpoint_dir: str | None = None) -> StudySpec:
+    """Read and validate a study file; `sets` are `field=value` overrides of `base`, `checkpoint_dir`
+    (--checkpoint-dir) beats the file's."""
     text, raw = read_yaml_mapping(path)
     err = _errors(path)
     unknown = [k for k in raw if k not in KEYS]
@@ -110,7 +119,10 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None) 
     nt = _n_trials(raw, n_trials, sampler, grid, err)
     spec = StudySpec(path=str(path), text=text, name=name, experiment=experiment, base=base, space=space,
                      sampler=sampler, sampler_seed=sampler_seed, objectives=objectives, pruner=pruner, n_trials=nt,
-                     max_retries=max_retries, repeats=repeats, grid=grid[:nt])
+                     max_retries=max_retries, repeats=repeats, grid=grid[:nt],
+                     checkpoint_dir=_checkpoint_dir(raw, checkpoint_dir, err),
+                     storage_timeout_s=_storage_timeout(raw, err), pruner_warmup_s=_pruner_warmup(raw, pruner, err),
+                     report_targets=_report_targets(raw, err))
     _check_combinations(spec)
     return spec
 
@@ -200,6 +212,19 @@ def _pruner(raw: dict, n_objectives: int, err) -> str:
     return pruner
 
 
+def _pruner_warmup(raw: dict, pruner: str, err) -> float | None:
+    """Seconds of a trial's clock before wallclock_median may prune it; None: the trial's first epoch."""
+    v = raw.get("pruner_warmup_s")
+    if v is None:
+        return None
+    if pruner != "wallclock_median":
+        raise err("pruner_warmup_s", f"only with pruner wallclock_median (pruner is {pruner})")
+    v = _number(v)
+    if v is None or not math.isfinite(v) or v < 0:
+        raise err("pruner_warmup_s", f"must be a number of seconds >= 0, got {shown(raw['pruner_warmup_s'])}")
+    return float(v)
+
+
 def _repeats(raw: dict, base_cfg: RunConfig, space: dict, err) -> int:
     """Seeds per trial: base.seed .. base.seed+repeats-1."""
     repeats = _int(raw.get("repeats", 1), "repeats", err, low=1)
@@ -232,6 +257,36 @@ def _n_trials(raw: dict, n_trials: int | None, sampler: str, grid: tuple, err) -
     if sampler == "grid" and nt > len(grid):
         raise err(key, f"{nt} is more than the grid's {len(grid)} points")
     return nt
+
+
+def _checkpoint_dir(raw: dict, flag: str | None, err) -> str | None:
+    """--checkpoint-dir, else the file's checkpoint_dir: a folder that is (or can become) writable."""
+    from .config import dir_problem
+
+    key, v = ("--checkpoint-dir", flag) if flag is not None else ("checkpoint_dir", raw.get("checkpoint_dir"))
+    if v is None:
+        return None
+    if not isinstance(v, str) or dir_problem(v):
+        raise err(key, dir_problem(v) if isinstance(v, str) else f"must be a folder path, got {shown(v)}")
+    return v
+
+
+def _report_targets(raw: dict, err) -> tuple[float, ...] | None:
+    """The test accuracies (percent) the sweep's final report times runs to; None: the report's defaults."""
+    v = raw.get("report_targets")
+    if v is None:
+        return None
+    nums = [_number(x) for x in v] if isinstance(v, list) else []
+    if not nums or any(x is None or not math.isfinite(x) or not 0 < x <= 100 for x in nums):
+        raise err("report_targets", f"must be a list of percentages in (0, 100], e.g. [50, 70, 90], got {shown(v)}")
+    return tuple(sorted({float(x) for x in nums}))
+
+
+def _storage_timeout(raw: dict, err) -> float:
+    v = raw.get("storage_timeout_s", 600)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise err("storage_timeout_s", f"must be a number of seconds > 0, got {shown(v)}")
+    return float(v)
 
 
 # ---- pieces of validation -------------------------------------------------------------------

@@ -10,7 +10,8 @@ Race-free by construction, on one machine or many:
   once; a trial Optuna creates when the queue ran dry in between is marked `surplus` and skipped;
 - failed trials are re-queued (`max_retries`), so are trials of killed workers (heartbeat);
 - a trial stopped by SIGTERM/SIGINT goes back in the queue as it was (no retry used up) and its
-  run, ended KILLED, resumes from its checkpoint when the queue hands the point out again."""
+  run, ended KILLED, resumes from its checkpoint when the queue hands the point out again; so does
+  a trial whose database or tracking server stayed down past storage_timeout_s (outage.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ from . import study as study_mod
 from . import tracking
 from .config import UserError
 from .engine import STOP
+from . import outage
+from .outage import Unavailable
 from .optuna_storage import default_storage, open_storage  # noqa: F401 - part of this module's interface
+from .pruners import WallclockMedianPruner
 from .schema import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from .study import StudySpec
 from .sweep_trial import run_trial
@@ -47,6 +51,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # s: before passing a signal on, the time a worker that got it itself (Ctrl-C reaches the whole
 # process group) has to count it, so that it does not get it twice (twice = stop at once).
 FORWARD_AFTER_S = 0.2
+AGAIN = "its trial goes back in the queue; run the same command again when it is back"
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ def _log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) 
                   "objectives": ", ".join(f"{d} {m}" for d, m in spec.objectives), "pruner": spec.pruner,
                   "n_trials": spec.n_trials, "max_retries": spec.max_retries, "repeats": spec.repeats,
                   "optuna_storage": storage_url, "study_file": spec.path,
+                  **({"pruner_warmup_s": spec.pruner_warmup_s if spec.pruner_warmup_s is not None else "first_epoch"}
+                     if spec.pruner == "wallclock_median" else {}),
                   **{f"base.{k}": v for k, v in spec.base.items()},
                   **{f"space.{k}": v for k, v in spec.space_dict().items()}}
         tracking.log_run_data(run_id, uri, params=params, files=[Path(d) / "study.yaml", Path(d) / "search_space.yaml"])
@@ -121,8 +128,9 @@ def _log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) 
 
 # ---- one worker ---------------------------------------------------------------------------
 def _close_dead_attempt(w: Worker, dead_trial: int) -> None:
-    """A dead worker's run that this retry did not resume (no checkpoint yet) must not stay RUNNING.
-    A resumed run carries the retry's trial number by now, so it is not found here."""
+    """A dead worker's run must not stay RUNNING: ended KILLED before the retry trains, so that the retry
+    resumes it from its checkpoint on any node (a RUNNING run of another host is never taken over);
+    without a checkpoint it stays KILLED with this end_reason and the retry makes a fresh run."""
     for run_id in tracking.find_run_ids(w.experiment, {STUDY_TAG: w.spec.name, TRIAL_TAG: str(dead_trial)},
                                         w.tracking_uri):
         if tracking.run_status(w.tracking_uri, run_id) == "RUNNING":
@@ -150,13 +158,35 @@ def _is_surplus(trials: list, spec: StudySpec, me) -> bool:
     return spec.sampler == "grid" or sum(1 for t in trials if t.number < me.number and _is_fresh(t)) >= spec.n_trials
 
 
-def _requeue(st: optuna.Study, trial: optuna.Trial, me) -> None:
-    """A trial stopped by a signal, back in the queue as it was: its run resumes from its checkpoint."""
-    trial.set_user_attr("stopped_by_signal", STOP.signum)  # FAIL to Optuna, but not a failure
-    params = trial.params or me.system_attrs.get("fixed_params")
+STOPPED = ("stopped_by_signal", "stopped_by_outage")  # user attrs of a FAIL trial that did not fail
+
+
+def _requeue(st: optuna.Study, trial: optuna.Trial, me, why: str = "stopped_by_signal", value=None) -> None:
+    """A trial stopped by a signal or an outage, back in the queue as it was: its run resumes from its
+    checkpoint."""
+    trial.set_user_attr(why, STOP.signum if value is None else value)  # FAIL to Optuna, but not a failure
+    _enqueue_again(st, trial.params or me.system_attrs.get("fixed_params"), trial.user_attrs, trial.number)
+
+
+def _enqueue_again(st: optuna.Study, params: dict | None, user_attrs: dict, number: int) -> None:
     if params:  # else a sampler's trial stopped before it suggested anything: nothing to resume
-        attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("mlflow_run_id", "stopped_by_signal")}
-        st.enqueue_trial(params, user_attrs={**attrs, "resumes_trial": trial.number})
+        attrs = {k: v for k, v in user_attrs.items() if k not in ("mlflow_run_id", *STOPPED)}
+        st.enqueue_trial(params, user_attrs={**attrs, "resumes_trial": number})
+
+
+def _stale_retry(w: Worker):
+    """Optuna's callback for a trial whose heartbeat stopped: a worker that gave up on an outage (its run
+    ended KILLED with that reason) goes back in the queue without using up a retry; a dead one is retried
+    up to max_retries (Optuna's RetryHeartbeatStaleTrialCallback)."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(w.spec.max_retries)
+
+    def callback(study: optuna.Study, t) -> None:
+        runs = tracking.find_run_ids(w.experiment, {STUDY_TAG: w.spec.name, TRIAL_TAG: str(t.number)}, w.tracking_uri)
+        if any(tracking.run_end_reason(w.tracking_uri, r).startswith(Unavailable.PREFIX) for r in runs):
+            _enqueue_again(study, t.params or t.system_attrs.get("fixed_params"), t.user_attrs, t.number)
+        else:
+            retry(study, t)
+    return callback
 
 
 def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None = None) -> int:
@@ -164,7 +194,8 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     spec, objective = w.spec, objective or run_trial
-    storage = open_storage(w.storage, spec.max_retries)
+    storage = open_storage(w.storage, spec.max_retries, spec.storage_timeout_s, _stale_retry(w))
+    tracking.set_timeout(spec.storage_timeout_s)
     st = optuna.load_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, w.seed),
                            pruner=make_pruner(spec))
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(spec.max_retries)
@@ -178,30 +209,47 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
             exhausted.append(trial.number)
             raise optuna.TrialPruned("surplus: no grid point or budget left")
         retry_of = me.system_attrs.get("failed_trial")
-        if retry_of is not None:
+        if retry_of is not None:  # its heartbeat proved the worker dead: its run is KILLED, so this resumes it
             trial.set_user_attr("retry_of_trial", retry_of)
+            _close_dead_attempt(w, retry_of)
         try:
             return objective(trial, w)
-        except BaseException:  # a second signal (KeyboardInterrupt) too: Optuna calls no callback then
+        except BaseException as e:  # a second signal (KeyboardInterrupt) too: Optuna calls no callback then
             if STOP():  # stopped by a signal, not failed: no retry used up
                 _requeue(st, trial, me)
+            elif isinstance(e, Unavailable):  # the tracking server (else this write waits in vain too)
+                _requeue(st, trial, me, "stopped_by_outage", str(e)[:500])
             raise
-        finally:
-            if retry_of is not None:
-                _close_dead_attempt(w, retry_of)
 
     def after(study: optuna.Study, t) -> None:
         if t.user_attrs.get("surplus"):
             return
-        if t.state == TrialState.FAIL and not STOP():  # a stopped trial is back in the queue (fn)
-            retry(study, t)
+        if t.state == TrialState.FAIL and not STOP() and not any(k in t.user_attrs for k in STOPPED):
+            retry(study, t)  # a stopped trial is back in the queue (fn)
         _print_trial(spec, t)
 
     ran = 0
-    while not exhausted and not STOP() and has_work(st, spec):
-        st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
-        ran += 1
+    try:
+        while not exhausted and not STOP() and has_work(st, spec):
+            st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
+            ran += 1
+    except Exception as e:  # Optuna's tell may turn it into an UnboundLocalError: find the outage
+        cause = _outage(e)
+        if cause is None:
+            raise
+        raise cause from None
     return ran - len(exhausted)
+
+
+def _outage(e: BaseException | None) -> Unavailable | None:
+    """The Unavailable behind `e` (itself, its cause or context), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, Unavailable):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
@@ -219,6 +267,8 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     if spec.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=_steps(spec))
+    if spec.pruner == "wallclock_median":
+        return WallclockMedianPruner(warmup_s=spec.pruner_warmup_s)  # 3 finished trials, like median
     return optuna.pruners.NopPruner()
 
 
@@ -243,6 +293,9 @@ def _worker_main(w: Worker, signals_seen) -> None:
     except UserError as e:
         print(f"googlenet-study sweep: worker {w.index}: error: {e}", file=sys.stderr)
         _exit(2)
+    except Unavailable as e:
+        print(f"googlenet-study sweep: worker {w.index}: {e}; {AGAIN}", file=sys.stderr)
+        _exit(outage.EXIT_STATUS)
     except KeyboardInterrupt:
         pass  # a second signal: the run ended KILLED on the way out, the trial is back in the queue
     _exit(128 + STOP.signum if STOP() else 0)
@@ -336,7 +389,7 @@ def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, e
 
 def main(args) -> int:
     """`googlenet-study sweep FILE`: create or join the study, run its trials, log the results."""
-    spec = study_mod.load(args.file, args.set, args.n_trials)  # every UserError of the file comes first
+    spec = study_mod.load(args.file, args.set, args.n_trials, args.checkpoint_dir)  # every UserError first
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.workers < 1:
@@ -345,7 +398,7 @@ def main(args) -> int:
     uri = tracking.tracking_uri(args.tracking_uri)
     tracking.check_tracking_uri(uri)  # a file: store or an unreachable server: one line, no study made
     storage_url = args.storage or default_storage(uri)
-    storage = open_storage(storage_url, spec.max_retries)
+    storage = open_storage(storage_url, spec.max_retries, spec.storage_timeout_s)
     st, created = create_or_join(spec, storage, uri, storage_url)
     parent, experiment = st.user_attrs[PARENT], st.user_attrs[EXPERIMENT]
     if tracking.run_experiment(parent, uri) is None:
@@ -362,6 +415,8 @@ def main(args) -> int:
     if signum:
         print(f"[{spec.name}] stopped by signal {signum}; run the same command again to resume", file=sys.stderr)
         return 128 + signum
+    if outage.EXIT_STATUS in codes:  # the database or server is down: the parent's results must wait too
+        return outage.EXIT_STATUS
     bad = [c for c in codes if c != 0]
     if bad:
         print(f"[{spec.name}] {len(bad)} worker(s) exited with status {bad}", file=sys.stderr)
@@ -383,7 +438,11 @@ def _run(workers: list[Worker]) -> tuple[list[int], int | None]:
     if STOP():  # a signal while the study was being set up
         return [], STOP.signum
     if len(workers) == 1:
-        work(workers[0])  # in this process, under the CLI's STOP handlers
+        try:
+            work(workers[0])  # in this process, under the CLI's STOP handlers
+        except Unavailable as e:
+            print(f"googlenet-study sweep: {e}; {AGAIN}", file=sys.stderr)
+            return [outage.EXIT_STATUS], STOP.signum
         return [], STOP.signum
     return supervise(workers)
 
@@ -394,5 +453,6 @@ def _report(spec: StudySpec, experiment: str, parent: str, uri: str) -> int:
 
     from . import report
 
+    targets = ",".join(f"{p:g}" for p in spec.report_targets) if spec.report_targets else None  # the study file's
     return report.main(argparse.Namespace(experiment=experiment, study=spec.name, parent_run=None, filter=None,
-                                          targets=None, out=None, tracking_uri=uri))
+                                          targets=targets, out=None, tracking_uri=uri))

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from . import tracking
+from . import pruners, tracking
 from .config import RunConfig
 from .engine import STOP, Hooks
-from .schema import ACCURACY, ROLE_TAG, SEED_INDEX_TAG, STUDY_TAG, TRIAL_TAG
+from .outage import Unavailable
+from .schema import ACCURACY, CLOCK, ROLE_TAG, SEED_INDEX_TAG, STUDY_TAG, TRIAL_TAG
 from .study import Range, StudySpec
 from .train import train
 
@@ -64,10 +65,12 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     """One seed's run under `parent` (used by both paths): its objective values, or raise when it was
     pruned, failed or stopped by a signal (ended KILLED by train(); its checkpoint resumes it)."""
     own = w.spec.repeats == 1  # the seed's run is the trial's run: the trial records its id
-    pruning = [_pruning_hook(trial, seed_index, cfg.epochs)] if w.spec.pruner != "none" else []
+    pruning = ([_pruning_hook(trial, seed_index, cfg.epochs, by_clock=w.spec.pruner == "wallclock_median")]
+               if w.spec.pruner != "none" else [])
     try:
         r = train(cfg, w.tracking_uri, w.experiment, parent_run_id=parent, run_name=name, tags=tags,
-                  hooks=Hooks(on_epoch=pruning, progress=False), reraise=(optuna.TrialPruned,))
+                  hooks=Hooks(on_epoch=[*pruning, _storage_check(trial, cfg.epochs)], progress=False),
+                  checkpoint_dir=w.spec.checkpoint_dir, reraise=(optuna.TrialPruned, Unavailable))
     except BaseException as e:
         run_ids = tracking.find_run_ids(w.experiment, tags, w.tracking_uri)[:1]  # train() raised: no result
         if own and run_ids:
@@ -97,12 +100,29 @@ def _spread(metrics: list[str], results: list[list[float]]) -> dict[str, float]:
     return out
 
 
-def _pruning_hook(trial: optuna.Trial, seed_index: int, epochs: int):
+def _pruning_hook(trial: optuna.Trial, seed_index: int, epochs: int, by_clock: bool = False):
+    """After each epoch: report test_acc (by_clock: with the trial's elapsed seconds, for
+    wallclock_median) and raise TrialPruned when the study's pruner says so."""
     def on_epoch(epoch: int, metrics: dict) -> None:
         # step counts epochs across the trial's seeds: seed k's epoch e is step k*epochs+e.
-        trial.report(metrics[ACCURACY], seed_index * epochs + epoch)
+        step = seed_index * epochs + epoch
+        if by_clock:
+            pruners.report(trial, step, metrics[ACCURACY], metrics[CLOCK], seed_first_step=seed_index * epochs + 1)
+        else:
+            trial.report(metrics[ACCURACY], step)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"epoch {epoch} of seed index {seed_index}")
+            at = f" at {metrics[CLOCK]:.1f} s" if by_clock else ""
+            raise optuna.TrialPruned(f"epoch {epoch} of seed index {seed_index}{at}")
+    return on_epoch
+
+
+def _storage_check(trial: optuna.Trial, epochs: int):
+    """After a run's last epoch, before train() ends it FINISHED: a write to the study's database, waited
+    for through an outage (optuna_storage.PatientStorage). Past storage_timeout_s it raises Unavailable:
+    the run ends KILLED, resumable, instead of FINISHED with a trial Optuna never hears of."""
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        if epoch == epochs:
+            trial.set_user_attr("trained_epochs", epoch)
     return on_epoch
 
 
