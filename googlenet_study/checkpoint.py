@@ -19,6 +19,7 @@ import random
 import socket
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import BinaryIO, Callable
 from urllib.parse import unquote, urlparse
 
 import numpy as np
@@ -166,13 +167,24 @@ class RunCheckpoint:
 
 
 def save(path: Path, state: TrainingState) -> None:
-    """Write to a temp file, fsync, rename over: a kill at any moment leaves the old or the new file."""
+    """Write the checkpoint atomically (see write_atomically)."""
+    write_atomically(path, lambda f: torch.save(
+        {**state.to_dict(), "format": FORMAT, "host": socket.gethostname(), "pid": os.getpid()}, f))
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` into a temp file beside `path`, fsync, rename over: a kill at any moment leaves the old or the
+    new file, never a part of one (a checkpoint; feature_cache.py's features)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({**state.to_dict(), "format": FORMAT, "host": socket.gethostname(), "pid": os.getpid()}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, a second signal: leave no temp file behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

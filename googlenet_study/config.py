@@ -30,6 +30,7 @@ OPTIMIZERS = ("adam", "sgd")
 BACKBONES = ("full", "frozen")
 AMPS = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")  # or cuda:N
+FEATURE_CACHES = ("auto", "off")  # auto: a frozen run trains on cached trunk features (feature_cache.py)
 
 # The smallest input each model accepts. Inception-v3's auxiliary arm pools 17x17 -> 5x5
 # and then runs a 5x5 conv, so with the arm it needs the full 299x299 input; without the
@@ -70,6 +71,7 @@ class RunConfig:
     amp: str = "none"                    # none (fp32, the lecture) | bf16 | fp16 (with a GradScaler)
     channels_last: bool = False          # NHWC memory format
     compile: bool = False                # torch.compile the model
+    feature_cache: str = "auto"          # auto (on for backbone=frozen, off otherwise) | off
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     target_accs: tuple[int, ...] = (50, 60, 70, 80)  # percent; time_to_test_acc_P for each
     system_metrics: bool = True          # MLflow's CPU/memory/GPU sampling
@@ -321,6 +323,8 @@ def _validate(c: RunConfig) -> None:
         bad("backbone", " | ".join(BACKBONES))
     if c.amp not in AMPS:
         bad("amp", " | ".join(AMPS))
+    if c.feature_cache not in FEATURE_CACHES:
+        bad("feature_cache", " | ".join(FEATURE_CACHES))
     if c.weights not in ("imagenet", "none"):
         problem = file_problem(c.weights)
         # A missing file named like a state dict passes here (a config read back from MLflow on another

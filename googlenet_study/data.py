@@ -136,6 +136,15 @@ def _stratified_subset(s: Split, size: int | None, seed: int, field: str) -> Spl
     return Split(s.images[idx].contiguous(), s.labels[idx].contiguous())
 
 
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's permutation of n images: a function of (seed, epoch) only, so a resumed run sees the same
+    order, and a run on cached features (feature_cache.FeatureBatches) the order of one on images."""
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
 class DeviceBatches:
     """Yields (x, y) batches: uint8 on the host -> device -> float, upscaled and normalised there."""
 
@@ -156,11 +165,7 @@ class DeviceBatches:
         return (len(self.split) + self.batch_size - 1) // self.batch_size
 
     def order(self, seed: int, epoch: int) -> torch.Tensor:
-        """The epoch's permutation: a function of (seed, epoch) only, so a resumed run sees the same order."""
-        if not self.shuffle:
-            return torch.arange(len(self.split))
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.split), generator=g)
+        return epoch_order(len(self.split), self.shuffle, seed, epoch)
 
     def iterate(self, order: torch.Tensor):
         nb = self.device.type == "cuda"

@@ -3,6 +3,7 @@ that return dicts; `fit` is the epoch driver and the only place that logs and ch
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import random
@@ -10,7 +11,7 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from .config import RunConfig
 from .data import Dataset, DeviceBatches
 from .model import Network
 from .schema import ACCURACY, CLOCK, time_to_target
+
+if TYPE_CHECKING:  # feature_cache imports this module
+    from .feature_cache import Cache
 
 
 class NonFiniteLoss(RuntimeError):
@@ -158,24 +162,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def place(cfg: RunConfig, net: Network) -> torch.device:
+    """`net` moved to cfg.device, in the config's memory format (in place); returns the device."""
+    device = torch.device(cfg.device)
+    net.to(device)
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+    return device
+
+
 @dataclass
 class Learner:
     """What a training step updates: the model, its forward (compiled or not), optimiser and loss scaler."""
     cfg: RunConfig
     net: Network
-    forward: Callable  # net, or torch.compile(net): the same parameters
+    forward: Callable  # net (images) or net.heads (cached features), or torch.compile of it: the same parameters
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None  # amp fp16 only
     device: torch.device
 
     @classmethod
-    def build(cls, cfg: RunConfig, net: Network) -> Learner:
-        """`net` moved to cfg.device (in place), with the optimiser and scaler the config asks for."""
-        device = torch.device(cfg.device)
-        net.to(device)
-        if cfg.channels_last:
-            net.to(memory_format=torch.channels_last)
-        forward = torch.compile(net) if cfg.compile else net
+    def build(cls, cfg: RunConfig, net: Network, on_features: bool = False) -> Learner:
+        """`net` moved to cfg.device (in place), with the optimiser and scaler the config asks for;
+        on_features: its steps take model.Features (feature_cache.FeatureBatches), not images."""
+        device = place(cfg, net)
+        fn = net.heads if on_features else net
+        forward = torch.compile(fn) if cfg.compile else fn
         scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
         return cls(cfg, net, forward, make_optimizer(cfg, net), scaler, device)
 
@@ -304,19 +316,26 @@ def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, fl
 
 
 def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Hooks | None = None,
-        resume: TrainingState | None = None, checkpoint: Checkpoint | None = None
+        resume: TrainingState | None = None, checkpoint: Checkpoint | None = None, cache: Cache | None = None
         ) -> tuple[list[dict], dict[str, float]]:
     """Train for cfg.epochs, continuing `resume` if given and saving every epoch's state to `checkpoint`
-    (and the epoch so far, when a signal stops it); returns history and summary."""
+    (and the epoch so far, when a signal stops it); returns history and summary. With `cache` (a frozen
+    run's features, feature_cache.obtain) the heads train on it, and its build time is charged to epoch 1."""
     hooks = hooks or Hooks()
-    learner = Learner.build(cfg, net)
-    train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, learner.device, True, cfg.channels_last)
-    test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, learner.device, False, cfg.channels_last)
+    learner = Learner.build(cfg, net, on_features=cache is not None)
+    if cache is None:
+        train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, learner.device, True, cfg.channels_last)
+        test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, learner.device, False,
+                             cfg.channels_last)
+    else:
+        train, test = cache.batches(cfg, data, learner.device)
     if resume is not None:
         resume.restore(net, learner.opt, learner.scaler)
     history = list(resume.history) if resume else []
     ended_ms = list(resume.epoch_ended_ms) if resume else []  # ms since 1970: each epoch's MLflow timestamp
     partial = resume.partial if resume and resume.partial else PartialEpoch.fresh(len(history) + 1)
+    if cache is not None and resume is None:  # once: a resumed run has the charge in its history (or partial)
+        partial = dataclasses.replace(partial, train_time_s=cache.build_s)
     with EpochEnd() as writer:
         for epoch in range(partial.epoch, cfg.epochs + 1):
             try:

@@ -106,7 +106,12 @@ class Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x: (N, 3, S, S) ImageNet-normalised -> (main logits (N, 10), aux logits [(N, 10), ...])."""
-        net, aux = self.net, []
+        return self.heads(self.features(x, taps=self.training))
+
+    def features(self, x: torch.Tensor, taps: bool) -> Features:
+        """The trunk: the pooled output and, with `taps`, each arm's input to its trainable part. With a
+        frozen backbone this is a fixed function of the image (what feature_cache.py stores)."""
+        net, out = self.net, []
         trunk_grad = torch.is_grad_enabled() and not self.frozen
         with torch.set_grad_enabled(trunk_grad):
             x = net._transform_input(x)
@@ -114,10 +119,49 @@ class Network(nn.Module):
             with torch.set_grad_enabled(trunk_grad):  # frozen: no graph through the trunk at all
                 for name in segment:
                     x = getattr(net, name)(x)
-            if self.training and i < len(self.arms):
-                aux.append(getattr(net, self.arms[i])(x))
-        x = net.fc(net.dropout(torch.flatten(x, 1)))
-        return x, aux
+            if taps and i < len(self.arms):
+                out.append(_arm_tap(self.arch, getattr(net, self.arms[i]), x))
+        return Features(torch.flatten(x, 1), tuple(out))
+
+    def heads(self, f: Features) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """What trains on the features: the arms' trainable parts (training only) and the main head. The
+        arms run first, as in torchvision's forward, so dropout draws its masks in the same order."""
+        net = self.net
+        arms = zip(self.arms, f.taps, strict=True) if self.training else ()
+        aux = [_arm_tail(self.arch, getattr(net, a), t) for a, t in arms]
+        return net.fc(net.dropout(f.pooled)), aux
+
+
+@dataclass(frozen=True)
+class Features:
+    """The inputs of a network's trainable parts, per image (N first). At the lecture's sizes:"""
+    pooled: torch.Tensor            # (N, 2048) Inception-v3, (N, 1024) GoogLeNet: the pooled trunk output
+    taps: tuple[torch.Tensor, ...]  # per arm: (N, 768) Inception-v3; (N, 512|528, 4, 4) GoogLeNet; () in eval
+
+    def __len__(self) -> int:
+        return len(self.pooled)
+
+    def index(self, idx: torch.Tensor) -> Features:
+        """The images at `idx` (a batch, in that order)."""
+        return Features(self.pooled[idx], tuple(t[idx] for t in self.taps))
+
+
+# torchvision's InceptionAux.forward (googlenet.py, inception.py) cut where its trainable part begins
+# when the backbone is frozen: GoogLeNet's arms are untrained and train whole after their first pooling;
+# Inception-v3's pretrained arm trains only its last Linear. tests/test_model.py checks tap + tail = arm.
+def _arm_tap(arch: str, arm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if arch == "googlenet":
+        return F.adaptive_avg_pool2d(x, (4, 4))                # N x 512|528 x 14 x 14 -> N x 512|528 x 4 x 4
+    x = F.avg_pool2d(x, kernel_size=5, stride=3)               # N x 768 x 17 x 17 -> N x 768 x 5 x 5
+    x = arm.conv1(arm.conv0(x))                                # -> N x 128 x 5 x 5 -> N x 768 x 1 x 1
+    return torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)  # -> N x 768
+
+
+def _arm_tail(arch: str, arm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if arch == "googlenet":
+        x = F.relu(arm.fc1(torch.flatten(arm.conv(x), 1)), inplace=True)  # N x 128 x 4 x 4 -> N x 1024
+        return arm.fc2(arm.dropout(x))
+    return arm.fc(x)
 
 
 def _is_conv_bn(m: nn.Module) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from . import data as data_mod
-from . import budget, engine, model, schema
+from . import budget, engine, feature_cache, model, schema
 from .config import RunConfig, UserError
 from .engine import Hooks, Interrupted, NonFiniteLoss
 
@@ -46,6 +46,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     dataset = data_mod.load(cfg)
     net, weights = model.build(cfg)
     state = _resume_state(cfg, uri, root, resume_mode, parent_run_id)
+    cache, cache_tags = feature_cache.obtain(cfg, net, dataset, root)  # a frozen run's features, shared
     run = tracking.MlflowRun(cfg, uri, experiment, parent_run_id, run_name, tags,
                              run_id=state.run.run_id if state else None)
     filters_before = state.run.filters_before if state else model.first_conv_weight(net)
@@ -56,18 +57,21 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     try:
         run.log_start({**cfg.to_params(), "total_params": total, "trainable_params": trainable},
                       {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
-                       "checkpoint": str(saver.path),
+                       **cache_tags, "checkpoint": str(saver.path),
                        **(_resume_tags(state) if state else {})},
                       model.parameter_table(net), filters_before)
         if state:  # the earlier stop's reason no longer describes how this run ends
             run.clear_tags(schema.END_TAGS)
             run.log_missing_epochs(state.history, state.epoch_ended_ms)
-        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state, checkpoint=saver)
+        elif cache is not None:  # step 0, once: a resumed run has it, and its charge in the checkpointed history
+            run.log_epoch(0, {schema.FEATURE_CACHE_BUILD_S: cache.build_s})
+        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state, checkpoint=saver,
+                                                    cache=cache)
         run.log_summary(result.summary, result.history, model.first_conv_weight(net))
         result.status = "FINISHED"
     except reraise as e:
         result.status = "KILLED"
-        run.set_tags({"end_reason": type(e).__name__})
+        run.set_tags({"end_reason": getattr(e, "end_reason", type(e).__name__)})  # outage.Unavailable has one
         raise
     except Interrupted:
         result.status = "KILLED"

@@ -74,6 +74,7 @@ BAD = [
     (["--deterministic", "maybe"], "deterministic"),
     (["--target-accs", "50,120"], "target_accs"),
     (["--amp", "fp8"], "amp"),
+    (["--feature-cache", "on"], "feature_cache"),
     (["--device", "tpu"], "device"),
     (["--train-size", "3"], "train_size"),
 ]

@@ -46,7 +46,7 @@ def test_mlflow_run_logs_into_the_run_mlflow_projects_created(tmp_path):
                  image_size="16", backbone="frozen", aux_weight="0.5", batch_size="16", eval_batch_size="20",
                  epochs="1", optimizer="sgd", lr="0.01", seed="3", train_size="100", test_size="50",
                  deterministic="true", threads="1", amp="none", channels_last="true", compile="false",
-                 device="cpu", target_accs="10,20", system_metrics="false")
+                 feature_cache="off", device="cpu", target_accs="10,20", system_metrics="false")
     assert set(given) == {f.name for f in dataclasses.fields(RunConfig)}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
