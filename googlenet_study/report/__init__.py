@@ -71,12 +71,7 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     with _gc_paused():
         f = fetch.fetch(experiment, study, parent_run, filter_string, uri)  # every UserError is raised in here
     clock["fetch_s"] = time.perf_counter()
-    runs, varying = stats.per_run(f, targets, clock_name, pool_hardware)
-    summ = stats.summary(runs, varying, targets)
-    comp = stats.comparisons(runs, varying, targets)
-    rank, main_p = stats.ranking(summ, targets)
-    summ["rank"] = summ["configuration"].map(dict(zip(rank["configuration"], rank["rank"])))
-    f.source.update(clock=clock_name, pool_hardware=pool_hardware)
+    runs, varying, summ, comp, rank, main_p = numbers(f, targets, clock_name, pool_hardware)
     clock["stats_s"] = time.perf_counter()
 
     out = Path(out) if out else default_out(experiment, study)
@@ -123,6 +118,18 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
             print(f"report: not attached to run {f.source['roots'][0]}: {type(e).__name__}: "
                   f"{tracking.redact(str(e))[:200]}", file=sys.stderr)
     return out, t
+
+
+def numbers(f: fetch.Fetched, targets: tuple[float, ...], clock_name: str = "epoch", pool_hardware: bool = False):
+    """Stage 2 in one call: (runs, varying, summary, comparisons, ranking, ranking target); summary gets its
+    `rank` column and f.source the clock and pooling (the report states both)."""
+    runs, varying = stats.per_run(f, targets, clock_name, pool_hardware)
+    summ = stats.summary(runs, varying, targets)
+    comp = stats.comparisons(runs, varying, targets)
+    rank, main_p = stats.ranking(summ, targets)
+    summ["rank"] = summ["configuration"].map(dict(zip(rank["configuration"], rank["rank"])))
+    f.source.update(clock=clock_name, pool_hardware=pool_hardware)
+    return runs, varying, summ, comp, rank, main_p
 
 
 @contextlib.contextmanager
@@ -191,7 +198,7 @@ def _document(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> rend
          "mean never changes along it; other configurations do not move it)."),
         ("fig-reached", "Runs that have reached the ranking target",
          figures.reached_target(runs, main_p, colors, clk),
-         f"Kaplan-Meier estimate (lifelines) of the fraction of each configuration's runs that have reached "
+         f"Kaplan-Meier estimate (the one behind the tables' medians) of the fraction of each configuration's runs that have reached "
          f"{'the ranking target' if main_p is None else f'{main_p:g} %'} by each second, with its 95 % interval; a "
          "run that never reached it is censored at its end (it counts as not yet there, never as dropped)."),
         ("fig-profiles", "Performance profiles", figures.profiles(profiles.performance_profile(summ, targets), colors),

@@ -1,0 +1,262 @@
+"""The report's verdicts (issue 11): hardware-aware configurations, times to target as censored data,
+performance profiles, IQM with a seeded bootstrap, and a ranking that does not crown n = 1. Runs are logged
+by the test into a real SQLite MLflow store; every expected number is worked out by hand below (the same
+runs and numbers as the worked example in docs/reports.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from googlenet_study import report
+from googlenet_study.config import RunConfig, UserError
+from googlenet_study.engine import Hooks
+from googlenet_study.report import fetch, profiles, stats, text
+from googlenet_study.train import train
+
+from conftest import ROOT
+
+H100, T4 = "NVIDIA H100 80GB HBM3", "Tesla T4"
+TARGETS = (50.0, 80.0)
+
+
+def log(c: MlflowClient, exp: str, name: str, accs: list[float], epoch_s: float, device_name: str, seed: int = 0,
+        host: str = "node1", hardware_changed: list[str] | None = None, device: str = "cuda", **config) -> str:
+    """One FINISHED run as train() records it: params, provenance tags, per-epoch and summary metrics."""
+    cfg = RunConfig(**{"model": "googlenet", "dataset": "digits", "weights": "none", "epochs": len(accs),
+                       "seed": seed, "system_metrics": False, **config})
+    tags = {"device_name": device_name, "host": host, "config_hash": cfg.digest()}
+    if hardware_changed:
+        tags["hardware_changed"] = json.dumps(hardware_changed)
+    run_id = c.create_run(exp, run_name=name).info.run_id
+    c.log_batch(run_id, params=[Param(k, v) for k, v in {**cfg.to_params(), "device": device}.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()])
+    now, metrics = int(time.time() * 1000), []
+    for e, acc in enumerate(accs, start=1):
+        vals = {"test_acc": acc, "train_acc": acc, "epoch_time_s": epoch_s, "train_time_s": 0.75 * epoch_s,
+                "eval_time_s": 0.25 * epoch_s, "elapsed_time_s": e * epoch_s}
+        metrics += [Metric(k, v, now + e, e) for k, v in vals.items()]
+    s = {"best_test_acc": max(accs), "final_test_acc": accs[-1], "total_time_s": len(accs) * epoch_s}
+    c.log_batch(run_id, metrics=metrics + [Metric(k, v, now, len(accs)) for k, v in s.items()])
+    c.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+# The worked example (docs/reports.md): (batch_size, device_name, epoch seconds, test_acc per epoch, tags).
+EXAMPLE = [
+    (32, H100, 10.0, [0.40, 0.60, 0.85, 0.90], {}),   # 50 % at 20 s, 80 % at 30 s
+    (32, H100, 10.0, [0.55, 0.70, 0.78, 0.82], {}),   # 50 % at 10 s, 80 % at 40 s
+    (32, H100, 10.0, [0.45, 0.52, 0.70, 0.75], {}),   # 50 % at 20 s, 80 % never (censored at 40 s)
+    (64, H100, 6.0, [0.30, 0.50, 0.65, 0.81], {}),    # 50 % at 12 s, 80 % at 24 s
+    (64, H100, 6.0, [0.35, 0.45, 0.55, 0.70], {}),    # 50 % at 18 s, 80 % never (24 s)
+    (64, H100, 6.0, [0.52, 0.60, 0.70, 0.79], {}),    # 50 % at 6 s, 80 % never (24 s)
+    (32, T4, 30.0, [0.40, 0.60, 0.85, 0.90], {}),     # 50 % at 60 s, 80 % at 90 s
+    (32, T4, 30.0, [0.55, 0.70, 0.78, 0.82], {}),     # 50 % at 30 s, 80 % at 120 s
+    (32, T4, 20.0, [0.60, 0.70, 0.80, 0.88], {"hardware_changed": [H100, T4]}),  # times left out
+    (128, H100, 5.0, [0.60, 0.85, 0.90, 0.90], {}),   # one run: 50 % at 5 s, 80 % at 10 s; not ranked
+]
+B32_H100, B64_H100 = f"batch_size=32, hardware={H100}", f"batch_size=64, hardware={H100}"
+B32_T4, B128_H100 = f"batch_size=32, hardware={T4}", f"batch_size=128, hardware={H100}"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verdicts")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("example")
+    ids = [log(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
+           for i, (b, hw, sec, accs, tags) in enumerate(EXAMPLE)]
+    one = c.create_experiment("one-config")  # two runs, equal params, two GPUs of one host
+    for i, dev in enumerate(("cuda:0", "cuda:1")):
+        log(c, one, f"gpu{i}", [0.5, 0.7], 8.0 + i, H100, seed=i, device=dev)
+    return {"uri": uri, "root": root, "ids": ids}
+
+
+@pytest.fixture(scope="module")
+def example(store):
+    f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
+    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS)
+    return {"f": f, "runs": runs, "varying": varying, "summ": summ.set_index("configuration"), "comp": comp,
+            "rank": rank.set_index("configuration"), "main_p": main_p}
+
+
+def test_equal_params_on_two_kinds_of_hardware_are_two_configurations_named_by_their_hardware(example):
+    s = example["summ"]
+    assert set(s.index) == {B32_H100, B64_H100, B32_T4, B128_H100}
+    assert s.loc[B32_T4, "hardware"] == T4 and s.loc[B32_H100, "hardware"] == H100
+    assert s.loc[B32_T4, "batch_size"] == s.loc[B32_H100, "batch_size"] == 32
+    assert "hardware" in example["varying"]
+    facts = dict(text.scope_facts(example["f"], example["runs"], example["varying"], example["summ"].reset_index(),
+                                  TARGETS))
+    assert f"{T4}: {B32_T4}" in facts["hardware per configuration"]
+    assert "HARDWARE POOLED" not in facts
+
+
+def test_pool_hardware_makes_one_configuration_and_the_report_says_so_at_the_top(store):
+    f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
+    runs, varying, summ, *_ = report.numbers(f, TARGETS, pool_hardware=True)
+    assert list(summ["configuration"]) == ["batch_size=32", "batch_size=64", "batch_size=128"]
+    assert summ.loc[0, "hardware"] == f"{H100} + {T4}" and summ.loc[0, "n_runs"] == 6
+    facts = text.scope_facts(f, runs, varying, summ, TARGETS)
+    assert facts[0][0] == "HARDWARE POOLED" and "--pool-hardware" in facts[0][1]
+
+
+def test_cuda_0_and_cuda_1_of_one_host_are_one_configuration(store):
+    f = fetch.fetch("one-config", uri=store["uri"], cache_dir="off")
+    runs, varying, summ, *_ = report.numbers(f, TARGETS)
+    assert set(runs["device"]) == {"cuda"} and varying == []
+    assert len(summ) == 1 and summ.loc[0, "n_runs"] == 2
+
+
+def test_a_run_resumed_on_other_hardware_is_left_out_of_times_with_its_reason(example, store):
+    runs = example["runs"].set_index("run_id")
+    moved = runs.loc[store["ids"][8]]
+    assert moved["time_excluded"] == f'resumed on other hardware: ["{H100}", "{T4}"]'
+    assert math.isnan(moved["total_time_s"]) and math.isnan(moved["time_to_test_acc_50"])
+    assert bool(moved["reached_80"])  # its accuracy still counts ...
+    s = example["summ"].loc[B32_T4]
+    assert s["n_runs"] == 3 and s["n_timed"] == 2
+    assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.90, 0.82, 0.88]))
+    assert s["total_time_s_mean"] == pytest.approx(120.0)  # ... its 4 x 20 s do not
+    appendix = text.tables(example["f"], example["runs"], example["varying"], example["summ"].reset_index(),
+                           example["comp"], example["rank"].reset_index(), example["main_p"], TARGETS,
+                           report._pct)[1]
+    listed = next(t for t in appendix if t.id == "time-excluded").frame
+    assert list(listed["run_id"]) == [store["ids"][8]] and "resumed on other hardware" in listed["reason"].iloc[0]
+
+
+def test_censored_times_give_the_kaplan_meier_median_and_ert_computed_by_hand(example):
+    s = example["summ"]
+    a = s.loc[B32_H100]  # 50 %: 20, 10, 20 s; 80 %: 30, 40 s and one censored at 40 s
+    assert a["time_to_test_acc_50_reached"] == 1.0
+    assert a["time_to_test_acc_50_median"] == 20.0  # S(10) = 2/3, S(20) = 0
+    assert a["time_to_test_acc_50_ert"] == pytest.approx(50 / 3)
+    assert a["time_to_test_acc_80_reached"] == pytest.approx(2 / 3)
+    assert a["time_to_test_acc_80_median"] == 40.0  # S(30) = 2/3, S(40) = 2/3 * 1/2 = 1/3
+    assert a["time_to_test_acc_80_ert"] == pytest.approx((30 + 40 + 40) / 2)
+    assert a["time_to_test_acc_80_mean_reached"] == pytest.approx(35.0)
+    b = s.loc[B64_H100]  # 80 %: one of three at 24 s, two censored at 24 s
+    assert b["time_to_test_acc_50_median"] == 12.0 and b["time_to_test_acc_50_ert"] == pytest.approx(12.0)
+    assert math.isnan(b["time_to_test_acc_80_median"])  # fewer than half reached it
+    assert b["time_to_test_acc_80_ert"] == pytest.approx(72.0)
+    t4 = s.loc[B32_T4]  # two timed runs: 50 % at 60 and 30 s; 80 % at 90 and 120 s
+    assert t4["time_to_test_acc_50_median"] == 30.0 and t4["time_to_test_acc_50_ert"] == pytest.approx(45.0)
+    assert t4["time_to_test_acc_80_median"] == 90.0 and t4["time_to_test_acc_80_ert"] == pytest.approx(105.0)
+    lo, hi = a["time_to_test_acc_80_median_ci_low"], a["time_to_test_acc_80_median_ci_high"]
+    assert lo == 30.0 and math.isnan(hi)  # the band's upper edge never falls to 1/2: unbounded above
+    # Comparisons of times use the censored data: the log-rank test, never Welch on the survivors.
+    c = example["comp"]
+    row = c[(c["configuration_A"] == B32_H100) & (c["configuration_B"] == B64_H100)
+            & (c["metric"] == "time_to_test_acc_50")].iloc[0]
+    assert math.isnan(row["welch_p"]) and math.isnan(row["mean_A"]) and 0 < row["logrank_p"] <= 1
+    assert row["p_A_better"] == pytest.approx(2 / 9)  # A's 10 s beats B's 12 and 18 s; nothing else wins
+    assert (row["median_A"], row["median_B"], row["ert_B"]) == (20.0, 12.0, pytest.approx(12.0))
+
+
+def test_the_train_clock_counts_training_seconds_only(store):
+    f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
+    _, _, summ, *_ = report.numbers(f, TARGETS, clock_name="train")
+    a = summ.set_index("configuration").loc[B32_H100]
+    assert a["time_to_test_acc_50_median"] == pytest.approx(0.75 * 20.0)
+    assert a["time_to_test_acc_80_ert"] == pytest.approx(0.75 * 55.0)
+    assert f.source["clock"] == "train"
+    with pytest.raises(UserError, match="--clock: got 'wall'; allowed: epoch | train"):
+        report.build("example", uri=store["uri"], clock_name="wall", out=store["root"] / "never")
+    assert not (store["root"] / "never").exists()
+
+
+def test_profile_score_of_three_configurations_by_hand():
+    # ERTs (s) on two workloads (targets 50 and 80): a is fastest at 50, b at 80; c never reaches 80.
+    summ = pd.DataFrame({"configuration": ["a", "b", "c"], "model": "googlenet", "dataset": "digits",
+                         "time_to_test_acc_50_ert": [10.0, 20.0, 30.0],
+                         "time_to_test_acc_80_ert": [50.0, 40.0, math.nan]})
+    # r: a (1, 1.25), b (2, 1), c (3, inf); score = mean over workloads of max(0, 4 - r) / 3.
+    expected = {"a": (3 + 2.75) / 6, "b": (2 + 3) / 6, "c": (1 + 0) / 6}
+    assert profiles.profile_scores(summ, TARGETS).tolist() == pytest.approx(list(expected.values()))
+    prof = stats.performance_profile(summ, TARGETS, taus=[1.0, 1.25, 2.0, 3.0, 4.0]).set_index(["configuration", "tau"])
+    assert prof.loc[("a", 1.0), "rho"] == 0.5 and prof.loc[("a", 1.25), "rho"] == 1.0
+    assert prof.loc[("c", 3.0), "rho"] == 0.5 and prof.loc[("c", 4.0), "rho"] == 0.5
+    fine = stats.performance_profile(summ, TARGETS)  # the default grid: its area agrees with the score
+    for cfg, g in fine.groupby("configuration"):
+        area = np.sum(g["rho"].to_numpy()[:-1] * np.diff(g["tau"].to_numpy())) / 3
+        assert area == pytest.approx(expected[cfg], abs=0.01)
+
+
+def test_iqm_and_its_bootstrap_interval_are_identical_across_two_builds(example, store):
+    s = example["summ"].loc[B32_H100]
+    assert s["best_test_acc_iqm"] == pytest.approx(np.mean([0.90, 0.82, 0.75]))  # n = 3 cuts int(3/4) = 0
+    assert s["best_test_acc_iqm_ci_low"] <= s["best_test_acc_iqm"] <= s["best_test_acc_iqm_ci_high"]
+    assert 0.75 <= s["best_test_acc_iqm_ci_low"] < s["best_test_acc_iqm_ci_high"] <= 0.90
+    again = report.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS)
+    for mine, theirs in ((example["summ"].reset_index(), again[2]), (example["comp"], again[3])):
+        assert mine.to_csv(index=False) == theirs.to_csv(index=False)  # byte for byte
+    row = example["comp"].dropna(subset=["p_A_better_ci_low"]).iloc[0]
+    assert row["p_A_better_ci_low"] <= row["p_A_better"] <= row["p_A_better_ci_high"]
+
+
+def test_comparisons_csv_without_pairs_still_has_its_header(store):
+    f = fetch.fetch("one-config", uri=store["uri"], cache_dir="off")
+    runs, varying, _, comp, *_ = report.numbers(f, TARGETS)
+    back = pd.read_csv(io.StringIO(comp.to_csv(index=False)))
+    assert back.empty and list(back.columns) == list(stats.COMPARISON_COLUMNS)
+
+
+def test_a_configuration_with_one_run_is_listed_not_ranked_and_overlaps_share_a_rank(example):
+    r, s = example["rank"], example["summ"]
+    assert example["main_p"] == 50.0  # 80 %: only 1 of 3 batch-64 runs reached it
+    assert r.loc[B128_H100, "rank"] == "" and list(r.index)[-1] == B128_H100  # fastest, but n = 1
+    assert (r.loc[B64_H100, "rank"], r.loc[B32_H100, "rank"], r.loc[B32_T4, "rank"]) == ("=1", "=1", "3")
+    assert list(r.index)[:3] == [B64_H100, B32_H100, B32_T4]  # ERT 12 < 16.7 < 45 s
+    assert s.loc[B32_T4, "rank"] == "3" and (pd.isna(s.loc[B128_H100, "rank"]) or s.loc[B128_H100, "rank"] == "")
+
+
+def test_missing_values_lose_in_the_direction_of_the_metric():
+    assert stats.prob_better([math.nan, 0.9], [0.5, 0.6], higher_is_better=True) == pytest.approx(0.5)
+    assert stats.prob_better([math.nan], [100.0], higher_is_better=False) == 0.0
+    summ = pd.DataFrame({"configuration": ["a", "b"], "n_runs": [3, 3], "best_test_acc_mean": [math.nan, 0.1],
+                         "best_test_acc_iqm": [math.nan, 0.1], "best_test_acc_iqm_ci_low": [math.nan, 0.05],
+                         "best_test_acc_iqm_ci_high": [math.nan, 0.15], "profile_score": [math.nan, 0.0],
+                         "time_to_test_acc_50_reached": [0.0, 0.0], "time_to_test_acc_50_ert": [math.nan, math.nan]})
+    r, p = profiles.ranking(summ, (50.0,))
+    assert p is None and list(r["configuration"]) == ["b", "a"] and list(r["rank_best_acc"]) == [1, 2]
+
+
+def test_runs_csv_and_summary_csv_carry_hardware_times_and_one_type_per_column(store, tmp_path):
+    out, _ = report.build("example", targets=TARGETS, out=tmp_path / "rep", uri=store["uri"])
+    r = pd.read_csv(out / "runs.csv")
+    assert {"device_name", "host", "hardware", "time_to_test_acc_80", "reached_80"} <= set(r.columns)
+    first = r.drop_duplicates("run_id").set_index("run_name")
+    assert first.loc["run-0", "time_to_test_acc_80"] == 30.0 and bool(first.loc["run-0", "reached_80"])
+    assert math.isnan(first.loc["run-2", "time_to_test_acc_80"]) and not first.loc["run-2", "reached_80"]
+    assert r["batch_size"].dtype.kind == "i" and r["train_size"].isna().all()
+    s = pd.read_csv(out / "summary.csv")
+    assert {"hardware", "rank", "profile_score", "best_test_acc_iqm_ci_high", "time_to_test_acc_50_ert"} <= set(s.columns)
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    readme = (ROOT / "reports" / "README.md").read_text()
+    documented = {re.sub(r"_P(?=_|$)", "_50", t) for t in re.findall(r"`([A-Za-z_0-9]+)`", readme)}
+    documented |= {t.replace("_50", "_80") for t in documented}
+    assert [c for c in s.columns if c not in fields and c not in documented] == []
+
+
+def test_resuming_on_other_hardware_records_hardware_changed(tiny_cfg, tracking_uri, tmp_path):
+    cfg = dataclasses.replace(tiny_cfg, epochs=1, train_size=32, test_size=20)  # one batch
+    first = train(cfg, tracking_uri, "moved", hooks=Hooks(should_stop=lambda: True), checkpoint_dir=tmp_path / "ck")
+    assert first.status == "KILLED"
+    c = MlflowClient(tracking_uri)
+    here = c.get_run(first.run_id).data.tags["device_name"]
+    c.set_tag(first.run_id, "device_name", T4)  # as if it had started on another machine
+    second = train(cfg, tracking_uri, "moved", checkpoint_dir=tmp_path / "ck")
+    assert second.run_id == first.run_id and second.status == "FINISHED"
+    tags = c.get_run(first.run_id).data.tags
+    assert json.loads(tags["hardware_changed"]) == [T4, here] and tags["device_name"] == here
