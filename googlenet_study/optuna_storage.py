@@ -4,7 +4,11 @@ postgresql:// URL: SQLAlchemy 2.1 reads it as psycopg 3, the driver this project
 Optuna pops a WAITING trial by reading it and then setting it RUNNING. PostgreSQL locks the row
 (SELECT ... FOR UPDATE); SQLite has no row locks and pysqlite runs the SELECT outside a transaction,
 so two processes could both pop one grid point (seen here: a 4-process race ran a point twice and
-crashed Optuna with "Cannot tell a COMPLETE trial"). Hence BEGIN IMMEDIATE below."""
+crashed Optuna with "Cannot tell a COMPLETE trial"). Hence BEGIN IMMEDIATE below.
+
+Every call a worker makes (ask, report, should_prune, tell, heartbeat, user attrs) goes through
+PatientStorage: a database that is down or restarting is waited for (outage.py) instead of ending
+the trial FAILED."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import optuna
 
+from . import outage
 from .config import UserError
 from .tracking import redact
 
@@ -33,8 +38,61 @@ def default_storage(uri: str) -> str:
     return "sqlite:///optuna.db"
 
 
-def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats; SQLite made safe for several processes (see module doc)."""
+# The storage's methods that reach the database (Optuna's _CachedStorage calls the private ones).
+RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+           "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+           "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+           "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param", "get_trial_param",
+           "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+           "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials",
+           "get_best_trial", "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids")
+
+
+def transient(e: BaseException) -> bool:
+    """A database error that passes: the server down, restarting, or dropping our connection."""
+    import sqlalchemy
+
+    kinds = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError,
+             sqlalchemy.exc.PendingRollbackError)
+    seen = set()
+    while e is not None and id(e) not in seen:  # Optuna wraps them in StorageInternalError
+        if isinstance(e, kinds) or type(e).__name__ == "OperationalError":  # psycopg's own
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+class PatientStorage(optuna.storages.RDBStorage):
+    """RDBStorage whose database calls wait out an outage (set `patience` after construction)."""
+    patience: outage.Patience | None = None
+
+
+def _patient(name: str):
+    inner = getattr(optuna.storages.RDBStorage, name)
+
+    def method(self, *args, **kwargs):
+        if self.patience is None:
+            return inner(self, *args, **kwargs)
+        try:
+            return self.patience.call(lambda: inner(self, *args, **kwargs))
+        except outage.Unavailable:
+            if name == "record_heartbeat":  # Optuna's heartbeat thread: the trial's next write raises it
+                return None
+            raise
+    method.__name__, method.__doc__ = name, inner.__doc__
+    return method
+
+
+for _name in RETRIED:
+    setattr(PatientStorage, _name, _patient(_name))
+
+
+def open_storage(url: str, max_retries: int = 0, timeout_s: float = outage.DEFAULT_TIMEOUT_S,
+                 stale_callback=None) -> PatientStorage:
+    """An RDB storage with heartbeats that waits out outages up to timeout_s; SQLite made safe for
+    several processes (see module doc). stale_callback: what to do with a dead worker's trial
+    (default: Optuna's retry, up to max_retries)."""
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql")):
         raise UserError(f"--storage: {redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
     import sqlalchemy
@@ -45,9 +103,10 @@ def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # heartbeat_interval is "experimental"
-                storage = optuna.storages.RDBStorage(
+                storage = PatientStorage(
                     url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retries))
+                    heartbeat_stale_trial_callback=stale_callback
+                    or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retries))
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
                 sqlalchemy.exc.OperationalError) as e:
@@ -58,6 +117,7 @@ def open_storage(url: str, max_retries: int = 0) -> optuna.storages.RDBStorage:
             time.sleep(0.5 + random.random())
     if sqlite:
         _serialize_sqlite(storage.engine)
+    storage.patience = outage.Patience(f"the Optuna storage {redact(url)}", transient, timeout_s)
     return storage
 
 

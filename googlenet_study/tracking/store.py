@@ -1,4 +1,5 @@
-"""Where runs live: the tracking URI (checked at the edge, set once per process) and one client per URI."""
+"""Where runs live: the tracking URI (checked at the edge, set once per process) and one client per URI,
+whose calls wait out a tracking server that stays down longer than MLflow's own retries (outage.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import functools
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
+from .. import outage
 from ..config import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, in the working folder
@@ -89,7 +92,43 @@ def client(uri: str | None = None) -> MlflowClient:
 
 @functools.lru_cache(maxsize=None)
 def _client_for(uri: str) -> MlflowClient:
-    return MlflowClient(uri)
+    c = MlflowClient(uri)
+    if urlparse(uri).scheme not in ("http", "https"):
+        return c  # a database store: SQLAlchemy raises on an outage; SQLite waits for its lock
+    return _PatientClient(c, outage.Patience(f"the tracking server {redact(uri)}", _transient, _TIMEOUT["s"]))
+
+
+_TIMEOUT = {"s": outage.DEFAULT_TIMEOUT_S}  # the process's storage_timeout_s (a sweep worker sets it)
+
+
+def set_timeout(seconds: float) -> None:
+    """How long this process's clients wait out a tracking server outage (a study's storage_timeout_s)."""
+    _TIMEOUT["s"] = float(seconds)
+    for c in _PatientClient.made:
+        c.patience.timeout_s = float(seconds)
+
+
+def _transient(e: BaseException) -> bool:
+    """MLflow gave up retrying a request: the server is down or answers 5xx (restarting, overloaded)."""
+    text = str(e)
+    return isinstance(e, MlflowException) and any(s in text for s in (
+        "Max retries exceeded", "Connection refused", "ConnectionError", "Connection aborted",
+        "Remote end closed", "too many 5"))
+
+
+class _PatientClient:
+    """An MlflowClient whose methods are retried through an outage; everything else passes through."""
+    made: list[_PatientClient] = []
+
+    def __init__(self, c: MlflowClient, patience: outage.Patience) -> None:
+        self._c, self.patience = c, patience
+        _PatientClient.made.append(self)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._c, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+        return lambda *a, **k: self.patience.call(lambda: attr(*a, **k))
 
 
 def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None:

@@ -59,6 +59,11 @@ def set_run_tags(run_id: str, tags: dict[str, str], uri: str | None = None) -> N
     client(uri).log_batch(run_id, tags=as_tags(tags))
 
 
+def run_end_reason(uri: str | None, run_id: str) -> str:
+    """The run's end_reason tag ('' when it has none)."""
+    return client(uri).get_run(run_id).data.tags.get("end_reason", "")
+
+
 def end_run(run_id: str, status: str, uri: str | None = None) -> None:
     client(uri).set_terminated(run_id, status)
 
