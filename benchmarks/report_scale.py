@@ -86,7 +86,7 @@ def main() -> None:
     for label in ("cold (no cache)", "warm (histories cached)"):
         _, t = report.build("scale", out=work / "report", uri=uri)
         rows.append((label, t))
-    keys = ["fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s", "total_s"]
+    keys = ["fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s", "pdf_s", "total_s"]  # pdf_s: of render_s
     print(f"\n{'report over ' + str(a.runs) + ' runs x ' + str(a.epochs) + ' epochs':<40}"
           + "".join(f"{k:>12}" for k in keys))
     for label, t in rows:

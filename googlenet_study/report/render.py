@@ -1,5 +1,6 @@
-"""Report stage 4: HTML (one self-contained file: inline CSS, figures as data URIs, no script) and PDF
-(matplotlib's PdfPages: a title page, one page per figure, tables split across pages).
+"""Report stage 4: HTML (one self-contained file: inline CSS, figures as data URIs, no script) and PDF (the
+same HTML typeset by WeasyPrint: its print style sheet gives A4 pages, a page per section, running headers
+and page numbers, and WeasyPrint turns the h1/h2 headings into the PDF's bookmarks).
 
 Every string that came from MLflow goes through `esc` before it reaches the HTML."""
 
@@ -8,8 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
-import textwrap
+import re
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -17,11 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 
-PDF_PAGE = (11.69, 8.27)  # inches: A4 landscape
-PDF_ROWS_PER_PAGE = 40
+from ..config import UserError  # noqa: E402
+
 PNG_DPI = 110
+PDF_MAX_ROWS = 200  # rows of one table in the PDF; report.html and the CSVs have them all (1,000-run reports)
+WIDE_COLUMNS = 9    # a table with more columns than this gets a landscape page in the PDF
+NUMERIC = re.compile(r"[=<>~+-]?(\d|inf|-$)")  # a cell of a number (or "-"): right-aligned; text: left
 
 
 @dataclass
@@ -30,11 +32,15 @@ class Figure:
     title: str
     caption: str
     fig: plt.Figure
+    _png: bytes | None = field(default=None, repr=False)
 
     def png(self) -> bytes:
-        buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", dpi=PNG_DPI)
-        return buf.getvalue()
+        """The figure as PNG, drawn once (the HTML and the PDF embed the same image)."""
+        if self._png is None:
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png", dpi=PNG_DPI)
+            self._png = buf.getvalue()
+        return self._png
 
 
 @dataclass
@@ -69,19 +75,40 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 td.l{text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption,.note{color:#555;font-size:12.5px}nav ol{columns:2}dl.facts{display:grid;
 grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:600}dd{margin:0}
+@media print{
+@page{size:A4;margin:16mm 14mm 18mm;font-family:DejaVu Sans,sans-serif;
+@top-left{content:string(title);font-size:8pt;color:#777}
+@bottom-right{content:"page " counter(page) " of " counter(pages);font-size:8pt;color:#777}}
+@page wide{size:A4 landscape}
+body{font-size:9.5pt;max-width:none;margin:0;padding:0}h1{string-set:title content()}
+nav h2{bookmark-level:none}nav ol{columns:1}nav a{color:inherit;text-decoration:none}
+nav a::after{content:leader(".") target-counter(attr(href), page)}
+section{break-before:page}section.wide{page:wide}h2{margin-top:0}
+table{display:table;font-size:7pt;width:100%}th,td{white-space:normal;padding:2px 4px}
+thead{display:table-header-group}tr{break-inside:avoid}
+figure{margin:0;break-inside:avoid}img{width:100%;max-height:225mm;object-fit:contain;border:0}
+}
 """
 
 
-def _table_html(t: Table) -> str:
+def _table_html(t: Table, max_rows: int | None = None) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in t.frame.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>"
-                   for r in t.frame.itertuples(index=False))
+    shown = t.frame if max_rows is None else t.frame.head(max_rows)
+    left = [" class=l" if not all(NUMERIC.match(str(v)) for v in shown[c]) else "" for c in shown.columns]
+    rows = "".join("<tr>" + "".join(f"<td{a}>{esc(v)}</td>" for a, v in zip(left, r)) + "</tr>"
+                   for r in shown.itertuples(index=False))
     body = f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>" if len(t.frame) else \
         "<p class=note>none</p>"
-    return f'<section id="{esc(t.id)}"><h2>{esc(t.title)}</h2><p class=note>{esc(t.note)}</p>{body}</section>'
+    if len(shown) < len(t.frame):
+        body += (f"<p class=note>The first {len(shown)} of {len(t.frame)} rows; report.html and the CSV files "
+                 f"have them all.</p>")
+    wide = " class=wide" if len(t.frame.columns) > WIDE_COLUMNS else ""
+    return (f'<section id="{esc(t.id)}"{wide}><h2>{esc(t.title)}</h2><p class=note>{esc(t.note)}</p>{body}'
+            "</section>")
 
 
-def to_html(doc: Document) -> str:
+def to_html(doc: Document, max_rows: int | None = None) -> str:
+    """The report page; `max_rows` bounds each table (the PDF's copy)."""
     toc = [("facts", "Scope"), ("method", "Method")] + [(t.id, t.title) for t in doc.tables] + \
         [(f.id, f.title) for f in doc.figures] + [(t.id, t.title) for t in doc.appendix]
     parts = [
@@ -89,7 +116,8 @@ def to_html(doc: Document) -> str:
         # No network and no script, whatever the data contains.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
-        f"<title>{esc(doc.title)}</title><style>{CSS}</style></head><body>",
+        f"<title>{esc(doc.title)}</title><meta name=generator content=\"googlenet-study report\">",
+        f"<style>{CSS}</style></head><body>",
         f"<h1>{esc(doc.title)}</h1>",
         "<nav><h2>Contents</h2><ol>" + "".join(f'<li><a href="#{esc(i)}">{esc(t)}</a></li>' for i, t in toc)
         + "</ol></nav>",
@@ -97,72 +125,25 @@ def to_html(doc: Document) -> str:
         + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in doc.facts) + "</dl></section>",
         '<section id="method"><h2>Method</h2>' + "".join(f"<p>{esc(p)}</p>" for p in doc.method) + "</section>",
     ]
-    parts += [_table_html(t) for t in doc.tables]
+    parts += [_table_html(t, max_rows) for t in doc.tables]
     for f in doc.figures:
         data = base64.b64encode(f.png()).decode()
         parts.append(f'<section id="{esc(f.id)}"><h2>{esc(f.title)}</h2><figure>'
                      f'<img src="data:image/png;base64,{data}" alt="{esc(f.title)}">'
                      f"<figcaption>{esc(f.caption)}</figcaption></figure></section>")
-    parts += [_table_html(t) for t in doc.appendix]
+    parts += [_table_html(t, max_rows) for t in doc.appendix]
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _table_pages(t: Table) -> int:
-    return max(1, math.ceil(len(t.frame) / PDF_ROWS_PER_PAGE))
-
-
 def to_pdf(doc: Document, path) -> int:
-    with PdfPages(path, metadata={"Title": doc.title, "Creator": "googlenet-study report"}) as pdf:
-        pdf.savefig(_text_page(doc))
-        for t in doc.tables:
-            _table_to_pdf(pdf, t)
-        for f in doc.figures:
-            pdf.savefig(f.fig, bbox_inches="tight")
-        for t in doc.appendix:
-            _table_to_pdf(pdf, t)
-        n = pdf.get_pagecount()
-    return n
-
-
-def _text_page(doc: Document) -> plt.Figure:
-    fig = plt.figure(figsize=PDF_PAGE)
-    lines = [(doc.title, 15, "bold"), ("", 8, "normal")]
-    lines += [(f"{k}: {v}", 8.5, "normal") for k, v in doc.facts]
-    lines += [("", 8, "normal"), ("Method", 11, "bold")]
-    for p in doc.method:
-        lines += [(w, 8, "normal") for w in textwrap.wrap(p, 170)] + [("", 4, "normal")]
-    y = 0.96
-    for text, size, weight in lines:
-        fig.text(0.04, y, text, fontsize=size, weight=weight, va="top", family="DejaVu Sans")
-        y -= size / 72 / PDF_PAGE[1] * 1.45
-    return fig
-
-
-def _table_to_pdf(pdf: PdfPages, t: Table) -> None:
-    """Monospaced columns, one text block per column (matplotlib's Table draws each cell: far slower)."""
-    pages = _table_pages(t)
-    cols = list(t.frame.columns)
-    cells = [[_clip(c) for c in cols]] + [[_clip(v) for v in r] for r in t.frame.itertuples(index=False)]
-    widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
-    size = min(7.0, 0.94 * PDF_PAGE[0] * 72 / (0.6 * (sum(widths) + 2 * len(cols))))  # DejaVu Sans Mono: 0.6 em
-    for i in range(pages):
-        body = cells[1 + i * PDF_ROWS_PER_PAGE:1 + (i + 1) * PDF_ROWS_PER_PAGE]
-        fig = plt.figure(figsize=PDF_PAGE)
-        fig.text(0.03, 0.96, t.title + (f" ({i + 1}/{pages})" if pages > 1 else ""), fontsize=12, weight="bold")
-        fig.text(0.03, 0.925, "\n".join(textwrap.wrap(t.note, 190)), fontsize=7, va="top")
-        if not body:
-            fig.text(0.03, 0.85, "none", fontsize=9, va="top")
-        x = 0.03
-        for j, w in enumerate(widths):
-            lines = [cells[0][j].ljust(w), "-" * w] + [r[j].ljust(w) for r in body]
-            fig.text(x, 0.86, "\n".join(lines), fontsize=size, family="DejaVu Sans Mono", va="top",
-                     weight="normal", linespacing=1.5)
-            x += (w + 2) * 0.6 * size / 72 / PDF_PAGE[0]
-        pdf.savefig(fig)
-        plt.close(fig)
-
-
-def _clip(v, n: int = 60) -> str:
-    s = str(v)  # no mathtext: figures.style() sets text.parse_math off
-    return s if len(s) <= n else s[:n - 1] + "…"
+    """report.pdf: the report page typeset by WeasyPrint (tables bounded to PDF_MAX_ROWS rows); returns the
+    number of pages."""
+    try:
+        import weasyprint  # imported here: it loads Pango through ctypes, which costs a second
+    except OSError as e:  # the Python package is a dependency; Pango/HarfBuzz come from `make system-deps`
+        raise UserError(f"report.pdf: WeasyPrint cannot load its system libraries (Pango, HarfBuzz; "
+                        f"`make system-deps` installs them): {str(e)[:200]}") from e
+    rendered = weasyprint.HTML(string=to_html(doc, PDF_MAX_ROWS)).render()
+    rendered.write_pdf(path)
+    return len(rendered.pages)

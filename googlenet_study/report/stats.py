@@ -265,27 +265,3 @@ def by_epoch(runs: pd.DataFrame, epochs: pd.DataFrame, metric: str) -> pd.DataFr
     """configuration, epoch, count, mean, std, low, high of `metric` across seeds."""
     e = epochs[["run_id", "epoch", metric]].merge(runs[["run_id", "configuration"]], on="run_id")
     return _band(e.groupby(["configuration", "epoch"], observed=True)[metric]).reset_index()
-
-
-def by_time(runs: pd.DataFrame, epochs: pd.DataFrame, points: int = 400) -> pd.DataFrame:
-    """test_acc on a common wall-clock grid. A run holds its last evaluated accuracy from the end of one
-    epoch to the end of the next, and its final accuracy once it has finished (the model one would have at
-    that second); a configuration's curve runs until its longest run ends and starts once at least half its
-    runs have finished an epoch."""
-    ends = epochs.groupby("run_id")["elapsed_time_s"].max()
-    cfg = dict(zip(runs["run_id"], runs["configuration"]))
-    # ... plus each configuration's last end, so every curve reaches its final mean.
-    grid = np.union1d(np.linspace(0.0, float(ends.max()), points), ends.groupby(ends.index.map(cfg)).max())
-    out = []
-    for rid, e in epochs.sort_values(["run_id", "epoch"]).groupby("run_id", sort=False):
-        t, acc = e["elapsed_time_s"].to_numpy(float), e["test_acc"].to_numpy(float)
-        i = np.searchsorted(t, grid, side="right") - 1
-        v = np.where(i >= 0, acc[np.clip(i, 0, None)], np.nan)
-        out.append(pd.DataFrame({"configuration": cfg[rid], "t": grid, "acc": v, "end": t[-1]}))
-    d = pd.concat(out, ignore_index=True)
-    n = runs.groupby("configuration", observed=True).size()
-    last = d.groupby("configuration", observed=True)["end"].max()
-    b = _band(d.groupby(["configuration", "t"], observed=True)["acc"]).reset_index()
-    c = b["configuration"]
-    keep = (b["count"] >= np.ceil(c.map(n).astype(float) / 2)) & (b["t"] <= c.map(last).astype(float))
-    return b[keep]
