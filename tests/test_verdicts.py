@@ -142,6 +142,8 @@ def test_censored_times_give_the_kaplan_meier_median_and_ert_computed_by_hand(ex
     assert a["time_to_test_acc_50_reached"] == 1.0
     assert a["time_to_test_acc_50_median"] == 20.0  # S(10) = 2/3, S(20) = 0
     assert a["time_to_test_acc_50_ert"] == pytest.approx(50 / 3)
+    # The log-log band at S(10) = 2/3 (n = 3) spans about [0.05, 0.94]; at 20 s S = 0, where the band is 0.
+    assert (a["time_to_test_acc_50_median_ci_low"], a["time_to_test_acc_50_median_ci_high"]) == (10.0, 20.0)
     assert a["time_to_test_acc_80_reached"] == pytest.approx(2 / 3)
     assert a["time_to_test_acc_80_median"] == 40.0  # S(30) = 2/3, S(40) = 2/3 * 1/2 = 1/3
     assert a["time_to_test_acc_80_ert"] == pytest.approx((30 + 40 + 40) / 2)
@@ -216,8 +218,13 @@ def test_a_configuration_with_one_run_is_listed_not_ranked_and_overlaps_share_a_
     r, s = example["rank"], example["summ"]
     assert example["main_p"] == 50.0  # 80 %: only 1 of 3 batch-64 runs reached it
     assert r.loc[B128_H100, "rank"] == "" and list(r.index)[-1] == B128_H100  # fastest, but n = 1
+    assert math.isnan(s.loc[B128_H100, "time_to_test_acc_50_median_ci_low"])  # one run: no interval
     assert (r.loc[B64_H100, "rank"], r.loc[B32_H100, "rank"], r.loc[B32_T4, "rank"]) == ("=1", "=1", "3")
     assert list(r.index)[:3] == [B64_H100, B32_H100, B32_T4]  # ERT 12 < 16.7 < 45 s
+    # Best ERTs 5 s (50 %) and 10 s (80 %), both batch 128's: r = (3.33, 5.5), (2.4, 7.2), (9, 10.5), (1, 1).
+    scores = [s.loc[c, "profile_score"] for c in (B32_H100, B64_H100, B32_T4, B128_H100)]
+    assert scores == pytest.approx([(4 - 50 / 3 / 5) / 6, (4 - 2.4) / 6, 0.0, 1.0])
+    assert s.loc[B32_T4, "best_test_acc_iqm"] == pytest.approx(np.mean([0.90, 0.82, 0.88]))
     assert s.loc[B32_T4, "rank"] == "3" and (pd.isna(s.loc[B128_H100, "rank"]) or s.loc[B128_H100, "rank"] == "")
 
 

@@ -34,17 +34,26 @@ def _data(t: np.ndarray, hit: np.ndarray) -> stats.CensoredData:
 def km_median(t: np.ndarray, hit: np.ndarray) -> tuple[float, float, float]:
     """(median, low, high): the Kaplan-Meier median time to target (the first time the estimated fraction
     still short of the target is <= 1/2) and its 95 % interval (where the pointwise log-log band crosses
-    1/2). NaN when fewer than half the runs reached the target; high is NaN when the band's upper edge
-    never comes down to 1/2 (the interval is unbounded above)."""
+    1/2). NaN when fewer than half the runs reached the target; no interval for one run; high is NaN when
+    the band's upper edge never comes down to 1/2 (the interval is unbounded above)."""
     if len(t) == 0 or hit.sum() < len(t) / 2:
         return math.nan, math.nan, math.nan
+    q, s, low, high = _km(t, hit)
+    if len(t) < 2:  # one run: a median, no interval
+        return _first_at_most_half(q, s), math.nan, math.nan
+    return _first_at_most_half(q, s), _first_at_most_half(q, low), _first_at_most_half(q, high)
+
+
+def _km(t: np.ndarray, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(times, S, band low, band high) of the Kaplan-Meier fraction not yet at the target. Where S = 0 (every
+    run still at risk has reached it) log(-log S) is undefined and scipy's band is NaN: it is 0 there."""
     res = stats.ecdf(_data(t, hit))
-    with warnings.catch_warnings():  # S = 0 or 1 makes log(-log S) infinite: scipy warns, the band is right
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ci = res.sf.confidence_interval(CONFIDENCE, method=KM_CI_METHOD)
-    return (_first_at_most_half(res.sf.quantiles, res.sf.probabilities),
-            _first_at_most_half(ci.low.quantiles, ci.low.probabilities),
-            _first_at_most_half(ci.high.quantiles, ci.high.probabilities))
+    s = res.sf.probabilities
+    return (res.sf.quantiles, s, np.where(s == 0, 0.0, ci.low.probabilities),
+            np.where(s == 0, 0.0, ci.high.probabilities))
 
 
 def km_reached(t: np.ndarray, hit: np.ndarray) -> pd.DataFrame:
@@ -53,12 +62,9 @@ def km_reached(t: np.ndarray, hit: np.ndarray) -> pd.DataFrame:
     if hit.sum() == 0:
         return pd.DataFrame({"t": [0.0, float(t.max()) if len(t) else 0.0], "reached": 0.0, "low": 0.0,
                              "high": math.nan})
-    res = stats.ecdf(_data(t, hit))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ci = res.sf.confidence_interval(CONFIDENCE, method=KM_CI_METHOD)
-    return pd.DataFrame({"t": np.r_[0.0, res.sf.quantiles], "reached": np.r_[0.0, 1 - res.sf.probabilities],
-                         "low": np.r_[0.0, 1 - ci.high.probabilities], "high": np.r_[0.0, 1 - ci.low.probabilities]})
+    q, s, low, high = _km(t, hit)
+    return pd.DataFrame({"t": np.r_[0.0, q], "reached": np.r_[0.0, 1 - s], "low": np.r_[0.0, 1 - high],
+                         "high": np.r_[0.0, 1 - low]})
 
 
 def _first_at_most_half(q: np.ndarray, s: np.ndarray) -> float:
