@@ -369,6 +369,8 @@ def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, e
                  created: bool) -> list[Worker]:
     """N workers: CPU cores split between them (unless threads is set), one GPU each where there are GPUs."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # a Slurm task: its allocation, not the node's
+        cores = int(os.environ["SLURM_CPUS_PER_TASK"])
     gpus = 0
     if str(spec.base.get("device", "auto")) in ("auto", "cuda") and "device" not in spec.space:
         import torch
@@ -394,19 +396,14 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.workers < 1:
         raise UserError(f"--workers: must be an integer >= 1, got {args.workers}")
+    if args.slurm_array is not None:  # the workers run as a Slurm job array, not here
+        from . import slurm
+        return slurm.main(args, spec)
     budget.check_study(spec, args.workers)  # workers and each point's step memory, before the study exists
     uri = tracking.tracking_uri(args.tracking_uri)
-    tracking.check_tracking_uri(uri)  # a file: store or an unreachable server: one line, no study made
     storage_url = args.storage or default_storage(uri)
-    storage = open_storage(storage_url, spec.max_retries, spec.storage_timeout_s)
-    st, created = create_or_join(spec, storage, uri, storage_url)
+    storage, st, created = open_study(spec, uri, storage_url)
     parent, experiment = st.user_attrs[PARENT], st.user_attrs[EXPERIMENT]
-    if tracking.run_experiment(parent, uri) is None:
-        raise UserError(f"study {spec.name!r}'s parent run {parent} is not in {tracking.redact(uri)}; "
-                        "use the --tracking-uri of the study's first run")
-    own = os.environ.get("MLFLOW_RUN_ID")
-    if own and own != parent:  # `mlflow run` made a run for us but the study already has its parent
-        tracking.set_run_tags(own, {"joined_parent_run_id": parent, STUDY_TAG: spec.name}, uri)
     workers = plan_workers(spec, args.workers, storage_url, uri, parent, experiment, created)
     print(f"[{spec.name}] {'created' if created else 'joined'} study in {tracking.redact(storage_url)}; "
           f"parent run {parent} (experiment {experiment!r}); {len(workers)} worker(s), "
@@ -420,6 +417,26 @@ def main(args) -> int:
     bad = [c for c in codes if c != 0]
     if bad:
         print(f"[{spec.name}] {len(bad)} worker(s) exited with status {bad}", file=sys.stderr)
+    return conclude(spec, storage, parent, experiment, uri, bool(bad), args.no_report)
+
+
+def open_study(spec: StudySpec, uri: str, storage_url: str) -> tuple[optuna.storages.RDBStorage, optuna.Study, bool]:
+    """The storage and the study (created with its parent run, or joined); True if we made it."""
+    tracking.check_tracking_uri(uri)  # a file: store or an unreachable server: one line, no study made
+    storage = open_storage(storage_url, spec.max_retries, spec.storage_timeout_s)
+    st, created = create_or_join(spec, storage, uri, storage_url)
+    parent = st.user_attrs[PARENT]
+    if tracking.run_experiment(parent, uri) is None:
+        raise UserError(f"study {spec.name!r}'s parent run {parent} is not in {tracking.redact(uri)}; "
+                        "use the --tracking-uri of the study's first run")
+    own = os.environ.get("MLFLOW_RUN_ID")
+    if own and own != parent:  # `mlflow run` made a run for us but the study already has its parent
+        tracking.set_run_tags(own, {"joined_parent_run_id": parent, STUDY_TAG: spec.name}, uri)
+    return storage, st, created
+
+
+def conclude(spec: StudySpec, storage, parent: str, experiment: str, uri: str, bad: bool, no_report: bool) -> int:
+    """After the workers: the parent run's results (FINISHED when no trial is left), then the report."""
     from . import sweep_results
 
     res = sweep_results.finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
@@ -427,7 +444,7 @@ def main(args) -> int:
           + (f" ({res['stopped']} of them stopped by a signal and re-queued)" if res["stopped"] else "")
           + ("" if res["done"] else f", {res['running']} running and {res['waiting']} waiting elsewhere"),
           flush=True)
-    if bad or not res["done"] or args.no_report:
+    if bad or not res["done"] or no_report:
         return 1 if bad else 0
     return _report(spec, experiment, parent, uri)
 

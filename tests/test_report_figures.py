@@ -103,3 +103,14 @@ def test_reached_target_curve_keeps_unreached_runs_as_censored():
     finally:
         plt.close(fig)
     assert figures.reached_target(runs, None, {}) is None  # no ranking target: no figure
+
+
+def test_the_pdfs_copy_of_a_long_table_is_bounded_and_says_so():
+    from googlenet_study.report import render
+
+    t = render.Table("excluded", "Runs excluded", "why", pd.DataFrame({"run": [f"r{i}" for i in range(5)],
+                                                                        "epochs": ["1", "2", "3", "4", "5"]}))
+    doc = render.Document("t", [("experiment", "x")], ["method"], appendix=[t])
+    full, short = render.to_html(doc), render.to_html(doc, max_rows=2)
+    assert full.count("<td class=l>r") == 5 and "The first" not in full  # text left, numbers right
+    assert short.count("<td class=l>r") == 2 and "The first 2 of 5 rows; report.html and the CSV files" in short

@@ -47,6 +47,7 @@ def test_shipped_study_files_are_valid(name):
         assert isinstance(s.space["lr"], study.Range) and s.space["lr"].log
     if name == "demo":
         assert len(s.grid) == 6 and s.config(s.grid[0]).weights == "none" and s.config(s.grid[0]).dataset == "digits"
+        assert s.config(s.grid[0]).epochs >= 5 and s.report_targets  # a curve, and targets that separate
 
 
 def test_grid_defaults_to_whole_grid_and_set_overrides_base(tmp_path):
@@ -111,6 +112,9 @@ BAD = [
      "pruner_warmup_s: only with pruner wallclock_median"),
     ("pruner warm-up negative", with_(pruner="wallclock_median", pruner_warmup_s=-1),
      "pruner_warmup_s: must be a number of seconds >= 0"),
+    ("report targets not percentages", with_(report_targets=[50, 120]),
+     "report_targets: must be a list of percentages in (0, 100]"),
+    ("report targets not a list", with_(report_targets="90"), "report_targets: must be a list of percentages"),
     ("n_trials zero", with_(n_trials=0), "n_trials: must be an integer >= 1"),
     ("n_trials beyond the grid", with_(n_trials=5), "n_trials: 5 is more than the grid's 4 points"),
     ("n_trials missing for tpe", with_(sampler="tpe"), "n_trials: required with sampler tpe"),
