@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from googlenet_study import data as data_mod
-from googlenet_study import engine, model
+from googlenet_study import engine, feature_cache, model
 from googlenet_study.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,12 +40,19 @@ def base_config(**over) -> RunConfig:
 
 
 def fit(cfg: RunConfig, fold_bn: bool = True) -> list[dict]:
-    """engine.fit on `cfg` without MLflow; returns the per-epoch metrics (epoch_time_s etc.)."""
+    """engine.fit on `cfg` without MLflow, on images (no feature cache); returns the per-epoch metrics."""
+    return fit_cached(cfg, None, fold_bn)[0]
+
+
+def fit_cached(cfg: RunConfig, cache_dir: str | None, fold_bn: bool = True):
+    """engine.fit as train() runs it, a frozen config on the features cached in `cache_dir` (built there if
+    absent; None: on images); returns the per-epoch metrics and the feature_cache.Cache (or None)."""
     engine.seed_everything(cfg)
     ds = data_mod.load(cfg)
     net, _ = model.build(cfg, fold_bn=fold_bn)
-    history, _ = engine.fit(cfg, ds, net, ListTracker(), engine.Hooks(progress=False))
-    return history
+    cache = feature_cache.obtain(cfg, net, ds, cache_dir)[0] if cache_dir else None
+    history, _ = engine.fit(cfg, ds, net, ListTracker(), engine.Hooks(progress=False), cache=cache)
+    return history, cache
 
 
 def median(xs) -> float:

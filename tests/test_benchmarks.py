@@ -125,6 +125,8 @@ SMOKE = {
                           "--real-image-size", "16", "--real-train-size", "16"],
     "frozen_vs_full.py": ["--repeats", "1", "--epochs", "1", "--train-size", "16", "--test-size", "10",
                           "--image-size", "16", "--batch-size", "8"],
+    "feature_cache.py": ["--repeats", "1", "--epochs", "2", "--train-size", "16", "--test-size", "10",
+                         "--image-size", "16", "--batch-size", "8"],
     "aux_cost.py": ["--repeats", "1", "--steps", "1", "--image-size", "16", "--batch-size", "4",
                     "--inception-steps", "0"],
     "tracking_overhead.py": ["--calls", "2", "--epochs", "1", "--train-size", "16", "--test-size", "10",

@@ -104,7 +104,9 @@ def test_a_real_run_records_only_names_the_schema_defines_and_readme_documents(t
     run = MlflowClient(tracking_uri).get_run(result.run_id)
     metrics = {k for k in run.data.metrics if not k.startswith("system/")}
     params, tags = set(run.data.params), {k for k in run.data.tags if not k.startswith("mlflow.")}
-    assert metrics == {*schema.EPOCH_METRICS, *schema.SUMMARY_METRICS, schema.time_to_target(10)}
+    assert metrics == {*schema.EPOCH_METRICS, *schema.SUMMARY_METRICS, schema.time_to_target(10),
+                       schema.FEATURE_CACHE_BUILD_S}  # frozen: trained on cached features
     assert params == {*FIELDS, *schema.MODEL_PARAMS}
-    assert set(schema.SPEED_TAGS) <= tags <= {*schema.PROVENANCE_TAGS, *schema.RUN_TAGS, *schema.SPEED_TAGS}
+    assert set(schema.SPEED_TAGS) <= tags <= {*schema.PROVENANCE_TAGS, *schema.RUN_TAGS, *schema.SPEED_TAGS,
+                                              *schema.FEATURE_CACHE_TAGS}
     assert undocumented(metrics | params | tags) == set()
