@@ -188,7 +188,14 @@ COMPARISON_COLUMNS = ("factor", "A", "B", "others", "metric", "n_A", "n_B", "rea
                       "configuration_A", "configuration_B")
 
 
-def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool) -> dict:
+def _censored(g: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(times, reached, KM median, ERT) of one configuration's timed runs for time-to-target metric m."""
+    t, hit = survival.observed(g[m], g[reached(float(schema.target_of(m)))], g["clock_end_s"])
+    e = survival.ert(t, hit)
+    return t, hit, survival.km_median(t, hit)[0], e if math.isfinite(e) else math.nan
+
+
+def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, censored=_censored) -> dict:
     """One metric, A vs B. Accuracies over all runs, times over the timed runs; missing values lose.
     Times to target as censored data: KM medians, ERTs, log-rank; P(A better) counts an unreached run as
     slower than every run that reached the target."""
@@ -203,11 +210,8 @@ def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool) -> dict:
         return {**row, "mean_A": fa.mean() if len(fa) else math.nan, "mean_B": fb.mean() if len(fb) else math.nan,
                 "diff_A_minus_B": (fa.mean() - fb.mean()) if len(fa) and len(fb) else math.nan,
                 "cohens_d": cohens_d(fa, fb), "welch_p": welch_p(fa, fb)}
-    target = float(schema.target_of(m))
-    (ta, ha), (tb, hb) = (survival.observed(g[m], g[reached(target)], g["clock_end_s"]) for g in (ga, gb))
-    ea, eb = survival.ert(ta, ha), survival.ert(tb, hb)
-    return {**row, "median_A": survival.km_median(ta, ha)[0], "median_B": survival.km_median(tb, hb)[0],
-            "ert_A": ea if math.isfinite(ea) else math.nan, "ert_B": eb if math.isfinite(eb) else math.nan,
+    (ta, ha, ma, ea), (tb, hb, mb, eb) = censored(ga, m), censored(gb, m)
+    return {**row, "median_A": ma, "median_B": mb, "ert_A": ea, "ert_B": eb,
             "logrank_p": survival.logrank_p(ta, ha, tb, hb)}
 
 
@@ -218,7 +222,14 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
     metrics += [(schema.time_to_target(p), False) for p in targets]
     configs = runs.groupby("configuration", observed=True, sort=True)
     keyed = {cfg: (tuple(_label(v) for v in g[varying].iloc[0]), g) for cfg, g in configs}
-    rows = []
+    rows, memo = [], {}
+
+    def censored(g: pd.DataFrame, m: str):  # once per configuration and target, not once per pair
+        key = (g["configuration"].iloc[0], m)
+        if key not in memo:
+            memo[key] = _censored(g, m)
+        return memo[key]
+
     for (ca, (ka, ga)), (cb, (kb, gb)) in itertools.combinations(keyed.items(), 2):
         diff = [i for i in range(len(varying)) if ka[i] != kb[i]]
         if len(diff) != 1:
@@ -227,7 +238,8 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
         for m, higher in metrics:
             rows.append({"factor": factor, "A": f"{factor}={ka[diff[0]]}", "B": f"{factor}={kb[diff[0]]}",
                          "others": ", ".join(f"{v}={ka[i]}" for i, v in enumerate(varying) if i != diff[0]) or "-",
-                         "metric": m, **_compare(ga, gb, m, higher), "configuration_A": ca, "configuration_B": cb})
+                         "metric": m, **_compare(ga, gb, m, higher, censored), "configuration_A": ca,
+                         "configuration_B": cb})
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
