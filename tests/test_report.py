@@ -283,6 +283,7 @@ def test_study_and_parent_run_select_the_sweep_children(tracking_uri, monkeypatc
     (["--experiment", "rep", "--targets", "50,abc"], "--targets: got '50,abc'"),
     (["--experiment", "rep", "--targets", "0,120"], "--targets"),
     (["--experiment", "only-failed"], "no FINISHED runs"),
+    (["--experiment", "rep", "--clock", "wall"], "--clock: got 'wall'; allowed: epoch | train"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_folder(made, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -99,7 +99,7 @@ def test_equal_params_on_two_kinds_of_hardware_are_two_configurations_named_by_t
     assert "hardware" in example["varying"]
     facts = dict(text.scope_facts(example["f"], example["runs"], example["varying"], example["summ"].reset_index(),
                                   TARGETS))
-    assert f"{T4}: {B32_T4}" in facts["hardware per configuration"]
+    assert facts["hardware per configuration"] == f"{H100}: batch_size=32, batch_size=64, batch_size=128; {T4}: batch_size=32"
     assert "HARDWARE POOLED" not in facts
 
 

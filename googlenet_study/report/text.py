@@ -47,7 +47,9 @@ def _hardware(summ) -> str:
     by = summ.groupby(stats.HARDWARE, sort=True)["configuration"].apply(lambda c: [str(x) for x in c])
     if len(by) == 1:
         return f"{by.index[0]} (all {len(summ)} configurations)"
-    return "; ".join(f"{hw}: {', '.join(cfgs)}" for hw, cfgs in by.items())
+    short = {hw: [c.replace(f", {stats.HARDWARE}={hw}", "").replace(f"{stats.HARDWARE}={hw}", "") or "all params equal"
+                  for c in cfgs] for hw, cfgs in by.items()}  # the label names the hardware already
+    return "; ".join(f"{hw}: {', '.join(cfgs)}" for hw, cfgs in short.items())
 
 
 def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: str = "epoch") -> list[str]:
