@@ -244,9 +244,17 @@ def _read(f, entry: dict, device: torch.device) -> torch.Tensor:
 @contextlib.contextmanager
 def _locked(path: Path):
     """An exclusive flock on <path>.lock for the block: one builder per cache across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # blocks while another process builds; released when f closes
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path.with_name(path.name + ".lock"), "a")
+    except OSError:  # a folder this process cannot write: it builds for itself (the save fails, and says so)
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)  # blocks while another process builds; released when f closes
+        except OSError:  # a file system without locks: a second builder may duplicate the work, never half a file
+            pass
         yield
 
 

@@ -10,7 +10,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -219,3 +218,11 @@ def test_a_resumed_cached_run_is_charged_the_build_once_and_rebuilds_a_missing_c
     assert again.status == "built"
     assert charge < history[0]["train_time_s"] < 2 * charge and history[1]["train_time_s"] < charge
     assert_same_results(reference, history, cfg)
+
+
+def test_a_cache_folder_that_cannot_be_written_leaves_the_features_unsaved_with_a_warning(weights, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    history, cache, tags = fit(frozen(weights, epochs=1), blocked)
+    assert tags[schema.FEATURE_CACHE_TAG] == "built" and "used unsaved" in tags[schema.FEATURE_CACHE_WARNING_TAG]
+    assert len(history) == 1 and blocked.read_text() == "not a folder"
