@@ -76,9 +76,9 @@ td.l{text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto;border:1
 figcaption,.note{color:#555;font-size:12.5px}nav ol{columns:2}dl.facts{display:grid;
 grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:600}dd{margin:0}
 @media print{
-@page{size:A4;margin:16mm 14mm 18mm;font-family:DejaVu Sans,sans-serif;
-@top-left{content:string(title);font-size:8pt;color:#777}
-@bottom-right{content:"page " counter(page) " of " counter(pages);font-size:8pt;color:#777}}
+@page{size:A4;margin:16mm 14mm 18mm;
+@top-left{content:string(title);font:8pt "DejaVu Sans",sans-serif;color:#777}
+@bottom-right{content:"page " counter(page) " of " counter(pages);font:8pt "DejaVu Sans",sans-serif;color:#777}}
 @page wide{size:A4 landscape}
 body{font-size:9.5pt;max-width:none;margin:0;padding:0}h1{string-set:title content()}
 nav h2{bookmark-level:none}nav ol{columns:1}nav a{color:inherit;text-decoration:none}
