@@ -62,24 +62,36 @@ def epoch_seconds(m: dict, batch: int, train_n: int = TRAIN_IMAGES, test_n: int 
     return math.ceil(train_n / batch) * m["train_s"] + math.ceil(test_n / (2 * batch)) * m["eval_s"]
 
 
-def lecture_grid(a, device: str, peak: float | None) -> None:
+LECTURE_HEADERS = ["amp", "channels_last", "batch", "train img/s", "eval img/s", "projected epoch s",
+                   "x lecture (466 s)", "model TFLOP/s", "MFU (bf16 peak)"]
+
+
+def lecture_rows(a, device: str, peak: float | None) -> list[dict]:
+    """The lecture's configuration at each amp x channels_last x batch: its config, step times and table row."""
     base = dict(model=a.model, weights="none", dataset="cifar10", image_size=a.image_size, backbone="full",
                 aux_weight=1.0, device=device, system_metrics=False)
-    rows, best = [], None
+    out = []
     for amp, cl, b in itertools.product(a.amps, a.channels_last, a.batch_sizes):
         cfg = RunConfig(**base, amp=amp, channels_last=cl, batch_size=b).resolve()
         m = measure(cfg, a.steps, a.warmup)
         ep = epoch_seconds(m, b)
         tflops = m["flops_per_img"] * b / m["train_s"]
         mfu = f"{tflops / peak:.1%}" if peak else "unknown peak"
-        rows.append([amp, "on" if cl else "off", b, b / m["train_s"], 2 * b / m["eval_s"], ep, LECTURE_EPOCH_S / ep,
-                     tflops / 1e12, mfu])
-        if best is None or ep < best[1]:
-            best = (f"amp {amp}, channels_last {'on' if cl else 'off'}, batch {b}", ep)
-    print(table(["amp", "channels_last", "batch", "train img/s", "eval img/s", "projected epoch s",
-                 "x lecture (466 s)", "model TFLOP/s", "MFU (bf16 peak)"], rows))
-    print(f"ratio lecture/projected epoch time, best ({best[0]}): {LECTURE_EPOCH_S / best[1]:.3g}x "
-          f"({best[1]:.4g} s per epoch vs {LECTURE_EPOCH_S:.0f} s)")
+        out.append({"cfg": cfg, "m": m, "epoch_s": ep,
+                    "row": [amp, "on" if cl else "off", b, b / m["train_s"], 2 * b / m["eval_s"], ep,
+                            LECTURE_EPOCH_S / ep, tflops / 1e12, mfu]})
+    return out
+
+
+def lecture_grid(a, device: str, peak: float | None) -> list[dict]:
+    """Print the lecture_rows table and the best row's ratio to the lecture's epoch; return the rows."""
+    got = lecture_rows(a, device, peak)
+    print(table(LECTURE_HEADERS, [g["row"] for g in got]))
+    best = min(got, key=lambda g: g["epoch_s"])
+    amp, cl, b = best["row"][:3]
+    print(f"ratio lecture/projected epoch time, best (amp {amp}, channels_last {cl}, batch {b}): "
+          f"{LECTURE_EPOCH_S / best['epoch_s']:.3g}x ({best['epoch_s']:.4g} s per epoch vs {LECTURE_EPOCH_S:.0f} s)")
+    return got
 
 
 def factorial(a, device: str) -> None:

@@ -168,3 +168,49 @@ def test_benchmark_runs_on_cpu_and_prints_its_ratio(script, smoke_output):
     assert "=== FAILED" not in out, out
     assert re.search(r"^-{3,}  -{3,}", out, re.M), out  # a table
     assert re.search(r"^ratio [^\n]*?\d+(\.\d+)?", out, re.M), out
+
+
+@pytest.fixture(scope="module")
+def gpu_check_tiny(tmp_path_factory) -> dict:
+    """benchmarks/gpu_check.sh --tiny, as CI runs it: every part at toy sizes on the CPU."""
+    tmp = tmp_path_factory.mktemp("gpu-check")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "PYTHON": sys.executable, "GPU_CHECK_TINY": "1",
+           "GPU_CHECK_WHEELS": str(tmp / "no-wheels")}
+    p = subprocess.run([str(ROOT / "benchmarks" / "gpu_check.sh"), "--out", str(tmp / "out")], capture_output=True,
+                       text=True, cwd=tmp, env=env, timeout=400)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    return {"out": tmp / "out", "stdout": p.stdout}
+
+
+def test_gpu_check_runs_every_part_on_cpu_and_writes_one_table(gpu_check_tiny):
+    out, stdout = gpu_check_tiny["out"], gpu_check_tiny["stdout"]
+    text = (out / "gpu_check.txt").read_text()
+    assert text in stdout  # the table printed is the table written
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("part "))
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[start + 2:]]
+    assert {r[0] for r in rows} == set("abcdef"), text
+    assert not [r for r in rows if "failed" in r[1:3] or r[1] == "skipped"], text
+    # (a) gpu_epoch's grid at the tiny sizes: channels_last off and on at batch 2.
+    assert sum(r[0] == "a" for r in rows) == 2
+    # (f) the factorial study, its batch sizes shrunk to [2]: 3 seeds x 3 aux weights x 2 backbones, at 466 s an epoch.
+    lecture = next(r for r in rows if r[0] == "f" and "lecture" in r[1])
+    assert "18 runs x 10 epochs" in lecture[1] and lecture[2] == f"{18 * 10 * 466 / 3600:,.1f} h"
+    assert re.search(r"^ratio googlenet-study / lecture's way \(training img/s\): \d", stdout, re.M)
+    assert not (out / "checkpoints").exists()  # run checkpoints and feature caches are removed
+
+
+def test_gpu_check_records_real_runs_on_fake_data_in_its_own_mlflow_store(gpu_check_tiny):
+    from mlflow import MlflowClient
+
+    from googlenet_study.config import field_names
+
+    c = MlflowClient(f"sqlite:///{gpu_check_tiny['out'] / 'mlflow.db'}")
+    names = ["b"] + (["d-off", "d-auto"] if "feature_cache" in field_names() else [])
+    for name in names:
+        (run,) = c.search_runs([c.get_experiment_by_name(f"gpu-check-{name}").experiment_id])
+        p = run.data.params
+        assert run.info.status == "FINISHED" and (p["dataset"], p["device"], p["weights"]) == ("fake", "cpu", "none")
+        assert p["epochs"] == ("1" if name == "b" else "2") and p["backbone"] == ("full" if name == "b" else "frozen")
+        if name != "b":
+            assert run.data.tags["feature_cache"] == {"d-off": "off", "d-auto": "built"}[name]
