@@ -251,19 +251,6 @@ def ranking(summ: pd.DataFrame, targets: tuple[float, ...]) -> tuple[pd.DataFram
 performance_profile = profiles.performance_profile  # [configuration, tau, rho] on a tau grid, for the figure
 
 
-def km_reached(runs: pd.DataFrame, p: float) -> pd.DataFrame:
-    """[configuration, t, reached, low, high] for the figure: per configuration, the Kaplan-Meier fraction
-    of its timed runs that have reached p % by t seconds on the report's clock, with its 95 % interval
-    (a step function: hold each value until the next t; a run that never reached p is censored at its end)."""
-    out = []
-    for cfg, g in runs.groupby("configuration", observed=True, sort=True):
-        t, hit = survival.observed(g[schema.time_to_target(p)], g[reached(p)], g["clock_end_s"])
-        if len(t):
-            out.append(survival.km_reached(t, hit).assign(configuration=cfg))
-    cols = ["configuration", "t", "reached", "low", "high"]
-    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
-
-
 # ---- curves, aggregated before plotting (1,000 runs stay fast) -------------------------------------------
 def _band(g) -> pd.DataFrame:
     """mean and t-interval per group from count/mean/std (vectorised)."""
