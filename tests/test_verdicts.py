@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from googlenet_study import report
+from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.engine import Hooks
 from googlenet_study.report import fetch, profiles, stats, text
@@ -239,13 +240,19 @@ def test_missing_values_lose_in_the_direction_of_the_metric():
     assert p is None and list(r["configuration"]) == ["b", "a"] and list(r["rank_best_acc"]) == [1, 2]
 
 
-def test_runs_csv_and_summary_csv_carry_hardware_times_and_one_type_per_column(store, tmp_path):
-    out, _ = report.build("example", targets=TARGETS, out=tmp_path / "rep", uri=store["uri"])
+def test_the_command_line_report_pools_on_request_and_its_csvs_carry_hardware_and_times(store, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert cli_main(["report", "--experiment", "example", "--targets", "50,80", "--pool-hardware", "--clock", "train",
+                     "--tracking-uri", store["uri"], "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert html.index("HARDWARE POOLED") < html.index("experiment</dt>")  # the first line of Scope
+    assert "train: cumulative train_time_s" in html
     r = pd.read_csv(out / "runs.csv")
     assert {"device_name", "host", "hardware", "time_to_test_acc_80", "reached_80"} <= set(r.columns)
     first = r.drop_duplicates("run_id").set_index("run_name")
-    assert first.loc["run-0", "time_to_test_acc_80"] == 30.0 and bool(first.loc["run-0", "reached_80"])
+    assert first.loc["run-0", "time_to_test_acc_80"] == 0.75 * 30.0 and bool(first.loc["run-0", "reached_80"])
     assert math.isnan(first.loc["run-2", "time_to_test_acc_80"]) and not first.loc["run-2", "reached_80"]
+    assert (first.loc["run-0", "device_name"], first.loc["run-0", "hardware"]) == (H100, f"{H100} + {T4}")
     assert r["batch_size"].dtype.kind == "i" and r["train_size"].isna().all()
     s = pd.read_csv(out / "summary.csv")
     assert {"hardware", "rank", "profile_score", "best_test_acc_iqm_ci_high", "time_to_test_acc_50_ert"} <= set(s.columns)
