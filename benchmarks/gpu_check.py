@@ -21,8 +21,8 @@ Every part that cannot run says why in its row (a missing package, a failed run,
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -70,13 +70,15 @@ class Check:
     def run_part(self, part: str, fn, need_s: float) -> None:
         """fn(); a part that fails or would overrun the budget becomes a row saying so."""
         if self.left() < need_s:
-            self.row(part, "skipped", "n/a", f"{self.left():.0f} s of the {self.a.budget_s:.0f} s budget left")
+            for p in part:  # "bd": one child process runs both parts' trainings
+                self.row(p, "skipped", "n/a", f"{self.left():.0f} s of the {self.a.budget_s:.0f} s budget left")
             return
         t0 = time.monotonic()
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - one part's failure must not hide the others' numbers
-            self.row(part, "failed", "n/a", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            for p in part:
+                self.row(p, "failed", "n/a", f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
         print(f"[{part}] took {time.monotonic() - t0:.1f} s", flush=True)
 
 
@@ -137,8 +139,7 @@ def part_bd(c: Check) -> None:
         for part in ("b", "d"):
             c.row(part, "real googlenet-study train", "n/a", "mlflow is not installed: carry its wheels (README, Speed)")
         return
-    epochs = ["--epochs", "1"]
-    jobs = [{"name": "b", "argv": train_argv(c, "b", *epochs)}]
+    jobs = [{"name": "b", "argv": train_argv(c, "b", "--epochs", "1")}]
     has_cache = "feature_cache" in field_names()
     if has_cache:
         for mode in ("off", "auto"):
@@ -169,12 +170,14 @@ def part_bd(c: Check) -> None:
     if off.get("status") != "FINISHED" or on.get("status") != "FINISHED":
         c.row("d", "frozen run with / without the feature cache", "failed", f"see {out / 'train_child.log'}")
         return
-    tag = on["tags"].get("feature_cache", "?")
-    build = on["metrics"].get("feature_cache_build_s", float("nan"))
+    from googlenet_study.schema import FEATURE_CACHE_BUILD_S, FEATURE_CACHE_TAG
+
+    tag = on["tags"].get(FEATURE_CACHE_TAG, "?")
+    build = on["metrics"].get(FEATURE_CACHE_BUILD_S, float("nan"))
     for name, r in (("off", off), ("auto", on)):
         c.row("d", f"frozen, feature_cache {name}, 2 epochs", " + ".join(f"{e:,.1f}" for e in r["epoch_time_s"]) + " s",
-              f"tag feature_cache={r['tags'].get('feature_cache', '-')}" + (f", build {build:.1f} s charged to epoch 1"
-                                                                            if name == "auto" else ""))
+              f"tag {FEATURE_CACHE_TAG}={r['tags'].get(FEATURE_CACHE_TAG, '-')}"
+              + (f", build {build:.1f} s charged to epoch 1" if name == "auto" else ""))
     c.row("d", "ratio uncached / cached", f"epoch 2: {off['epoch_time_s'][1] / on['epoch_time_s'][1]:.3g}x; "
                f"2-epoch run: {sum(off['epoch_time_s']) / sum(on['epoch_time_s']):.3g}x", f"cache {tag}")
 
@@ -252,8 +255,12 @@ def part_f(c: Check) -> None:
         base.update(model=c.s.model, image_size=c.s.image_size)
     runs = c.results.get("runs", {})
     cached = runs.get("d-auto", {}).get("status") == "FINISHED"
+    if cached:
+        from googlenet_study.schema import FEATURE_CACHE_BUILD_S
     full_s = frozen_plain_s = frozen_cached_s = 0.0
-    builds, measured = set(), {}
+    builds = set()
+    # (a) timed the full, aux-on graph at its batch sizes with these amp/channels_last: not again.
+    measured = {(b, True, "full"): g["m"] for b, g in c.results.get("a", {}).items()}
     for point in _grid(space):
         cfg = RunConfig.from_dict({**base, **point}, source="factorial.yaml").resolve()
         key = (cfg.batch_size, cfg.has_aux, cfg.backbone)
@@ -275,7 +282,7 @@ def part_f(c: Check) -> None:
           f"{plain_h:,.2f} h", f"full {full_s / 3600:,.2f} h + frozen {frozen_plain_s / 3600:,.2f} h")
     frozen_s = frozen_plain_s
     if cached:
-        build = runs["d-auto"]["metrics"].get("feature_cache_build_s", 0.0)
+        build = runs["d-auto"]["metrics"].get(FEATURE_CACHE_BUILD_S, 0.0)
         frozen_s = frozen_cached_s + len(builds) * build
         c.row("f", "+ feature cache for the frozen runs", f"{(full_s + frozen_s) / 3600:,.2f} h",
               f"frozen {frozen_s / 3600:,.2f} h: {len(builds)} build(s) of {build:.0f} s, cached epochs from (d)")
@@ -289,7 +296,6 @@ def part_f(c: Check) -> None:
 
 
 def _grid(space: dict) -> list[dict]:
-    import itertools
     keys = list(space)
     return [dict(zip(keys, v)) for v in itertools.product(*(space[k] for k in keys))]
 
@@ -315,7 +321,7 @@ def main() -> None:
             f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(head, flush=True)
     c.run_part("a", lambda: part_a(c), 0)
-    c.run_part("b", lambda: part_bd(c), 120)
+    c.run_part("bd", lambda: part_bd(c), 120)
     c.run_part("c", lambda: part_c(c), 30)
     c.run_part("e", lambda: part_e(c), 60)
     c.run_part("f", lambda: part_f(c), 20)

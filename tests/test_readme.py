@@ -90,10 +90,16 @@ NOT_RUN = {
     "../.venv/bin/python frozen_vs_full.py --profile": "a benchmark: minutes of timing on 2 cores; "
                                                        "tests/test_benchmarks.py runs each script at its smallest",
     "../.venv/bin/python harness_vs_bare.py": "a benchmark (minutes); tests/test_benchmarks.py runs it small",
+    "../.venv/bin/python feature_cache.py": "a benchmark (minutes); tests/test_benchmarks.py runs it small",
     "../.venv/bin/python input_pipeline.py": "a benchmark (minutes); tests/test_benchmarks.py runs it small",
     "../.venv/bin/python aux_cost.py": "a benchmark (minutes); tests/test_benchmarks.py runs it small",
     "../.venv/bin/python tracking_overhead.py": "a benchmark (minutes); tests/test_benchmarks.py runs it small",
     "../.venv/bin/python gpu_epoch.py --factorial": "a GPU benchmark; tests/test_benchmarks.py runs it on CPU",
+    "python3 -m pip download -d wheels -r benchmarks/gpu_check_requirements.txt":
+        "needs a network (PyPI); it fetches the wheels a bare GPU machine lacks",
+    "benchmarks/gpu_check.sh": "the GPU check (8 minutes of a CUDA device); tests/test_benchmarks.py runs it tiny",
+    "GPU_CHECK_TINY=1 benchmarks/gpu_check.sh":
+        "tests/test_benchmarks.py::test_gpu_check_runs_every_part_on_cpu_and_writes_one_table runs exactly this",
 }
 
 
