@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test setup system-deps pdf-deps
+.PHONY: demo test setup system-deps slurm-deps pdf-deps
 
 $(BIN)/googlenet-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ pdf-deps:
 	@test "$$(dpkg-query -W -f='$${db:Status-Status}\n' $(PDF_LIBS) 2>/dev/null | grep -cx installed)" = 3 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PDF_LIBS))
 
-system-deps: pdf-deps
+system-deps: pdf-deps slurm-deps
 	@command -v chromium >/dev/null && command -v pdftoppm >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils)
+
+# A single-node Slurm for tests/test_slurm.py (tests/slurm/start.sh starts it).
+slurm-deps:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null && \
+	  command -v munged >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq slurmctld slurmd slurm-client munge)
 
 demo: setup pdf-deps
 	$(BIN)/googlenet-study sweep experiments/demo.yaml --workers 2
