@@ -7,9 +7,10 @@
 #
 # Python: $PYTHON, else the project's .venv, else python3; it needs torch and torchvision. A bare machine
 # (Python + PyTorch only, no network) gets the rest from wheels carried in $GPU_CHECK_WHEELS (default
-# ./wheels next to this repository's README; made by `pip download`, README "Speed"): they are installed
-# with pip --no-index into .gpu-check-venv, which sees the machine's own torch (--system-site-packages).
-# Without them the parts that need a package it lacks say so in their row ("n/a") and the rest still run.
+# wheels/ in this checkout; made by `pip download`, README "The GPU check"): pip --no-index installs them
+# into .gpu-check-packages/ (--target, then on PYTHONPATH: any interpreter, venv or conda or system,
+# keeps its own torch). Without mlflow, (b) and (d) say "n/a" and the rest still runs; pyyaml and tqdm
+# are needed by everything.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 py=${PYTHON:-}
@@ -19,14 +20,22 @@ fi
 wheels=${GPU_CHECK_WHEELS:-$root/wheels}
 # find_spec, not import: importing mlflow alone takes seconds
 missing() { "$py" -c "import importlib.util as u, sys; sys.exit(all(u.find_spec(m) for m in sys.argv[1:]))" "$@"; }
+packages=$root/.gpu-check-packages
+if [ -d "$packages" ]; then export PYTHONPATH="$packages${PYTHONPATH:+:$PYTHONPATH}"; fi
 if missing yaml tqdm mlflow && [ -d "$wheels" ]; then
-    venv=$root/.gpu-check-venv
-    [ -x "$venv/bin/python" ] || "$py" -m venv --system-site-packages "$venv"
-    "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheels" \
-        -r "$root/benchmarks/gpu_check_requirements.txt"
-    py=$venv/bin/python
+    if "$py" -m pip --version >/dev/null 2>&1; then
+        "$py" -m pip install --quiet --no-index --find-links "$wheels" --target "$packages" --upgrade \
+            -r "$root/benchmarks/gpu_check_requirements.txt"
+    else  # no pip (Debian's python3 without python3-pip): a wheel is a zip of what goes on the path
+        for w in "$wheels"/*.whl; do "$py" -m zipfile -e "$w" "$packages"; done
+    fi
+    export PYTHONPATH="$packages${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if missing torch torchvision; then echo "gpu_check: $py has no torch or no torchvision" >&2; exit 2; fi
+if missing yaml tqdm; then
+    echo "gpu_check: $py lacks pyyaml or tqdm and $wheels has none; carry wheels (README, The GPU check)" >&2
+    exit 2
+fi
 # googlenet_study from this checkout, installed or not; the benchmark modules from benchmarks/.
 export PYTHONPATH="$root:$root/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 exec "$py" "$root/benchmarks/gpu_check.py" "$@"
