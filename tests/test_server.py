@@ -1,4 +1,5 @@
-"""A real `mlflow server`: a run outlives a 20 s outage of it; a basic-auth server refuses strangers."""
+"""A real `mlflow server`: a run outlives a 20 s outage of it, longer than MLflow's own retries; a basic-auth
+server refuses strangers."""
 
 from __future__ import annotations
 
@@ -48,11 +49,14 @@ def stop_server(p: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric(tiny_cfg, tmp_path):
+    """MLflow's client retries twice (about 3 s here, not its default 7 times in about 4 min), then
+    googlenet-study's own wait takes over (outage.py): one line per wait, every metric arrives."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)
     cfg = dataclasses.replace(tiny_cfg, epochs=4, train_size=200, test_size=50)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     train = subprocess.Popen([sys.executable, "-m", "googlenet_study", "train", *cfg_args(cfg)], cwd=tmp_path,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -79,6 +83,7 @@ def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric
                 time.sleep(2)
         out, err = train.communicate(timeout=600)
         assert train.returncode == 0, err[-2000:]
+        assert f"the tracking server {uri} unreachable (" in err and "is back after" in err, err[-3000:]
         run = c.get_run(run_id)
         assert run.info.status == "FINISHED"
         for key in ("test_acc", "train_loss", "epoch_time_s", "elapsed_time_s"):

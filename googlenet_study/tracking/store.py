@@ -112,7 +112,7 @@ def _transient(e: BaseException) -> bool:
     """MLflow gave up retrying a request: the server is down or answers 5xx (restarting, overloaded)."""
     text = str(e)
     return isinstance(e, MlflowException) and any(s in text for s in (
-        "Max retries exceeded", "Connection refused", "ConnectionError", "Connection aborted",
+        "Max retries exceeded", "timeout exception", "Connection refused", "ConnectionError", "Connection aborted",
         "Remote end closed", "too many 5"))
 
 
