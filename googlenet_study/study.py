@@ -284,9 +284,10 @@ def _report_targets(raw: dict, err) -> tuple[float, ...] | None:
 
 def _storage_timeout(raw: dict, err) -> float:
     v = raw.get("storage_timeout_s", 600)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    seconds = _number(v) if isinstance(v, (int, float)) else None
+    if seconds is None or not math.isfinite(float(seconds)) or seconds <= 0:
         raise err("storage_timeout_s", f"must be a number of seconds > 0, got {shown(v)}")
-    return float(v)
+    return float(seconds)
 
 
 # ---- pieces of validation -------------------------------------------------------------------

@@ -115,7 +115,8 @@ def test_a_two_task_array_completes_every_grid_point_once_under_one_parent_run(
 def test_a_task_stopped_with_sigterm_mid_trial_then_requeued_completes_each_point_once(
         slurm_cluster, server, postgres_url, study_name, tmp_path):
     path = _study(tmp_path, study_name, {"seed": [0, 1]}, epochs=3)
-    r = _submit(path, postgres_url, server, 2, "--no-report", cwd=tmp_path)
+    shared = tmp_path / "shared-checkpoints"
+    r = _submit(path, postgres_url, server, 2, "--no-report", "--checkpoint-dir", str(shared), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     job = r.stdout.split("submitted Slurm job array ")[1].split()[0]
     c = MlflowClient(server)
@@ -136,6 +137,7 @@ def test_a_task_stopped_with_sigterm_mid_trial_then_requeued_completes_each_poin
         pytest.fail(f"task 0 did not stop: {log.read_text()[-2000:]}")
     killed = [x for x in _children(c, study_name) if x.info.status == "KILLED"]
     assert len(killed) == 1 and "stopped by a signal" in killed[0].data.tags["end_reason"]
+    assert list(shared.rglob(f"{killed[0].info.run_id}.ckpt"))  # --checkpoint-dir: where any node resumes it
     for _ in range(100):  # the task has left the node: requeue it, now (Slurm delays a requeue by 2 min)
         if subprocess.run(["scontrol", "requeue", f"{job}_0"], capture_output=True, timeout=60).returncode == 0:
             break

@@ -131,7 +131,8 @@ def test_a_20_second_database_outage_mid_trial_loses_no_trial_metric_or_run_stat
 
 @pytest.mark.slow
 def test_an_outage_past_storage_timeout_s_ends_the_run_killed_and_the_rerun_resumes_it(tmp_path, own_postgres):
-    cmd, env, c = _sweep(tmp_path, "long-outage", own_postgres.url, [0], grace_s=3, storage_timeout_s=4)
+    cmd, env, c = _sweep(tmp_path, "long-outage", own_postgres.url, [0], grace_s=3, storage_timeout_s=4,
+                         checkpoint_dir=str(tmp_path / "shared"))  # the study file's key
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         run_id = _first_epoch(c, proc)
@@ -145,6 +146,7 @@ def test_an_outage_past_storage_timeout_s_ends_the_run_killed_and_the_rerun_resu
     run = c.get_run(run_id)
     assert run.info.status == "KILLED", run.info.status  # never FAILED for the database's sake
     assert run.data.tags["end_reason"].startswith("outage: the Optuna storage")
+    assert list((tmp_path / "shared").rglob(f"{run_id}.ckpt"))  # its checkpoint, where the study file said
     time.sleep(4)  # the abandoned trial's heartbeat goes stale (GOOGLENET_STUDY_GRACE_S=3)
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
