@@ -45,7 +45,7 @@ RETRIED = ("create_new_study", "delete_study", "set_study_user_attr", "set_study
            "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param", "get_trial_param",
            "set_trial_state_values", "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
            "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials",
-           "get_best_trial", "_get_best_trial_id", "record_heartbeat", "_get_stale_trial_ids")
+           "get_best_trial", "_get_best_trial_id", "record_heartbeat")
 
 
 def transient(e: BaseException) -> bool:
@@ -66,6 +66,16 @@ def transient(e: BaseException) -> bool:
 class PatientStorage(optuna.storages.RDBStorage):
     """RDBStorage whose database calls wait out an outage (set `patience` after construction)."""
     patience: outage.Patience | None = None
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """None for a while after an outage: it stopped every worker's heartbeat, so a stale one does not
+        mean a dead worker until the live ones have had GRACE_S to beat again."""
+        if self.patience is None:
+            return super()._get_stale_trial_ids(study_id)
+        back = self.patience.back_at
+        if back is not None and time.monotonic() - back < GRACE_S:
+            return []
+        return self.patience.call(lambda: super(PatientStorage, self)._get_stale_trial_ids(study_id))
 
 
 def _patient(name: str):

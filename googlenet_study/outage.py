@@ -50,6 +50,7 @@ class Patience:
         self._inside = threading.local()  # a retried call that makes retried calls: only the outer one waits
         self.gave_up = False  # after one Unavailable, fail fast until a call succeeds again
         self.down_since: float | None = None  # time.monotonic() of the outage's first failed call
+        self.back_at: float | None = None     # time.monotonic() when the last outage ended
 
     def call(self, fn: Callable[[], T]) -> T:
         """fn(), retried while it fails transiently, for at most timeout_s since its first failure."""
@@ -67,7 +68,8 @@ class Patience:
             try:
                 out = fn()
                 if t0 is not None:
-                    self.log(f"googlenet-study: {self.what} is back after {time.monotonic() - t0:.0f} s")
+                    self.back_at = time.monotonic()
+                    self.log(f"googlenet-study: {self.what} is back after {self.back_at - t0:.0f} s")
                 self.gave_up, self.down_since = False, None
                 return out
             except BaseException as e:
