@@ -8,18 +8,22 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from googlenet_study import pruners, study, sweep, sweep_trial
+from googlenet_study import pruners, study, sweep, sweep_trial, tracking
 
 ACCS = [0.5, 0.6, 0.7, 0.8]  # test_acc per epoch, the same for every trial
 
 
-def make_study(tmp_path, pruner: str, **top) -> optuna.Study:
-    """A real SQLite study with the pruner of a real study file."""
+def load_spec(tmp_path, pruner: str, **top) -> study.StudySpec:
     doc = {"name": "p", "base": {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16,
                                  "epochs": len(ACCS)},
            "space": {"seed": [0, 1, 2, 3, 4]}, "pruner": pruner, **top}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
-    spec = study.load(str(tmp_path / "p.yaml"))
+    return study.load(str(tmp_path / "p.yaml"))
+
+
+def make_study(tmp_path, pruner: str, **top) -> optuna.Study:
+    """A real SQLite study with the pruner of a real study file."""
+    spec = load_spec(tmp_path, pruner, **top)
     return optuna.create_study(study_name="p", direction="maximize", pruner=sweep.make_pruner(spec),
                                storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
@@ -91,3 +95,16 @@ def test_with_repeats_a_seeds_seconds_continue_from_the_seeds_before_it(tmp_path
     curve = st.trials[1].user_attrs[pruners.CURVE_ATTR]
     assert curve == [[1, 5.0, 0.1], [2, 10.0, 0.2], [3, 15.0, 0.1], [4, 20.0, 0.25]]
     assert [pruners.acc_at(curve, t) for t in (4.9, 5.0, 14.0, 99.0)] == [None, 0.1, 0.2, 0.25]
+
+
+def test_the_parent_run_records_the_wall_clock_warm_up(tmp_path, tracking_uri):
+    logged = {}
+    for name, top in (("default", {}), ("set", {"pruner_warmup_s": 90})):
+        spec = load_spec(tmp_path, "wallclock_median", **top)
+        run_id = tracking.start_parent_run("googlenet-study", name, {}, tracking_uri)
+        sweep._log_parent_start(spec, run_id, "sqlite:///optuna.db", tracking_uri)
+    for r in tracking.search_runs_all("googlenet-study", uri=tracking_uri):
+        logged[r["run_name"]] = (r["params"]["pruner"], r["params"]["pruner_warmup_s"])
+    assert logged == {"default": ("wallclock_median", "first_epoch"), "set": ("wallclock_median", "90.0")}
+    # A changed warm-up is a changed study: resuming it under the same name is refused (sweep._wait_ready).
+    assert load_spec(tmp_path, "wallclock_median").digest() != spec.digest()
