@@ -72,7 +72,10 @@ NOT_RUN = {
     "googlenet-study sweep experiments/factorial.yaml --tracking-uri https://mlflow.example.org ...":
         "a remote tracking server (mlflow.example.org) and 54 runs; `...` stands for the worker's own flags",
     "googlenet-study sweep FILE [--workers N] [--n-trials N] [--storage URL] [--tracking-uri URL] "
-    "[--set field=value ...] [--no-report]": "a synopsis: placeholders, each flag checked against the parser",
+    "[--set field=value ...] [--checkpoint-dir DIR] [--no-report]":
+        "a synopsis: placeholders, each flag checked against the parser",
+    "googlenet-study sweep FILE --slurm-array N [--slurm-option KEY=VALUE ...] [--dry-run] [--wait]":
+        "a synopsis (needs a Slurm cluster); docs/cluster.md's --dry-run runs here, tests/test_slurm.py submits",
     "mlflow run . -e sweep -P file=experiments/demo.yaml -P workers=2 --env-manager local":
         "the whole demo through MLflow Projects (minutes); tests/test_mlproject.py runs `-e sweep` on a tiny study",
     "createdb -h DBHOST -U postgres mlflow && createdb -h DBHOST -U postgres optuna":
@@ -83,6 +86,13 @@ NOT_RUN = {
     "googlenet-study sweep experiments/factorial.yaml --workers 1 --storage "
     "postgresql://postgres:PASSWORD@DBHOST:5432/optuna --tracking-uri http://10.0.0.5:5000":
         "the many-machines worker: needs DBHOST and the server on 10.0.0.5; tests/test_sweep_postgres.py",
+    "createdb -h db.cluster -U postgres optuna && createdb -h db.cluster -U postgres mlflow":
+        "the cluster's database host (db.cluster); tests/test_sweep_postgres.py makes databases on 127.0.0.1",
+    "MLFLOW_AUTH_CONFIG_PATH=basic_auth.ini mlflow server --app-name basic-auth --backend-store-uri "
+    "postgresql://mlflow:PASSWORD@db.cluster/mlflow --artifacts-destination /shared/mlartifacts --host 10.1.0.5 "
+    "--port 5000": "the cluster's tracking server (db.cluster, 10.1.0.5); tests/test_server.py runs this app",
+    "optuna-dashboard postgresql://alice:PASSWORD@db.cluster/optuna --host 127.0.0.1 --port 8080":
+        "the cluster's database (db.cluster); the optuna-dashboard line of docs/sweeps.md runs on SQLite",
     ".venv/bin/python benchmarks/gpu_epoch.py --factorial": "a GPU benchmark (H100-sized); "
                                                             "tests/test_benchmarks.py runs it with --steps 1 on CPU",
     ".venv/bin/python benchmarks/gpu_epoch.py --factorial-only --factorial-set amp=bf16 "
@@ -351,6 +361,17 @@ def exports(name: str, pattern: str) -> Callable:
     return check
 
 
+def prints_job_script(clone, command, request) -> None:
+    """docs/cluster.md's --dry-run: the sbatch script on stdout, the password not in it, nothing made."""
+    out = sh(clone, command).stdout
+    for line in ("#SBATCH --array=0-7", "#SBATCH --gres=gpu:1", "#SBATCH --signal=B:TERM@120", "#SBATCH --requeue",
+                 "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=8", '--storage "${GOOGLENET_STUDY_STORAGE}"',
+                 "--checkpoint-dir /shared/alice/checkpoints"):
+        assert line in out, out
+    assert "PASSWORD" not in out and "alice:***@db.cluster" in out
+    assert not (clone["dir"] / "slurm").exists() and not (clone["dir"] / "optuna.db").exists()
+
+
 def trains(experiment: str) -> Callable:
     """A training command: one FINISHED run that learned (README: about 0.95), with the params it was given."""
     def check(clone, command, request) -> None:
@@ -388,6 +409,10 @@ RUN: dict[str, Callable] = {
         report_into("reports/g"),
     "mlflow run . -e report -P study=demo --env-manager local": report_into("reports/demo"),
     "cd benchmarks": lambda clone, command, request: sh(clone, f"{command} && test -f harness_vs_bare.py"),
+    "googlenet-study sweep experiments/factorial.yaml --slurm-array 8 --set device=cuda --storage "
+    "postgresql://alice:PASSWORD@db.cluster/optuna --tracking-uri https://mlflow.cluster --checkpoint-dir "
+    "/shared/alice/checkpoints --slurm-option partition=gpu --slurm-option time=12:00:00 "
+    "--slurm-option cpus-per-task=8 --dry-run": prints_job_script,
 }
 SHRUNK_CHECKS: dict[str, Callable] = {DEMO: check_demo}
 
