@@ -40,27 +40,36 @@ def timed(runs: pd.DataFrame, epochs: pd.DataFrame, clock: str = "epoch") -> pd.
 
 def _histories(runs: pd.DataFrame, epochs: pd.DataFrame, x: str):
     """(configuration, run_id, xs, accs) per run with at least one evaluated epoch, in x order."""
-    e = epochs[["run_id", x, "test_acc"]].dropna().sort_values(["run_id", x])
     cfg = dict(zip(runs["run_id"], runs["configuration"]))
-    for rid, g in e.groupby("run_id", sort=False):
-        if rid in cfg:
-            yield cfg[rid], rid, g[x].to_numpy(float), g["test_acc"].to_numpy(float)
+    e = epochs[["run_id", x, "test_acc"]].dropna()
+    e = e[e["run_id"].isin(list(cfg))].sort_values(["run_id", x])
+    if not len(e):
+        return
+    rid, xs, acc = e["run_id"].to_numpy(), e[x].to_numpy(float), e["test_acc"].to_numpy(float)
+    cut = np.flatnonzero(rid[1:] != rid[:-1]) + 1  # one slice per run: numpy, not 1,000 pandas groups
+    for r, xx, aa in zip(rid[np.r_[0, cut]], np.split(xs, cut), np.split(acc, cut)):
+        yield cfg[r], r, xx, aa
 
 
 def run_steps(runs: pd.DataFrame, epochs: pd.DataFrame, x: str = "clock_s") -> pd.DataFrame:
     """configuration, run_id, x, acc: each run's step points (one per epoch end) and, where a run ended
     before its configuration's longest run, one more point at that end holding its final accuracy."""
     hist = list(_histories(runs, epochs, x))
-    end = {}
+    end: dict = {}
     for c, _, xs, _ in hist:
         end[c] = max(end.get(c, -math.inf), xs[-1])
-    parts = []
+    cs, rids, xss, accs = [], [], [], []
     for c, rid, xs, acc in hist:
         if xs[-1] < end[c]:
             xs, acc = np.append(xs, end[c]), np.append(acc, acc[-1])
-        parts.append(pd.DataFrame({"configuration": c, "run_id": rid, x: xs, "acc": acc}))
-    cols = ["configuration", "run_id", x, "acc"]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+        cs.append(np.repeat(np.array([c], dtype=object), len(xs)))
+        rids.append(np.repeat(np.array([rid], dtype=object), len(xs)))
+        xss.append(xs)
+        accs.append(acc)
+    if not hist:
+        return pd.DataFrame(columns=["configuration", "run_id", x, "acc"])
+    return pd.DataFrame({"configuration": np.concatenate(cs), "run_id": np.concatenate(rids),
+                         x: np.concatenate(xss), "acc": np.concatenate(accs)})
 
 
 def mean_curve(runs: pd.DataFrame, epochs: pd.DataFrame, x: str = "clock_s") -> pd.DataFrame:
