@@ -120,7 +120,7 @@ def _sbatch(path: Path, env: dict, *extra: str) -> str:
     if r.returncode != 0:
         said = [x for x in (r.stderr + r.stdout).splitlines() if x.strip() and not x.startswith("Try ")]
         first = said[0] if said else f"exit status {r.returncode}"
-        raise UserError(f"--slurm-option: sbatch refused the job ({tracking.redact(first)}); nothing submitted")
+        raise UserError(f"--slurm-array: sbatch refused the job ({tracking.redact(first)}); nothing submitted")
     return r.stdout.strip()
 
 

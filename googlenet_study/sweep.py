@@ -1,6 +1,7 @@
 """Stage 6: a sweep. An Optuna study (storage: SQLite or PostgreSQL) whose trials are MLflow child
 runs of one parent run, trained by the same `train()` as `googlenet-study train`. Here: the study,
-its workers and the command; one trial is sweep_trial.py, the parent run's results sweep_results.py.
+one worker's loop and the command; one trial is sweep_trial.py, the worker processes sweep_workers.py,
+the parent run's results sweep_results.py, a Slurm job array of workers slurm.py.
 
 Race-free by construction, on one machine or many:
 - the study is created with `load_if_exists=False`: exactly one process wins; it makes the parent
@@ -15,14 +16,11 @@ Race-free by construction, on one machine or many:
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import signal
 import sys
 import time
 import warnings
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
@@ -31,26 +29,22 @@ from optuna.trial import TrialState
 
 from . import budget
 from . import study as study_mod
-from . import tracking
+from . import outage, tracking
 from .config import UserError
 from .engine import STOP
-from . import outage
 from .outage import Unavailable
 from .optuna_storage import default_storage, open_storage  # noqa: F401 - part of this module's interface
 from .pruners import WallclockMedianPruner
 from .schema import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 from .study import StudySpec
 from .sweep_trial import run_trial
+from .sweep_workers import supervise
 
 READY_TIMEOUT_S = 300     # how long a joining process waits for the creator to set the study up
 READY = "googlenet_study.ready"  # study user attrs written once by the creator
 PARENT = "mlflow_parent_run_id"
 EXPERIMENT = "mlflow_experiment"
 DIGEST = "spec_digest"
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-# s: before passing a signal on, the time a worker that got it itself (Ctrl-C reaches the whole
-# process group) has to count it, so that it does not get it twice (twice = stop at once).
-FORWARD_AFTER_S = 0.2
 AGAIN = "its trial goes back in the queue; run the same command again when it is back"
 
 
@@ -282,88 +276,6 @@ def _print_trial(spec: StudySpec, t) -> None:
     print(f"[{spec.name}] trial {t.number} {t.state.name}{vals} params={t.params} run={run}", flush=True)
 
 
-# ---- worker processes ----------------------------------------------------------------------
-def _worker_main(w: Worker, signals_seen) -> None:
-    """A spawned worker: STOP's handlers are in place before its first trial; exits 128 + signal if stopped."""
-    STOP.install()  # the trial's run ends KILLED at a batch boundary, the trial goes back in the queue
-    _count_signals(signals_seen)
-    _thread_lock_for_bars()
-    try:
-        work(w)
-    except UserError as e:
-        print(f"googlenet-study sweep: worker {w.index}: error: {e}", file=sys.stderr)
-        _exit(2)
-    except Unavailable as e:
-        print(f"googlenet-study sweep: worker {w.index}: {e}; {AGAIN}", file=sys.stderr)
-        _exit(outage.EXIT_STATUS)
-    except KeyboardInterrupt:
-        pass  # a second signal: the run ended KILLED on the way out, the trial is back in the queue
-    _exit(128 + STOP.signum if STOP() else 0)
-
-
-def _thread_lock_for_bars() -> None:
-    """tqdm's default lock is a multiprocessing semaphore, which `_exit` would leak (the resource tracker
-    then warns at the end of every sweep); a worker's bars are its own, so a thread lock is enough."""
-    import threading
-
-    import tqdm
-    import tqdm.auto
-
-    for cls in {tqdm.tqdm, tqdm.auto.tqdm}:
-        cls.set_lock(threading.RLock())
-
-
-def _exit(code: int) -> None:
-    """Exit without the interpreter's final garbage collection of the torch/MLflow/Optuna objects (seen
-    here: 10-12 s per worker on 2 busy cores, after its last trial). Nothing is pending by now: runs
-    ended, store writes committed (MLflow logs synchronously), checkpoints fsynced."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _count_signals(seen) -> None:
-    """Count each SIGTERM/SIGINT in memory shared with the supervisor, then hand it to STOP. From the
-    third on they are ignored: the second already stops at once, a third would cut short the run's end."""
-    for s in SIGNALS:
-        def handler(signum, frame, stop=signal.getsignal(s)):
-            seen.value += 1
-            if seen.value <= 2:
-                stop(signum, frame)
-        signal.signal(s, handler)
-
-
-def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
-    """Run each worker in its own process until all have exited; returns their exit codes and the
-    signal that stopped the sweep (None if none did).
-
-    The k-th SIGTERM/SIGINT this process receives goes on, as the same signal, to every worker that has
-    not received k itself (`kill PID` reaches this process only; Ctrl-C in a terminal the whole process
-    group): the first ends each worker's trial run KILLED at a batch boundary, the second stops at once."""
-    ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked torch/MLflow state
-    seen = [ctx.RawValue("i", 0) for _ in workers]
-    procs = [ctx.Process(target=_worker_main, args=(w, n), name=f"sweep-worker-{w.index}")
-             for w, n in zip(workers, seen)]
-    received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in SIGNALS}
-    try:
-        for p in procs:
-            p.start()
-        forwarded = 0
-        while alive := [p for p in procs if p.is_alive()]:
-            wait([p.sentinel for p in alive], timeout=0.5)
-            for k in range(forwarded + 1, len(received) + 1):
-                time.sleep(FORWARD_AFTER_S)
-                for p, n in zip(procs, seen):
-                    if p.is_alive() and n.value < k:
-                        os.kill(p.pid, received[k - 1])
-                forwarded = k
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return [p.exitcode for p in procs], (received[0] if received else None)
-
-
 # ---- the command ----------------------------------------------------------------------------
 def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, experiment: str,
                  created: bool) -> list[Worker]:
@@ -396,6 +308,10 @@ def main(args) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if args.workers < 1:
         raise UserError(f"--workers: must be an integer >= 1, got {args.workers}")
+    given = [f for f, on in (("--dry-run", args.dry_run), ("--wait", args.wait), ("--slurm-option", args.slurm_option))
+             if on]
+    if given and args.slurm_array is None:
+        raise UserError(f"{given[0]}: only with --slurm-array N")
     if args.slurm_array is not None:  # the workers run as a Slurm job array, not here
         from . import slurm
         return slurm.main(args, spec)
