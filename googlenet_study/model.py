@@ -95,8 +95,15 @@ class Network(nn.Module):
         i.e. as the per-channel affine map y = (x - mean) / sqrt(var + eps) * gamma + beta, so
         bn(conv(x)) is one conv with weight W * s and bias beta - mean * s, s = gamma / sqrt(var + eps):
         one op and one pass over the activations fewer per block. Kept as non-persistent buffers, so
-        the state dict, the parameter table and the filter images are those of the unfolded model."""
+        the state dict, the parameter table and the filter images are those of the unfolded model.
+        A block whose tensors are where and as they were at its last fold (same storage, no in-place write
+        since: torch's version counter) is skipped: a run on cached features never runs the trunk again."""
         for m in self.folded:
+            source = (m.conv.weight, m.conv.bias, m.bn.running_mean, m.bn.running_var, m.bn.weight, m.bn.bias)
+            seen = tuple((t.data_ptr(), t._version) for t in source if t is not None)
+            if getattr(m, "_folded_from", None) == seen:
+                continue
+            m._folded_from = seen
             w, b = fuse_conv_bn_weights(m.conv.weight, m.conv.bias, m.bn.running_mean, m.bn.running_var,
                                         m.bn.eps, m.bn.weight, m.bn.bias)
             fmt = torch.channels_last if m.conv.weight.is_contiguous(memory_format=torch.channels_last) \

@@ -60,8 +60,8 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
                        **cache_tags, "checkpoint": str(saver.path),
                        **(_resume_tags(state) if state else {})},
                       model.parameter_table(net), filters_before)
-        if state:  # the earlier stop's reason no longer describes how this run ends
-            run.clear_tags(schema.END_TAGS)
+        if state:  # the earlier stop's reason no longer describes how this run ends, nor its cache warning this one
+            run.clear_tags(schema.END_TAGS + tuple(k for k in schema.FEATURE_CACHE_TAGS if k not in cache_tags))
             run.log_missing_epochs(state.history, state.epoch_ended_ms)
         elif cache is not None:  # step 0, once: a resumed run has it, and its charge in the checkpointed history
             run.log_epoch(0, {schema.FEATURE_CACHE_BUILD_S: cache.build_s})
