@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import time
 import zlib
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from . import budget, engine, schema
+from . import budget, engine, model, schema
 from .checkpoint import write_atomically
 from .config import RunConfig
 from .data import Dataset, DeviceBatches, Split, epoch_order
@@ -109,7 +110,7 @@ def obtain(cfg: RunConfig, net: Network, data: Dataset, root: str | Path,
     sig = key(cfg, net, data)
     path = Path(root) / FOLDER / f"{cfg.model}-{cfg.image_size}px-{_sha(json.dumps(sig, sort_keys=True))}.feat"
     device = engine.place(cfg, net)
-    need = nbytes(cfg, net, data, device)
+    need = nbytes(cfg, data)
     room = (budget.available_bytes(cfg.device) if available is None else available) - \
         max(s.need for s in budget.steps(cfg))  # the build runs evaluation-sized steps beside the features
     if need > room:
@@ -148,11 +149,13 @@ def fixed_weights_digest(net: Network) -> str:
     return h.hexdigest()
 
 
-def nbytes(cfg: RunConfig, net: Network, data: Dataset, device: torch.device) -> int:
-    """Bytes both splits' features take, from one image's (its shapes and dtypes under the config's amp)."""
-    f = _compute(cfg, net, Split(data.train.images[:1], data.train.labels[:1]), True, device)
-    per = [t.element_size() * t[0].numel() for t in (f.pooled, *f.taps)]
-    return len(data.train) * sum(per) + len(data.test) * per[0]
+def nbytes(cfg: RunConfig, data: Dataset) -> int:
+    """Bytes both splits' features take: model.FEATURE_SHAPES per image, fp32, or half precision under amp
+    (autocast's convolutions and the pooling after them give bfloat16 / float16)."""
+    pooled_shape, tap_shapes = model.FEATURE_SHAPES[cfg.model]
+    pooled = math.prod(pooled_shape)
+    per_image = pooled + sum(math.prod(s) for s in tap_shapes) * cfg.has_aux  # aux_weight 0: no arms
+    return (4 if cfg.amp == "none" else 2) * (len(data.train) * per_image + len(data.test) * pooled)
 
 
 @torch.no_grad()

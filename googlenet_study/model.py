@@ -41,6 +41,9 @@ SEGMENTS = {
 ARMS = {"inception_v3": ("AuxLogits",), "googlenet": ("aux1", "aux2")}
 # Last Linear of each arm, replaced for 10 classes (768->10 for Inception-v3; 1024->10 for GoogLeNet).
 ARM_HEADS = {"inception_v3": ("AuxLogits.fc",), "googlenet": ("aux1.fc2", "aux2.fc2")}
+# What Network.features gives per image (N first): the pooled trunk output, and each arm's tap (_arm_tap),
+# whatever the image size (the arms pool adaptively). feature_cache.py sizes its features with it.
+FEATURE_SHAPES = {"inception_v3": ((2048,), ((768,),)), "googlenet": ((1024,), ((512, 4, 4), (528, 4, 4)))}
 FIRST_CONV = {"inception_v3": "Conv2d_1a_3x3.conv", "googlenet": "conv1.conv"}
 IMAGENET_WEIGHTS = {"inception_v3": models.Inception_V3_Weights.IMAGENET1K_V1,
                     "googlenet": models.GoogLeNet_Weights.IMAGENET1K_V1}

@@ -88,6 +88,8 @@ def test_a_cached_frozen_run_has_the_per_epoch_losses_and_accuracies_of_an_uncac
     want = {"googlenet": [(n, 1024), (n, 512, 4, 4), (n, 528, 4, 4)],
             "inception_v3": [(n, 2048)] + [(n, 768)] * cfg.has_aux}[arch]
     assert [tuple(t.shape) for t in (cache.train.pooled, *cache.train.taps)] == want
+    assert feature_cache.nbytes(cfg, data_mod.load(cfg)) == sum(  # what the memory check uses
+        t.numel() * t.element_size() for t in (cache.train.pooled, *cache.train.taps, cache.test.pooled))
     assert tuple(cache.test.pooled.shape) == (m, want[0][1]) and cache.test.taps == ()
     assert_same_results(off, on, cfg)
     assert off[-1]["train_loss"] != off[0]["train_loss"] or cfg.epochs == 1  # it learns: the check is not vacuous
@@ -185,7 +187,7 @@ def test_features_that_do_not_fit_leave_the_run_uncached_with_a_warning(weights,
     cfg = frozen(weights)
     engine.seed_everything(cfg)
     data, (net, _) = data_mod.load(cfg), model.build(cfg)
-    need = feature_cache.nbytes(cfg, net, data, torch.device("cpu"))
+    need = feature_cache.nbytes(cfg, data)
     assert need == 40 * 4 * (1024 + 2 * 8192 + 256) + 20 * 4 * 1024  # fp32: pooled and both arms' 4x4 maps
     cache, tags = feature_cache.obtain(cfg, net, data, tmp_path, available=1 << 20)
     assert cache is None and tags[schema.FEATURE_CACHE_TAG] == "off"
