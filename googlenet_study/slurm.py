@@ -15,6 +15,7 @@ exist before any task starts): the exactly-once and resume guarantees are sweep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -150,6 +151,8 @@ def main(args, spec: StudySpec) -> int:
         _sbatch(path, env, "--test-only")  # an unknown option, partition or account: nothing exists yet
     except UserError:
         path.unlink()
+        with contextlib.suppress(OSError):
+            SCRIPT_DIR.rmdir()  # only if empty: nothing half-written left behind
         raise
     storage, st, created = sweep.open_study(spec, uri, storage_url)
     parent, experiment = st.user_attrs[sweep.PARENT], st.user_attrs[sweep.EXPERIMENT]

@@ -2,12 +2,16 @@
 munge, started by tests/slurm/start.sh), PostgreSQL on 127.0.0.1:5432 and a real `mlflow server`: a
 2-task array completes every grid point once under one parent run; a task stopped with SIGTERM mid-trial
 (as Slurm does before a preemption) and then requeued still completes each point once, its run resumed;
-bad submissions exit 2 with nothing submitted. On this one node `--slurm-option nodes=1` is true."""
+bad submissions exit 2 with nothing submitted. On this one node `--slurm-option nodes=1` is true.
+docs/cluster.md's `--dry-run` command runs in tests/test_readme.py."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -17,12 +21,13 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, cli, skip_or_fail
+from conftest import ROOT, skip_or_fail
 
 from test_sweep import write_study
 from test_sweep_postgres import mlflow_server
 
-from googlenet_study import slurm, sweep
+from googlenet_study import sweep
+from googlenet_study.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +67,9 @@ def study_name(postgres_url):
         pass
 
 
+EPOCHS = 4  # the SIGTERM must find task 0 in the middle of a trial
+
+
 def _jobs() -> str:
     return subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=60).stdout
 
@@ -71,11 +79,6 @@ def _study(tmp_path: Path, name: str, space: dict, epochs: int) -> Path:
                        base={"epochs": epochs, "train_size": 96, "test_size": 32})
 
 
-def _submit(path: Path, storage: str, url: str, n: int, *extra: str, cwd: Path):
-    return cli("sweep", str(path), "--slurm-array", str(n), "--storage", storage, "--tracking-uri", url,
-               "--slurm-option", "nodes=1", "--slurm-option", "cpus-per-task=1", *extra, cwd=cwd, timeout=600)
-
-
 def _children(c: MlflowClient, name: str) -> list:
     exp = c.get_experiment_by_name("googlenet-study")
     return c.search_runs([exp.experiment_id], f"tags.study_name = '{name}'") if exp else []
@@ -83,96 +86,95 @@ def _children(c: MlflowClient, name: str) -> list:
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_a_two_task_array_completes_every_grid_point_once_under_one_parent_run(
+def test_a_two_task_array_with_a_task_preempted_and_requeued_completes_every_point_once_under_one_parent(
         slurm_cluster, server, postgres_url, study_name, tmp_path):
-    path = _study(tmp_path, study_name, {"seed": [0, 1], "aux_weight": [0.0, 0.3]}, epochs=2)
+    """Task 0 gets SIGTERM mid-trial (`scancel --batch --signal=TERM`, what Slurm sends 120 s before a
+    preemption) and is requeued (`scontrol requeue`); the submitter's --wait outlasts it all."""
+    path = _study(tmp_path, study_name, {"seed": [0, 1], "aux_weight": [0.0, 0.3]}, epochs=EPOCHS)
+    shared = tmp_path / "shared-checkpoints"
     t0 = time.monotonic()
-    r = _submit(path, postgres_url, server, 2, "--wait", cwd=tmp_path)
-    print(f"2-task array, 4 grid points: {time.monotonic() - t0:.0f} s from submission to report")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    job = r.stdout.split("submitted Slurm job array ")[1].split()[0]
-    assert f"squeue -j {job}" in r.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "googlenet_study", "sweep", str(path), "--slurm-array", "2",
+                             "--storage", postgres_url, "--tracking-uri", server, "--slurm-option", "nodes=1",
+                             "--slurm-option", "cpus-per-task=1", "--checkpoint-dir", str(shared), "--wait"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        c = MlflowClient(server)
+        for _ in range(3000):  # both tasks mid-trial: each run has logged an epoch
+            trials = [x for x in _children(c, study_name) if x.data.tags["sweep_role"] == "trial"]
+            if len(trials) == 2 and all(c.get_metric_history(x.info.run_id, "test_acc") for x in trials):
+                break
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the two tasks never both finished an epoch: {_jobs()}")
+        job = subprocess.run(["squeue", "-h", "--name", study_name, "-o", "%F"], capture_output=True, text=True,
+                             timeout=60).stdout.split()[0]  # the array's job id
+        subprocess.run(["scancel", "--batch", "--signal=TERM", f"{job}_0"], check=True, timeout=60)
+        log = tmp_path / "slurm" / f"{study_name}-{job}_0.out"
+        for _ in range(600):
+            if "stopped by signal 15" in log.read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"task 0 did not stop: {log.read_text()[-2000:]}")
+        print(f"task 0 stopped after {time.monotonic() - t0:.0f} s")
+        for _ in range(100):  # once the task has left the node; now, as Slurm delays a requeue by 2 min
+            if subprocess.run(["scontrol", "requeue", f"{job}_0"], capture_output=True, timeout=60).returncode == 0:
+                break
+            time.sleep(0.5)
+        subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=60)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    print(f"2-task array, 4 grid points, one task preempted: {time.monotonic() - t0:.0f} s to the report")
+    assert proc.returncode == 0, out[-2000:] + err[-3000:]
+    assert f"submitted Slurm job array {job} (2 tasks" in out and f"squeue -j {job}" in out
     script = (tmp_path / "slurm" / f"{study_name}.sbatch").read_text()  # kept, readable
     assert "#SBATCH --array=0-1" in script and "#SBATCH --signal=B:TERM@120" in script
     assert "#SBATCH --requeue" in script and "--gres" not in script  # a CPU study asks for no GPU
 
-    runs = _children(MlflowClient(server), study_name)
+    study = optuna.load_study(study_name=study_name, storage=postgres_url)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert Counter((t.params["seed"], t.params["aux_weight"]) for t in complete) == \
+        {(0, 0.0): 1, (0, 0.3): 1, (1, 0.0): 1, (1, 0.3): 1}  # each point once
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    runs = _children(c, study_name)
     parents = [x for x in runs if x.data.tags["sweep_role"] == "parent"]
     trials = [x for x in runs if x.data.tags["sweep_role"] == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert all(t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for t in trials)
-    assert sorted((t.data.params["seed"], t.data.params["aux_weight"]) for t in trials) == \
-        [("0", "0.0"), ("0", "0.3"), ("1", "0.0"), ("1", "0.3")]  # each point once
-    assert all(t.info.status == "FINISHED" for t in trials)
-    assert {t.data.params["threads"] for t in trials} == {"1"}  # SLURM_CPUS_PER_TASK, not the node's cores
+    assert len(trials) == 4 and all(x.info.status == "FINISHED" for x in trials)  # no run left RUNNING
+    assert all(x.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for x in trials)
+    assert {x.data.params["threads"] for x in trials} == {"1"}  # SLURM_CPUS_PER_TASK, not the node's cores
+    resumed = [x for x in trials if "resumed_at_batch" in x.data.tags]  # stopped mid-epoch, then continued
+    assert len(resumed) == 1 and "end_reason" not in resumed[0].data.tags
+    assert resumed[0].data.tags["checkpoint"].startswith(str(shared))  # --checkpoint-dir: any node finds it
+    assert [m.step for m in c.get_metric_history(resumed[0].info.run_id, "test_acc")] == list(range(1, EPOCHS + 1))
     logs = sorted((tmp_path / "slurm").glob(f"{study_name}-{job}_*.out"))
-    assert len(logs) == 2 and all(" COMPLETE " in p.read_text() for p in logs)  # both tasks trained
+    assert len(logs) == 2 and all(" COMPLETE " in x.read_text() for x in logs)  # both tasks trained
     assert (tmp_path / "reports" / study_name / "report.html").is_file()  # --wait: the report, as locally
 
 
-@pytest.mark.postgres
-@pytest.mark.slow
-def test_a_task_stopped_with_sigterm_mid_trial_then_requeued_completes_each_point_once(
-        slurm_cluster, server, postgres_url, study_name, tmp_path):
-    path = _study(tmp_path, study_name, {"seed": [0, 1]}, epochs=3)
-    shared = tmp_path / "shared-checkpoints"
-    r = _submit(path, postgres_url, server, 2, "--no-report", "--checkpoint-dir", str(shared), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    job = r.stdout.split("submitted Slurm job array ")[1].split()[0]
-    c = MlflowClient(server)
-    for _ in range(1500):  # both tasks mid-trial: each run has logged an epoch
-        trials = [x for x in _children(c, study_name) if x.data.tags["sweep_role"] == "trial"]
-        if len(trials) == 2 and all(c.get_metric_history(x.info.run_id, "test_acc") for x in trials):
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"the two tasks never both finished an epoch: {_jobs()}")
-    subprocess.run(["scancel", "--batch", "--signal=TERM", f"{job}_0"], check=True, timeout=60)
-    log = tmp_path / "slurm" / f"{study_name}-{job}_0.out"
-    for _ in range(600):
-        if "stopped by signal 15" in log.read_text():
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"task 0 did not stop: {log.read_text()[-2000:]}")
-    killed = [x for x in _children(c, study_name) if x.info.status == "KILLED"]
-    assert len(killed) == 1 and "stopped by a signal" in killed[0].data.tags["end_reason"]
-    assert list(shared.rglob(f"{killed[0].info.run_id}.ckpt"))  # --checkpoint-dir: where any node resumes it
-    for _ in range(100):  # the task has left the node: requeue it, now (Slurm delays a requeue by 2 min)
-        if subprocess.run(["scontrol", "requeue", f"{job}_0"], capture_output=True, timeout=60).returncode == 0:
-            break
-        time.sleep(0.5)
-    subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=60)
-    slurm.wait(job)
-
-    study = optuna.load_study(study_name=study_name, storage=postgres_url)
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert Counter(t.params["seed"] for t in complete) == {0: 1, 1: 1}
-    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
-    runs = _children(c, study_name)
-    trials = [x for x in runs if x.data.tags["sweep_role"] == "trial"]
-    assert len(trials) == 2 and all(x.info.status == "FINISHED" for x in trials)  # no run left RUNNING
-    resumed = c.get_run(killed[0].info.run_id)  # the same run, continued from its mid-epoch checkpoint
-    assert "resumed_at_batch" in resumed.data.tags and "end_reason" not in resumed.data.tags
-    assert [m.step for m in c.get_metric_history(resumed.info.run_id, "test_acc")] == [1, 2, 3]
-    assert [x.info.status for x in runs if x.data.tags["sweep_role"] == "parent"] == ["FINISHED"]
+def _in_process(argv: list[str]) -> tuple[int, str]:
+    """The CLI in this process (no interpreter start-up): its exit status and stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main(argv)
+    return code, err.getvalue()
 
 
 @pytest.mark.postgres
-def test_bad_submissions_exit_2_and_submit_nothing(slurm_cluster, postgres_url, study_name, tmp_path):
+def test_bad_submissions_exit_2_and_submit_nothing(slurm_cluster, postgres_url, study_name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path = _study(tmp_path, study_name, {"seed": [0, 1]}, epochs=1)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     before = _jobs()
-    sqlite = cli("sweep", str(path), "--slurm-array", "2", "--tracking-uri", uri, cwd=tmp_path)
-    assert sqlite.returncode == 2 and "an SQLite file is not shared by the array's nodes" in sqlite.stderr
-    assert len(sqlite.stderr.strip().splitlines()) == 1
-    unknown = _submit(path, postgres_url, uri, 2, "--slurm-option", "colour=blue", cwd=tmp_path)
-    assert unknown.returncode == 2 and "sbatch refused the job" in unknown.stderr, unknown.stderr[-2000:]
-    assert "colour" in unknown.stderr and "nothing submitted" in unknown.stderr
+    code, err = _in_process(["sweep", str(path), "--slurm-array", "2", "--tracking-uri", uri])
+    assert code == 2 and "an SQLite file is not shared by the array's nodes" in err, err
+    assert len(err.strip().splitlines()) == 1
+    code, err = _in_process(["sweep", str(path), "--slurm-array", "2", "--storage", postgres_url, "--tracking-uri",
+                             uri, "--slurm-option", "nodes=1", "--slurm-option", "colour=blue"])
+    assert code == 2 and "sbatch refused the job" in err and "colour" in err and "nothing submitted" in err, err
     assert _jobs() == before  # nothing submitted
     assert study_name not in optuna.get_all_study_names(postgres_url)  # no study made
-    assert not (tmp_path / "mlflow.db").exists() or not MlflowClient(uri).search_experiments(
-        filter_string="name = 'googlenet-study'")  # no MLflow run
-    dry = _submit(path, postgres_url, uri, 3, "--dry-run", cwd=tmp_path)
-    assert dry.returncode == 0 and dry.stdout.startswith("#!/bin/bash") and "#SBATCH --array=0-2" in dry.stdout
-    assert _jobs() == before and study_name not in optuna.get_all_study_names(postgres_url)
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run: no store opened
+    assert not (tmp_path / "slurm").exists()  # no script left behind
