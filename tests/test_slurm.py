@@ -178,3 +178,60 @@ def test_bad_submissions_exit_2_and_submit_nothing(slurm_cluster, postgres_url, 
     assert study_name not in optuna.get_all_study_names(postgres_url)  # no study made
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run: no store opened
     assert not (tmp_path / "slurm").exists()  # no script left behind
+
+
+# ---- the job script and the refusals, without a cluster (fast) ---------------------------------------------
+def _spec(tmp_path: Path, **base):
+    from googlenet_study import study
+    return study.load(str(write_study(tmp_path, "gpu-study", {"seed": [0, 1]}, base=base)))
+
+
+def _args(n: int = 8, **kw):
+    import argparse
+    return argparse.Namespace(slurm_array=n, n_trials=kw.get("n_trials"), set=kw.get("set", []))
+
+
+def test_the_job_script_asks_for_a_gpu_only_for_a_cuda_study_and_never_holds_a_password(tmp_path):
+    from googlenet_study import slurm as s
+
+    storage, uri = "postgresql://alice:s3cret@db.cluster/optuna", "https://bob:hunter2@mlflow.cluster"
+    text = s.script(_spec(tmp_path, device="cuda"), _args(), storage, uri, {"partition": "gpu"})
+    assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --array=0-7" in text and "#SBATCH --partition=gpu" in text
+    assert "s3cret" not in text and "hunter2" not in text and "alice:***@db.cluster" in text
+    assert '--storage "${GOOGLENET_STUDY_STORAGE}"' in text and '--tracking-uri "${GOOGLENET_STUDY_TRACKING_URI}"' in text
+    cpu = s.script(_spec(tmp_path), _args(2), "postgresql://u@db/o", "http://mlflow:5000", {})
+    assert "--gres" not in cpu and "--storage postgresql://u@db/o" in cpu  # no password: written as given
+    assert cpu.splitlines()[-1].startswith("exec ") and "--workers 1 --no-report" in cpu
+
+
+@pytest.mark.parametrize("storage, uri, opts, refused", [
+    ("sqlite:///optuna.db", "http://mlflow:5000", {}, "--storage sqlite:///optuna.db: an SQLite file"),
+    ("postgresql://u@localhost/o", "http://mlflow:5000", {}, "--storage postgresql://u@localhost/o: localhost"),
+    ("postgresql://u@db/o", "http://127.0.0.1:5000", {}, "--tracking-uri http://127.0.0.1:5000: localhost"),
+    ("postgresql://u@db/o", "sqlite:///mlflow.db", {}, "--tracking-uri sqlite:///mlflow.db: an SQLite file"),
+    ("sqlite:///optuna.db", "sqlite:///mlflow.db", {"nodes": "1"}, None),
+    ("sqlite:///optuna.db", "sqlite:///mlflow.db", {"nodelist": "gpu-node03"}, None),
+    ("postgresql://u@db/o", "http://mlflow:5000", {}, None),
+])
+def test_stores_other_nodes_cannot_reach_are_refused_unless_the_array_stays_on_one_node(storage, uri, opts, refused):
+    from googlenet_study import slurm as s
+    from googlenet_study.config import UserError
+
+    if refused is None:
+        s.check_reachable(storage, uri, opts)
+        return
+    with pytest.raises(UserError) as e:
+        s.check_reachable(storage, uri, opts)
+    assert str(e.value).startswith(refused) and "nodes=1" in str(e.value)
+
+
+def test_slurm_options_are_key_value_and_leave_ours_alone():
+    from googlenet_study import slurm as s
+    from googlenet_study.config import UserError
+
+    assert s.options(["partition=gpu", "--time=04:00:00", "cpus_per_task=8"]) == {
+        "partition": "gpu", "time": "04:00:00", "cpus-per-task": "8"}
+    for bad, says in (("partition", "expected KEY=VALUE"), ("array=0-3", "set by googlenet-study"),
+                      ("signal=B:USR1@60", "set by googlenet-study"), ("time=", "expected KEY=VALUE")):
+        with pytest.raises(UserError, match=says):
+            s.options([bad])
