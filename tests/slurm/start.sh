@@ -50,9 +50,11 @@ NodeName=$HOST CPUs=$CPUS RealMemory=$(( $(awk '/MemTotal/ {print $2}' /proc/mem
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 
-[ -f "$DIR/slurmctld.pid" ] && kill "$(cat "$DIR/slurmctld.pid")" 2>/dev/null || true
-[ -f "$DIR/slurmd.pid" ] && kill "$(cat "$DIR/slurmd.pid")" 2>/dev/null || true
-sleep 1
+# Daemons of an earlier start that no longer answer: ended by their pid file, if the pid is still theirs.
+for daemon in slurmctld slurmd; do
+  pid=$(cat "$DIR/$daemon.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$daemon" ]; then kill "$pid"; sleep 1; fi
+done
 slurmctld -f "$SLURM_CONF" -i   # -i: ignore state left by an earlier cluster in $DIR
 slurmd -f "$SLURM_CONF"
 for _ in $(seq 60); do
