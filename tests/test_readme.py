@@ -363,13 +363,17 @@ def exports(name: str, pattern: str) -> Callable:
 
 def prints_job_script(clone, command, request) -> None:
     """docs/cluster.md's --dry-run: the sbatch script on stdout, the password not in it, nothing made."""
+    def made() -> dict:  # the clone is shared with the other commands: the demo's sweep leaves optuna.db there
+        return {n: (p.stat().st_mtime_ns, p.stat().st_size) if p.exists() else None
+                for n, p in ((n, clone["dir"] / n) for n in ("slurm", "optuna.db"))}
+    before = made()
     out = sh(clone, command).stdout
     for line in ("#SBATCH --array=0-7", "#SBATCH --gres=gpu:1", "#SBATCH --signal=B:TERM@120", "#SBATCH --requeue",
                  "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=8", '--storage "${GOOGLENET_STUDY_STORAGE}"',
                  "--checkpoint-dir /shared/alice/checkpoints"):
         assert line in out, out
     assert "PASSWORD" not in out and "alice:***@db.cluster" in out
-    assert not (clone["dir"] / "slurm").exists() and not (clone["dir"] / "optuna.db").exists()
+    assert made() == before and before["slurm"] is None  # no job folder, no study: nothing made
 
 
 def trains(experiment: str) -> Callable:
