@@ -33,9 +33,7 @@ def timed(runs: pd.DataFrame, epochs: pd.DataFrame, clock: str = "epoch") -> pd.
     """The per-epoch rows of the runs whose times count (not resumed on other hardware), with clock_s: the
     seconds on the report's clock (stats.CLOCKS) at the end of each epoch."""
     keep = runs.loc[runs["time_excluded"] == "", "run_id"] if "time_excluded" in runs else runs["run_id"]
-    e = epochs[epochs["run_id"].isin(keep)].sort_values(["run_id", "epoch"])
-    col = stats.CLOCKS[clock]
-    return e.assign(clock_s=e[col] if clock == "epoch" else e.groupby("run_id")[col].cumsum())
+    return stats.on_clock(epochs[epochs["run_id"].isin(keep)], clock)
 
 
 def _histories(runs: pd.DataFrame, epochs: pd.DataFrame, x: str):

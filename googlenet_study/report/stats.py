@@ -74,6 +74,12 @@ CLOCKS = {"epoch": schema.CLOCK,   # elapsed_time_s: training + evaluation, as r
 HARDWARE = "hardware"  # the device_name tag as a configuration key (pooled: every device_name, joined)
 
 
+def on_clock(epochs: pd.DataFrame, clock: str) -> pd.DataFrame:
+    """The per-epoch rows in (run, epoch) order with clock_s: the seconds on `clock` (CLOCKS) at each epoch end."""
+    e = epochs.sort_values(["run_id", "epoch"])
+    return e.assign(clock_s=e[schema.CLOCK] if clock == "epoch" else e.groupby("run_id")[CLOCKS[clock]].cumsum())
+
+
 def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
             pool_hardware: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """One row per counted run with its config label and summary numbers; and the params that vary
@@ -81,8 +87,7 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
 
     time_to_test_acc_P and clock_end_s are on `clock`; a run resumed on other hardware (time_excluded
     gives why) has NaN for every time (epoch_time_s, total_time_s, time_to_test_acc_P, clock_end_s)."""
-    ep = f.epochs.sort_values(["run_id", "epoch"])
-    ep = ep.assign(clock_s=ep[schema.CLOCK] if clock == "epoch" else ep.groupby("run_id")[CLOCKS[clock]].cumsum())
+    ep = on_clock(f.epochs, clock)
     g = ep.groupby("run_id", sort=False)
     d = pd.DataFrame({"n_epochs": g["epoch"].max(), "best_from_history": g["test_acc"].max(),
                       "final_from_history": g["test_acc"].last(), "total_from_history": g["elapsed_time_s"].max(),
