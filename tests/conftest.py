@@ -9,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -19,6 +21,24 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and other things a person may want to look at
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get("GS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+# s: how long a test waits for a state (a checkpoint, a run's status, a log line) before it fails. Generous:
+# the suite must pass on a machine loaded to several times its cores; a state that comes returns at once.
+STATE_TIMEOUT_S = float(os.environ.get("GS_TEST_STATE_TIMEOUT_S", "600"))
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = STATE_TIMEOUT_S, every: float = 0.05) -> T:
+    """Poll `predicate` until it returns something truthy, and return that; after `timeout` s fail naming `what`.
+
+    Tests wait on a state, never a fixed sleep: `wait_for(lambda: ckpt.exists(), "the epoch-1 checkpoint")`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}; it never came")
+        time.sleep(every)
 
 
 def skip_or_fail(reason: str) -> None:
