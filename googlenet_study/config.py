@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from . import strict_yaml
+
 
 class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, nothing written."""
@@ -157,14 +159,19 @@ def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_yaml_mapping(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """A YAML file's text and the mapping at its top. An empty file (or only comments) is an empty
-    mapping: every field keeps its default. Anything that is not a readable regular file is refused."""
+    mapping: every field keeps its default. Anything that is not a readable regular file is refused, as
+    are a file over strict_yaml.MAX_BYTES (before parsing) and a key written twice in one mapping."""
     name = short(str(path)) or "''"
     problem = file_problem(str(path))
     if problem:
         raise UserError(f"{name}: {problem}")
     try:
-        text = Path(path).read_bytes().decode("utf-8")
-        data = yaml.safe_load(text)
+        text = strict_yaml.read_bytes(path).decode("utf-8")  # the size limit comes before any parsing
+        data = strict_yaml.load(text)
+    except strict_yaml.TooLarge as e:
+        raise UserError(f"{name}: {e}") from None
+    except strict_yaml.DuplicateKey as e:
+        raise UserError(f"{name}: {short(str(e), 300)}") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{name}: not UTF-8 text (byte {e.start}); give a YAML file") from None
     except OSError as e:

@@ -117,6 +117,9 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
     repeats = _repeats(raw, base_cfg, space, err)
     grid = _grid(space, err) if sampler == "grid" else ()
     nt = _n_trials(raw, n_trials, sampler, grid, err)
+    if nt * repeats > MAX_TRIALS:  # each repeat is a training run of its own
+        raise err("repeats", f"{repeats} seeds x {nt} trials = {nt * repeats:,} training runs; "
+                             f"at most {MAX_TRIALS:,} (the trial cap)")
     spec = StudySpec(path=str(path), text=text, name=name, experiment=experiment, base=base, space=space,
                      sampler=sampler, sampler_seed=sampler_seed, objectives=objectives, pruner=pruner, n_trials=nt,
                      max_retries=max_retries, repeats=repeats, grid=grid[:nt],

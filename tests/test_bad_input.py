@@ -141,6 +141,18 @@ CASES = {
     "sweep with 10000 workers": (lambda t: ["sweep", study(t, ""), "--workers", "10000"], ["--workers: 10000", "cores"]),
     "sweep point too large for memory": (lambda t: ["sweep", study(t, "space: {image_size: [16, 100000]}\n")],
                                          ["space point image_size=100000", "available", "would fit"]),
+    # -- issue 18: strict YAML and limits --
+    "config file with a key twice": (lambda t: ["train", "--config", write(t / "c.yaml", "lr: 0.1\nepochs: 1\nlr: 1\n")],
+                                     ["c.yaml", "lr: duplicate key (lines 1 and 3)"]),
+    "sweep file with space.seed twice": (lambda t: ["sweep", write(t / "s.yaml", "name: s\nspace:\n  seed: [0]\n"
+                                                                                 "  seed: [1]\n")],
+                                         ["s.yaml", "space.seed: duplicate key (lines 3 and 4)"]),
+    "sweep file over 1 MiB": (lambda t: ["sweep", write(t / "big.yaml", "name: s\n" + "#" * 2_000_000 + "\n")],
+                              ["big.yaml", "2,000,008 bytes", "at most 1,048,576 bytes"]),
+    "sweep repeats beyond the trial cap": (lambda t: ["sweep", write(t / "r.yaml", "name: s\nbase: {model: googlenet, "
+                                                      "dataset: digits, weights: none, image_size: 16}\n"
+                                                      "space: {lr: [0.1, 0.01]}\nrepeats: 1000000\n")],
+                                           ["r.yaml", "repeats: 1000000 seeds x 2 trials", "at most 100,000"]),
     "report out a file": (lambda t: ["report", "--experiment", "nope", "--out", write(t / "f", "mine")],
                           ["--out", "not a folder"]),
 }

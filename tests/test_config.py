@@ -117,6 +117,32 @@ def test_missing_and_malformed_config_files(tmp_path, capsys, tracking_uri):
     assert "not valid YAML" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("model: googlenet\nepochs: 3\nmodel: inception_v3\n", "c.yaml: model: duplicate key (lines 1 and 3)"),
+    ("epochs: 3\nepochs: 3\n", "c.yaml: epochs: duplicate key (lines 1 and 2)"),  # equal values too
+    ("target_accs: {a: 1, a: 2}\n", "c.yaml: target_accs.a: duplicate key (line 1, columns 15 and 21)"),
+    ("1: a\n0x1: b\n", "c.yaml: 1: duplicate key (lines 1 and 2)"),  # equal as YAML reads them
+])
+def test_a_key_written_twice_is_refused_with_both_lines(text, expected, tmp_path, capsys, tracking_uri):
+    """PyYAML keeps the last of two equal keys silently: the file would not say what ran."""
+    (tmp_path / "c.yaml").write_text(text)
+    assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no mlflow.db, no checkpoint
+
+
+def test_a_config_file_over_1_mib_is_refused_by_its_size_before_parsing(tmp_path, capsys, tracking_uri):
+    f = tmp_path / "c.yaml"
+    f.write_text("model: googlenet\n" + "# padding\n" * 110_000)  # valid YAML, 1.1 MB
+    assert main(["train", "--config", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{f}: {f.stat().st_size:,} bytes; a study or config file may be at most 1,048,576 bytes" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+    f.write_text("model: googlenet\n" + "# padding\n" * 100_000)  # 1.0 MB: under the limit, read as usual
+    assert RunConfig.from_yaml(f).model == "googlenet"
+
+
 def test_wrong_types_from_yaml_are_refused():
     with pytest.raises(UserError, match="epochs must be int"):
         RunConfig.from_dict({"epochs": 2.5})

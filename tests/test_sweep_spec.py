@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from googlenet_study import cli, study
-from googlenet_study.config import UserError
+from googlenet_study.config import UserError, read_yaml_mapping
 
 from conftest import ROOT
 
@@ -140,6 +140,14 @@ BAD = [
     ("a number of 5000 digits", "name: s\nn_trials: " + "1" * 5000 + "\n", "not valid YAML (a number of more"),
     ("not a mapping", "- a\n- b\n", "expected a mapping"),
     ("not YAML", "name: [unclosed\n", "not valid YAML"),
+    # -- issue 18: a key written twice, and more runs than the trial cap --
+    ("name twice", "name: a\nspace: {seed: [0]}\nname: b\n", "name: duplicate key (lines 1 and 3)"),
+    ("space.seed twice", "name: a\nspace:\n  seed: [0]\n  lr: [0.1]\n  seed: [1]\n",
+     "space.seed: duplicate key (lines 3 and 5)"),
+    ("a key twice on one line", "name: a\nspace: {seed: [0], seed: [1]}\n",
+     "space.seed: duplicate key (line 2, columns 9 and 20)"),
+    ("repeats beyond the trial cap", with_(space={"lr": [0.1, 0.01]}, repeats=1_000_000),
+     "repeats: 1000000 seeds x 2 trials = 2,000,000 training runs; at most 100,000"),
 ]
 
 
@@ -173,3 +181,38 @@ def test_bad_command_line_exits_2_and_creates_nothing(tmp_path, tracking_uri, ca
 def test_load_error_is_a_user_error_naming_the_file(tmp_path):
     with pytest.raises(UserError, match=r"study\.yaml: space\.seed"):
         study.load(str(write(tmp_path, with_(space={"seed": [-1]}))))
+
+
+def test_a_merge_key_may_be_overridden_and_an_alias_is_not_a_duplicate(tmp_path):
+    """YAML's own ways to write a key once and use it in two places are not duplicates."""
+    (tmp_path / "m.yaml").write_text("a: &b {k: 1, j: 2}\nc: {<<: *b, k: 3}\nd: *b\n")
+    _, data = read_yaml_mapping(tmp_path / "m.yaml")
+    assert data["c"] == {"k": 3, "j": 2} and data["d"] is data["a"]  # an alias stays one shared object
+    p = write(tmp_path, "name: ok\nbase: &b {model: googlenet, dataset: digits, weights: none, image_size: 16}\n"
+                        "space: {seed: [0, 1]}\nexperiment: e\n")
+    assert study.load(str(p)).base["image_size"] == 16
+
+
+def test_a_50_mb_study_file_is_refused_before_parsing_in_well_under_a_second(tmp_path, tracking_uri, capsys):
+    """It took 9 min 15 s and 6 GB before the size limit (issue 18); the limit is checked by stat."""
+    import time
+
+    p = tmp_path / "study.yaml"
+    with open(p, "w") as f:
+        f.write("name: big\nspace:\n  seed: [")
+        chunk = ",".join(["1234567"] * 125_000) + ","  # 1 MB a chunk
+        for _ in range(50):
+            f.write(chunk)
+        f.write("0]\n")
+    size = p.stat().st_size
+    assert size > 50_000_000
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="a study or config file may be at most 1,048,576 bytes"):
+        study.load(str(p))
+    took = time.perf_counter() - t0
+    assert took < 0.5, took  # measured: 0.1 ms
+    code = cli.main(["sweep", str(p), "--tracking-uri", tracking_uri, "--no-report"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{p}: {size:,} bytes; a study or config file may be at most 1,048,576 bytes" in err, err
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
