@@ -1,0 +1,207 @@
+"""Racing seeds: spend seeds only on the configurations whose verdict is still open.
+
+F-Race (Birattari et al. 2002), irace (Lopez-Ibanez et al. 2016) and Hoeffding races (Maron & Moore 1994)
+evaluate every candidate on a few instances, eliminate those significantly worse and give more instances
+only to the survivors. Here a candidate is a configuration (a grid point of the study's space) and an
+instance is a seed. This module is the round decision as a pure function (plain data in, decision out;
+no MLflow, no Optuna), with the report's own statistics on the report's clock:
+
+- the round's target is the report's ranking target (profiles.ranking_target) over the live configurations
+  that reached the lowest target in at least half their runs; a live configuration that did not is still
+  compared at that target, its runs censored (that is "reaching no target where the leader does");
+- the leader is the live configuration with the smallest ERT to it (survival.ert, COCO's expected running
+  time), ties by the configurations' order;
+- every other live configuration is tested against the leader with the log-rank test on time to target
+  as censored data (scipy.stats.logrank, as the report's comparisons), one-sided: the alternative is
+  that it reaches the target later than the leader;
+- the p-values are Holm-corrected (Holm 1979) at alpha: the family-wise error of eliminating a
+  configuration that is not slower stays <= alpha within a round (not across rounds; docs/sweeps.md);
+- eliminated: Holm-adjusted p <= alpha. The race stops when one configuration is left (`one left`),
+  every survivor has max_seeds (`max_seeds`) or the runs have used budget_s seconds (`budget_s`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .schema import time_to_target as _ttt
+
+KEYS = ("min_seeds", "max_seeds", "alpha", "budget_s")
+MAX_SEEDS = 1000                                    # seeds per configuration: trials are enqueued one per seed
+ELIMINATE, KEEP, LEADER = "eliminate", "keep", "leader"
+ONE_LEFT, MAX_SEEDS_REACHED, BUDGET = "one left", "max_seeds", "budget_s"  # tag racing_stopped_by
+
+
+@dataclass(frozen=True)
+class Racing:
+    """The study file's `racing:` block."""
+    min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
+    max_seeds: int = 10           # no configuration gets more seeds
+    alpha: float = 0.05           # family-wise error (per round) of eliminating a configuration that is not slower
+    budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
+
+
+def parse(v: Any, err: Callable[[str, str], Exception]) -> Racing:
+    """The `racing:` block, validated; err(key, message) makes the one-line error."""
+    if not isinstance(v, dict):
+        raise err("racing", "must be a mapping like {min_seeds: 3, max_seeds: 10, alpha: 0.05, budget_s: null}")
+    unknown = [k for k in v if k not in KEYS]
+    if unknown:
+        raise err(f"racing.{unknown[0]}", f"unknown key; allowed: {', '.join(KEYS)}")
+    d = Racing()
+
+    def count(k: str, low: int) -> int:
+        x = v.get(k, getattr(d, k))
+        if isinstance(x, bool) or not isinstance(x, int) or not low <= x <= MAX_SEEDS:
+            raise err(f"racing.{k}", f"must be an integer in [{low}, {MAX_SEEDS}], got {x!r}")
+        return x
+
+    lo = count("min_seeds", 2)  # one seed per configuration gives a log-rank test nothing to compare
+    hi = count("max_seeds", 2)
+    if hi < lo:
+        raise err("racing.max_seeds", f"must be >= min_seeds ({lo}), got {hi}")
+    alpha = v.get("alpha", d.alpha)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise err("racing.alpha", f"must be a number in (0, 1), e.g. 0.05, got {alpha!r}")
+    budget = v.get("budget_s")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 0):
+        raise err("racing.budget_s", f"must be a number of seconds > 0, or null, got {budget!r}")
+    return Racing(lo, hi, float(alpha), None if budget is None else float(budget))
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p-values (Holm 1979): the i-th smallest of m is max over j <= i of min(1, (m-j+1) p_(j));
+    reject where adjusted <= alpha. NaN (no test) stays NaN and does not count in m."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(len(p), math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[k]))
+        out[k] = running
+    return out
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round's decision."""
+    target: float | None          # percent: the round's ranking target (None: no live configuration reached one)
+    leader: str | None
+    table: pd.DataFrame           # configuration, seeds, reached, ert, p_value, p_holm, decision (live ones)
+    stopped_by: str | None        # ONE_LEFT | MAX_SEEDS_REACHED | BUDGET, None: the race goes on
+
+    @property
+    def survivors(self) -> list[str]:
+        return list(self.table.loc[self.table["decision"] != ELIMINATE, "configuration"])
+
+
+def _censored(g: pd.DataFrame, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds until each timed run reached target p or ended, 1.0 where it reached it): the report's."""
+    from .report import stats, survival  # the report imports matplotlib: not for a study file's validation
+
+    return survival.observed(g[_ttt(p)], g[stats.reached(p)], g["clock_end_s"])
+
+
+def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float]) -> float | None:
+    """The report's ranking target over the live configurations that reached the lowest target in at least
+    half their timed runs (the others are compared at it, censored)."""
+    from .report import profiles
+
+    rows = []
+    for c in live:
+        g = runs[runs["configuration"] == c]
+        row = {"configuration": c, "n_runs": len(g)}
+        for p in targets:
+            t, hit = _censored(g, p)
+            row[f"{_ttt(p)}_reached"] = float(hit.mean()) if len(hit) else 0.0
+        rows.append(row)
+    summ = pd.DataFrame(rows)
+    first = f"{_ttt(min(targets))}_reached"
+    reaching = summ[summ[first] >= 0.5]
+    return profiles.ranking_target(reaching, tuple(targets)) if len(reaching) else None
+
+
+def logrank_slower(t: np.ndarray, hit: np.ndarray, t_lead: np.ndarray, hit_lead: np.ndarray) -> float:
+    """One-sided log-rank p-value for "reaches the target later than the leader" (scipy's alternative
+    'less': the first group's rate of reaching it is lower); NaN when no run of either reached it."""
+    import warnings
+
+    from scipy import stats
+
+    if len(t) == 0 or len(t_lead) == 0 or hit.sum() + hit_lead.sum() == 0:
+        return math.nan
+    x = stats.CensoredData(uncensored=t[hit > 0], right=t[hit == 0])
+    y = stats.CensoredData(uncensored=t_lead[hit_lead > 0], right=t_lead[hit_lead == 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = stats.logrank(x, y, alternative="less").pvalue
+    return float(p) if np.isfinite(p) else math.nan
+
+
+def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing: Racing,
+           spent_s: float = 0.0) -> Round:
+    """The round's decision. `runs`: one row per finished run with configuration, clock_end_s (s on the report's
+    clock), time_to_test_acc_P (NaN: not reached) and reached_P for each target (stats.per_run's columns, or
+    runs_from_curves); `live`: the configurations still racing, in order; spent_s: s the study's runs used."""
+    from .report import survival
+
+    p_target = round_target(runs, live, targets)
+    rows = []
+    for c in live:
+        g = runs[runs["configuration"] == c]
+        row = {"configuration": c, "seeds": len(g), "reached": math.nan, "ert": math.nan}
+        if p_target is not None:
+            t, hit = _censored(g, p_target)
+            row.update(reached=float(hit.mean()) if len(hit) else math.nan, ert=survival.ert(t, hit), _t=t, _hit=hit)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_value"], table["p_holm"], table["decision"] = math.nan, math.nan, KEEP
+    leader = None
+    if p_target is not None:
+        i = int(np.argmin(np.nan_to_num(table["ert"].to_numpy(dtype=float), nan=math.inf)))
+        leader = table.at[i, "configuration"]
+        lt, lh = table.at[i, "_t"], table.at[i, "_hit"]
+        table["p_value"] = [math.nan if j == i else logrank_slower(r["_t"], r["_hit"], lt, lh)
+                            for j, r in table.iterrows()]
+        table["p_holm"] = holm(table["p_value"])
+        table.loc[table["p_holm"] <= racing.alpha, "decision"] = ELIMINATE
+        table.at[i, "decision"] = LEADER
+        table = table.drop(columns=["_t", "_hit"])
+    survivors = table[table["decision"] != ELIMINATE]
+    if len(survivors) <= 1:
+        stopped = ONE_LEFT
+    elif (survivors["seeds"] >= racing.max_seeds).all():
+        stopped = MAX_SEEDS_REACHED
+    elif racing.budget_s is not None and spent_s >= racing.budget_s:
+        stopped = BUDGET
+    else:
+        stopped = None
+    return Round(p_target, leader, table, stopped)
+
+
+def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[str, str],
+                     targets: Sequence[float]) -> pd.DataFrame:
+    """decide()'s `runs` from each run's curve [[epoch, elapsed_time_s, test_acc], ...] on the report's default
+    clock (stats.on_clock 'epoch'): a run's time to P is the clock at its first epoch with test_acc >= P %
+    (as stats.per_run), its end the clock at its last epoch. `configuration`: run -> configuration."""
+    from .report import stats
+
+    rows = []
+    for run, curve in curves.items():
+        e = pd.DataFrame(curve, columns=["epoch", "elapsed_time_s", "test_acc"]).assign(run_id=run)
+        e = stats.on_clock(e, "epoch")
+        row = {"run_id": run, "configuration": configuration[run], "clock_end_s": float(e["clock_s"].max())}
+        for p in targets:
+            hit = e[e["test_acc"] >= p / 100 - 1e-12]
+            row[_ttt(p)] = float(hit["clock_s"].iloc[0]) if len(hit) else math.nan
+            row[stats.reached(p)] = bool(len(hit))
+        rows.append(row)
+    cols = ["run_id", "configuration", "clock_end_s"] + [c for p in targets for c in (_ttt(p), stats.reached(p))]
+    return pd.DataFrame(rows, columns=cols)

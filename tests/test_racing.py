@@ -1,0 +1,137 @@
+"""Racing (docs/sweeps.md, Racing): the round decision on hand-made survival data, the Holm correction by
+hand, the `racing:` block's validation; then real racing sweeps on digits (slow)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from googlenet_study import racing
+from googlenet_study.racing import ELIMINATE, KEEP, LEADER, Racing
+
+TARGETS = (50.0, 80.0)
+
+
+def runs_of(**configs) -> pd.DataFrame:
+    """configuration -> [(seconds to 50 %, seconds to 80 %, clock end)], None = not reached."""
+    rows = []
+    for c, runs in configs.items():
+        for i, (t50, t80, end) in enumerate(runs):
+            rows.append({"run_id": f"{c}-{i}", "configuration": c, "clock_end_s": float(end),
+                         "time_to_test_acc_50": math.nan if t50 is None else float(t50), "reached_50": t50 is not None,
+                         "time_to_test_acc_80": math.nan if t80 is None else float(t80), "reached_80": t80 is not None})
+    return pd.DataFrame(rows)
+
+
+FAST = [(5, 10, 20), (6, 11, 20), (7, 12, 20)]
+CLOSE = [(5.5, 10.5, 20), (6.5, 11.5, 20), (7.5, 12.5, 20)]
+NEVER = [(None, None, 30), (None, None, 30), (None, None, 30)]  # at chance: reaches no target
+
+
+def test_holm_adjusted_p_values_by_hand():
+    # m = 3 tests: sorted 0.01, 0.03, 0.04 -> 3 * 0.01 = 0.03; 2 * 0.03 = 0.06; max(0.06, 1 * 0.04) = 0.06
+    np.testing.assert_allclose(racing.holm([0.01, 0.04, 0.03, math.nan]), [0.03, 0.06, 0.06, math.nan])
+    np.testing.assert_allclose(racing.holm([0.6, 0.5]), [1.0, 1.0])  # capped at 1, then monotone
+    assert racing.holm([]).size == 0
+
+
+def test_one_sided_logrank_matches_the_hand_computation():
+    # A = 3 runs at 10, 11, 12 s; B = 3 runs censored at 30 s. Risk sets (A's at risk / all at risk):
+    # 3/6, 2/5, 1/4 -> E_A = 0.5 + 0.4 + 0.25 = 1.15, O_A = 3, V = .25 + .24 + .1875 = .6775
+    # Z = (3 - 1.15) / sqrt(.6775) = 2.2476; one-sided p = 1 - Phi(Z) = 0.0123 (two-sided 0.0246).
+    p = racing.logrank_slower(np.array([30.0, 30, 30]), np.zeros(3), np.array([10.0, 11, 12]), np.ones(3))
+    assert p == pytest.approx(sps.norm.sf(1.85 / math.sqrt(0.6775)), rel=1e-9)
+    assert p == pytest.approx(0.01230, abs=1e-5)
+    # the other way round (the leader tested against a slower one) is not "slower": p near 1
+    assert racing.logrank_slower(np.array([10.0, 11, 12]), np.ones(3), np.array([30.0, 30, 30]), np.zeros(3)) > 0.98
+
+
+def test_a_configuration_reaching_no_target_is_eliminated_a_close_one_kept():
+    r = racing.decide(runs_of(fast=FAST, close=CLOSE, never=NEVER), ["fast", "close", "never"], TARGETS, Racing())
+    t = r.table.set_index("configuration")
+    assert r.target == 80.0  # the ranking target over the configurations that reach one; "never" is censored at it
+    assert r.leader == "fast"
+    assert t.at["fast", "decision"] == LEADER and t.at["close", "decision"] == KEEP
+    assert t.at["never", "decision"] == ELIMINATE
+    assert t.at["never", "p_value"] == pytest.approx(0.01230, abs=1e-5)
+    assert t.at["never", "p_holm"] == pytest.approx(2 * t.at["never", "p_value"])  # smallest of m = 2 tests
+    assert t.at["close", "p_holm"] > 0.05
+    assert t.at["fast", "ert"] == pytest.approx((10 + 11 + 12) / 3)
+    assert math.isinf(t.at["never", "ert"])
+    assert r.survivors == ["fast", "close"] and r.stopped_by is None
+
+
+def test_holm_keeps_what_one_uncorrected_test_would_eliminate():
+    # Four configurations: "never" has the same one-sided p = 0.0123 against the leader, but m = 3 tests now:
+    # 3 * 0.0123 = 0.037 still <= 0.05; at alpha 0.03 it survives although 0.0123 < 0.03 uncorrected.
+    runs = runs_of(fast=FAST, close=CLOSE, close2=CLOSE, never=NEVER)
+    live = ["fast", "close", "close2", "never"]
+    assert racing.decide(runs, live, TARGETS, Racing()).table.set_index("configuration").at["never", "decision"] == ELIMINATE
+    strict = racing.decide(runs, live, TARGETS, Racing(alpha=0.03)).table.set_index("configuration")
+    assert strict.at["never", "p_holm"] == pytest.approx(3 * 0.01230, abs=1e-4)
+    assert strict.at["never", "decision"] == KEEP
+
+
+def test_the_race_stops_when_one_is_left():
+    r = racing.decide(runs_of(fast=FAST, never=NEVER), ["fast", "never"], TARGETS, Racing())
+    assert r.survivors == ["fast"] and r.stopped_by == racing.ONE_LEFT
+
+
+def test_the_race_stops_at_max_seeds_and_at_the_budget():
+    runs = runs_of(fast=FAST, close=CLOSE)
+    assert racing.decide(runs, ["fast", "close"], TARGETS, Racing(min_seeds=2, max_seeds=3)).stopped_by == \
+        racing.MAX_SEEDS_REACHED
+    assert racing.decide(runs, ["fast", "close"], TARGETS, Racing(budget_s=100.0), spent_s=99.0).stopped_by is None
+    assert racing.decide(runs, ["fast", "close"], TARGETS, Racing(budget_s=100.0), spent_s=120.0).stopped_by == \
+        racing.BUDGET
+
+
+def test_no_target_reached_keeps_everyone():
+    r = racing.decide(runs_of(a=NEVER, b=NEVER), ["a", "b"], TARGETS, Racing())
+    assert r.target is None and r.leader is None
+    assert list(r.table["decision"]) == [KEEP, KEEP] and r.stopped_by is None
+
+
+def test_eliminated_configurations_are_not_in_the_round():
+    # "never" was eliminated in an earlier round: its runs are in the data but it is not live
+    r = racing.decide(runs_of(fast=FAST, close=CLOSE, never=NEVER), ["fast", "close"], TARGETS, Racing())
+    assert list(r.table["configuration"]) == ["fast", "close"]
+    assert r.table.set_index("configuration").at["close", "p_holm"] == \
+        pytest.approx(r.table.set_index("configuration").at["close", "p_value"])  # m = 1
+
+
+def test_runs_from_curves_time_to_target_on_the_epoch_clock():
+    curves = {"r1": [[1, 4.0, 0.3], [2, 8.0, 0.6], [3, 12.0, 0.85]], "r2": [[1, 5.0, 0.2], [2, 10.0, 0.4]]}
+    d = racing.runs_from_curves(curves, {"r1": "a", "r2": "b"}, TARGETS).set_index("run_id")
+    assert d.at["r1", "time_to_test_acc_50"] == 8.0 and d.at["r1", "time_to_test_acc_80"] == 12.0
+    assert d.at["r1", "clock_end_s"] == 12.0 and bool(d.at["r1", "reached_80"])
+    assert math.isnan(d.at["r2", "time_to_test_acc_50"]) and not d.at["r2", "reached_50"]
+    assert d.at["r2", "clock_end_s"] == 10.0
+
+
+@pytest.mark.parametrize("block, key", [
+    ([1, 2], "racing"),
+    ({"min_seed": 3}, "racing.min_seed"),
+    ({"min_seeds": 1}, "racing.min_seeds"),
+    ({"min_seeds": True}, "racing.min_seeds"),
+    ({"min_seeds": 5, "max_seeds": 4}, "racing.max_seeds"),
+    ({"alpha": 1.0}, "racing.alpha"),
+    ({"alpha": "0.05"}, "racing.alpha"),
+    ({"budget_s": 0}, "racing.budget_s"),
+    ({"budget_s": float("inf")}, "racing.budget_s"),
+])
+def test_bad_racing_blocks_name_the_key(block, key):
+    def err(k, msg):
+        return ValueError(f"{k}: {msg}")
+    with pytest.raises(ValueError, match=rf"^{key.replace('.', '[.]')}: "):
+        racing.parse(block, err)
+
+
+def test_racing_block_defaults():
+    assert racing.parse({}, None) == Racing(3, 10, 0.05, None)
+    assert racing.parse({"min_seeds": 2, "max_seeds": 2, "alpha": 0.1, "budget_s": 600}, None) == \
+        Racing(2, 2, 0.1, 600.0)
