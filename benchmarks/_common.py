@@ -17,6 +17,7 @@ import torch
 from googlenet_study import data as data_mod
 from googlenet_study import engine, feature_cache, model
 from googlenet_study.config import RunConfig
+from googlenet_study.device import autocast, place, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,8 @@ def fit_cached(cfg: RunConfig, cache_dir: str | None, fold_bn: bool = True):
     ds = data_mod.load(cfg)
     net, _ = model.build(cfg, fold_bn=fold_bn)
     cache = feature_cache.obtain(cfg, net, ds, cache_dir)[0] if cache_dir else None
-    history, _ = engine.fit(cfg, ds, net, ListTracker(), engine.Hooks(progress=False), cache=cache)
+    batches = (cache.batches if cache else data_mod.batches)(cfg, ds, place(cfg, net))
+    history, _ = engine.fit(cfg, net, *batches, ListTracker(), engine.Hooks(progress=False))
     return history, cache
 
 
@@ -95,11 +97,6 @@ def replace(cfg: RunConfig, **over) -> RunConfig:
     return dataclasses.replace(cfg, **over).resolve()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Stepper:
     """One configuration's training step (and eval step) on random input, as engine.train_one_epoch does it:
     the engine's model, optimiser, autocast, GradScaler, memory format and loss."""
@@ -122,17 +119,17 @@ class Stepper:
     @torch.no_grad()
     def eval_step(self) -> None:
         self.net.eval()
-        with engine._autocast(self.cfg, self.device):
+        with autocast(self.cfg, self.device):
             self.net(self.xe)
 
     def time(self, steps: int, eval_: bool = False) -> float:
         """Seconds per step, averaged over `steps` consecutive steps (one sync at each end)."""
         f = self.eval_step if eval_ else self.train_step
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         for _ in range(steps):
             f()
-        _sync(self.device)
+        sync(self.device)
         return (time.perf_counter() - t0) / steps
 
     def train_flops(self) -> float:

@@ -19,7 +19,8 @@ READY_TIMEOUT_S = 300.0  # s: building Inception-v3 and its warm-up steps, 4 pro
 
 def _worker(inbox, outbox) -> None:
     """A pool process: for each job build a Stepper, warm up, say ready, wait for go, train for `seconds`."""
-    from _common import Stepper, _sync
+    from _common import Stepper
+    from googlenet_study.device import sync as _sync
     from googlenet_study.config import RunConfig
 
     while True:

@@ -10,10 +10,11 @@ to squeeze the last batch out of a device: what is refused here would not have r
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 from .config import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, RunConfig, UserError, short, shown
+from .data import SPLIT_SIZES
+from .device import cores
 
 # Bytes per input pixel per image of one step: the activations autograd keeps for backward (whole
 # network trained), or the transient tensors of a forward without a graph (a frozen trunk: only the
@@ -30,7 +31,6 @@ PROCESS_B = 512 * 2**20       # one sweep worker before it trains: Python with t
 # amp: autocast keeps fp32 weights and runs convolutions in half precision; activations about halve.
 # Percent, so that the arithmetic stays in integers (10**60 px must not overflow a float).
 AMP_PERCENT = {"none": 100, "bf16": 60, "fp16": 60}
-SPLIT_SIZES = {"cifar10": (50_000, 10_000), "digits": (1_437, 360), "fake": (50_000, 10_000)}  # train, test: a batch is at most a split
 THREADS_PER_CORE = 8          # intra-op threads beyond this only switch between one another
 WORKERS_PER_CORE = 4          # sweep workers: each is a process with its own threads
 
@@ -55,10 +55,6 @@ def available_bytes(device: str) -> int:
         return torch.cuda.mem_get_info(index)[0]
     import psutil
     return psutil.virtual_memory().available
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 from . import schema
 from .config import RunConfig, UserError
+from .stop import STOP
 
 EXIT_USAGE = 2
 
@@ -134,7 +135,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def exit_status(result) -> int:
     """0 finished; 128 + signal when stopped by one (143 SIGTERM, 130 SIGINT); 1 failed."""
-    from .engine import STOP
     if result.status == "FINISHED":
         return 0
     return 128 + STOP.signum if result.status == "KILLED" and STOP.signum else 1
@@ -188,7 +188,6 @@ COMMANDS = {"train": cmd_train, "reproduce": cmd_reproduce, "sweep": cmd_sweep, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .engine import STOP
     STOP.install()  # SIGTERM/SIGINT: finish the batch, checkpoint, end the run KILLED
     try:
         return COMMANDS[args.command](args)
@@ -196,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"googlenet-study {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        from .engine import STOP
         print(f"googlenet-study {args.command}: interrupted", file=sys.stderr)
         return 128 + (STOP.signum or 2)
 

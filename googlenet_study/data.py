@@ -12,14 +12,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .budget import SPLIT_SIZES
 from .config import RunConfig, UserError
 
 # torchvision's ImageNet statistics: the pretrained weights expect inputs normalised with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FAKE_SEED = 0                 # dataset=fake: its images and labels are this generator seed's
-CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+# Images per split (train, test) of each dataset, before train_size/test_size subset them (budget.py: a
+# batch is at most a split).
+SPLIT_SIZES = {"cifar10": (50_000, 10_000), "digits": (1_437, 360), "fake": (50_000, 10_000)}
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,16 @@ def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def batches(cfg: RunConfig, data: Dataset, device: torch.device) -> tuple[DeviceBatches, DeviceBatches]:
+    """The training (shuffled per epoch) and the test batches of a run, on `device`, for engine.fit."""
+    return (DeviceBatches(data.train, cfg.batch_size, cfg.image_size, device, True, cfg.channels_last),
+            DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, device, False, cfg.channels_last))
+
+
 class DeviceBatches:
     """Yields (x, y) batches: uint8 on the host -> device -> float, upscaled and normalised there."""
+    on_features = False  # images: the whole network reads them (engine.Batches)
+    charge_s = 0.0       # s charged to epoch 1 for making them: none
 
     def __init__(self, split: Split, batch_size: int, image_size: int, device: torch.device,
                  shuffle: bool, channels_last: bool = False) -> None:

@@ -1,5 +1,6 @@
 """Stage 4: the loop. `Learner.step` is the math of one batch; `train_one_epoch` and `evaluate` are passes
-that return dicts; `fit` is the epoch driver and the only place that logs and checkpoints."""
+over the batches they are handed (`Batches`: images or cached features) that return dicts; `fit` is the
+epoch driver and the only place that logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -9,23 +10,21 @@ import os
 import random
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import schema
 from .checkpoint import PartialEpoch, RunIdentity, TrainingState
 from .config import RunConfig
-from .data import Dataset, DeviceBatches
+from .device import autocast, place, sync
 from .model import Network
 from .schema import ACCURACY, CLOCK, time_to_target
-
-if TYPE_CHECKING:  # feature_cache imports this module
-    from .feature_cache import Cache
+from .stop import STOP, StopFlag  # noqa: F401 - StopFlag: part of this module's interface
 
 
 class NonFiniteLoss(RuntimeError):
@@ -47,32 +46,23 @@ class Interrupted(Exception):
         self.partial = partial
 
 
-class StopFlag:
-    """Set by SIGTERM/SIGINT: the loop finishes its batch, then stops. A second signal stops at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def __call__(self) -> bool:
-        return self.signum is not None
-
-    def install(self) -> None:
-        import signal
-
-        def handler(signum, frame):
-            if self.signum is not None:
-                raise KeyboardInterrupt  # the second signal: unwind now (runs still end KILLED)
-            self.signum = signum
-        for s in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(s, handler)
-
-
-STOP = StopFlag()  # the process's flag; the CLI installs its handlers
-
-
 class Tracker(Protocol):
     """What the driver needs from tracking (an MLflow run in practice; a list in tests)."""
     def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int) -> None: ...
+
+
+class Batches(Protocol):
+    """What the loop reads: data.DeviceBatches (images) or feature_cache.FeatureBatches (a frozen trunk's
+    features), made by the caller on the run's device, the way torchvision's train_one_epoch gets a loader."""
+    split: Any             # len(split): the images of one pass
+    batch_size: int
+    device: torch.device
+    on_features: bool      # batches of model.Features: the heads train (Network.heads), not the whole net
+    charge_s: float        # s it took to make them (a feature cache's build), charged to epoch 1's train_time_s
+
+    def __len__(self) -> int: ...
+    def order(self, seed: int, epoch: int) -> torch.Tensor: ...
+    def iterate(self, order: torch.Tensor) -> Iterator[tuple[Any, torch.Tensor]]: ...
 
 
 class Checkpoint(Protocol):
@@ -151,26 +141,6 @@ def make_optimizer(cfg: RunConfig, net: Network) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, fused=True)
 
 
-def _autocast(cfg: RunConfig, device: torch.device):
-    if cfg.amp == "none":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def place(cfg: RunConfig, net: Network) -> torch.device:
-    """`net` moved to cfg.device, in the config's memory format (in place); returns the device."""
-    device = torch.device(cfg.device)
-    net.to(device)
-    if cfg.channels_last:
-        net.to(memory_format=torch.channels_last)
-    return device
-
-
 @dataclass
 class Learner:
     """What a training step updates: the model, its forward (compiled or not), optimiser and loss scaler."""
@@ -193,7 +163,7 @@ class Learner:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch; returns its loss and its sums (PartialEpoch.sums), detached."""
-        with _autocast(self.cfg, self.device):
+        with autocast(self.cfg, self.device):
             main, aux = self.forward(x)
             loss_main = F.cross_entropy(main, y)
             loss_aux = sum((F.cross_entropy(a, y) for a in aux), torch.zeros((), device=self.device))
@@ -235,7 +205,7 @@ class FiniteCheck:
         self.pending.clear()
 
 
-def train_one_epoch(learner: Learner, batches: DeviceBatches, hooks: Hooks, partial: PartialEpoch) -> dict:
+def train_one_epoch(learner: Learner, batches: Batches, hooks: Hooks, partial: PartialEpoch) -> dict:
     """One pass over the training split in the epoch's order, from `partial`'s next batch (a new epoch:
     PartialEpoch.fresh); losses are per-image means over the epoch, so a continued epoch's numbers are
     those of an uninterrupted one. Raises Interrupted, with the epoch so far, when hooks.should_stop()."""
@@ -245,7 +215,7 @@ def train_one_epoch(learner: Learner, batches: DeviceBatches, hooks: Hooks, part
     check = FiniteCheck(epoch, every=1 if device.type == "cpu" else 25)
     bar = tqdm(total=len(batches.split), initial=seen, desc=f"epoch {epoch}/{cfg.epochs} train", unit="img",
                leave=False, disable=_bar_disabled(hooks), dynamic_ncols=True)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     it = batches.iterate(batches.order(cfg.seed, epoch)[partial.batch * batches.batch_size:])
     for i in range(partial.batch, len(batches)):
@@ -260,36 +230,36 @@ def train_one_epoch(learner: Learner, batches: DeviceBatches, hooks: Hooks, part
         if hooks.should_stop():
             bar.close()
             check.flush(i)  # never checkpoint a state that has already diverged
-            _sync(device)
+            sync(device)
             raise Interrupted(PartialEpoch(epoch, i + 1, seen, sums.cpu(), data_time,
                                            partial.train_time_s + time.perf_counter() - t0))
-    _sync(device)
+    sync(device)
     train_time = partial.train_time_s + time.perf_counter() - t0
     bar.close()
     s = (sums / seen).tolist()
-    return {"train_loss": s[0], "train_aux_loss": s[1], "train_total_loss": s[2], "train_acc": s[3],
-            "train_time_s": train_time, "data_time_s": data_time, "throughput_img_s": seen / train_time}
+    # schema.TRAIN_METRICS, in its order: the four running sums (PartialEpoch.sums), then the clocks
+    return dict(zip(schema.TRAIN_METRICS, (*s, train_time, data_time, seen / train_time), strict=True))
 
 
 @torch.no_grad()
-def evaluate(learner: Learner, batches: DeviceBatches, hooks: Hooks) -> dict:
+def evaluate(learner: Learner, batches: Batches, hooks: Hooks) -> dict:
     """Main head, eval mode, whole test split."""
     cfg, device = learner.cfg, batches.device
     learner.net.eval()
     sums = torch.zeros(2, device=device, dtype=torch.float64)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     order = batches.order(cfg.seed, 0)
     for x, y in tqdm(batches.iterate(order), total=len(batches), desc="  eval", leave=False,
                      disable=_bar_disabled(hooks), dynamic_ncols=True):
-        with _autocast(cfg, device):
+        with autocast(cfg, device):
             main, _ = learner.forward(x)
         sums += torch.stack([F.cross_entropy(main.float(), y, reduction="sum"),
                              (main.argmax(1) == y).sum()]).double()
-    _sync(device)
+    sync(device)
     t = time.perf_counter() - t0
     loss, correct = sums.tolist()
-    return {"test_loss": loss / len(order), "test_acc": correct / len(order), "eval_time_s": t}
+    return dict(zip(schema.EVAL_METRICS, (loss / len(order), correct / len(order), t), strict=True))
 
 
 def _bar_disabled(hooks: Hooks) -> bool | None:
@@ -298,16 +268,16 @@ def _bar_disabled(hooks: Hooks) -> bool | None:
 
 def epoch_metrics(train: dict, ev: dict, history: list[dict]) -> dict[str, float]:
     """One epoch's record (schema.EPOCH_METRICS): its train and eval metrics and the clocks."""
-    epoch_time = train["train_time_s"] + ev["eval_time_s"]
+    epoch_time = train[schema.TRAIN_TIME] + ev[schema.EVAL_TIME]
     elapsed = history[-1][CLOCK] if history else 0.0  # the study's clock: downtime between runs is not counted
-    return {**train, **ev, "epoch_time_s": epoch_time, CLOCK: elapsed + epoch_time}
+    return {**train, **ev, schema.EPOCH_TIME: epoch_time, CLOCK: elapsed + epoch_time}
 
 
 def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, float]:
     """best/final accuracy, total time and time-to-target (schema.SUMMARY_METRICS) from the per-epoch metrics."""
-    out = {"best_test_acc": max(h[ACCURACY] for h in history),
-           "final_test_acc": history[-1][ACCURACY],
-           "total_time_s": history[-1][CLOCK]}
+    out = {schema.BEST_ACC: max(h[ACCURACY] for h in history),
+           schema.FINAL_ACC: history[-1][ACCURACY],
+           schema.TOTAL_TIME: history[-1][CLOCK]}
     for p in target_accs:
         hit = next((h for h in history if h[ACCURACY] >= p / 100.0 - 1e-12), None)
         if hit is not None:  # never reached: not logged (the report counts it as unreached)
@@ -315,27 +285,22 @@ def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, fl
     return out
 
 
-def fit(cfg: RunConfig, data: Dataset, net: Network, tracker: Tracker, hooks: Hooks | None = None,
-        resume: TrainingState | None = None, checkpoint: Checkpoint | None = None, cache: Cache | None = None
+def fit(cfg: RunConfig, net: Network, train: Batches, test: Batches, tracker: Tracker, hooks: Hooks | None = None,
+        resume: TrainingState | None = None, checkpoint: Checkpoint | None = None
         ) -> tuple[list[dict], dict[str, float]]:
-    """Train for cfg.epochs, continuing `resume` if given and saving every epoch's state to `checkpoint`
-    (and the epoch so far, when a signal stops it); returns history and summary. With `cache` (a frozen
-    run's features, feature_cache.obtain) the heads train on it, and its build time is charged to epoch 1."""
+    """Train `net` on `train` for cfg.epochs, evaluating on `test` after each epoch, continuing `resume` if
+    given and saving every epoch's state to `checkpoint` (and the epoch so far, when a signal stops it);
+    returns history and summary. On cached features (feature_cache.FeatureBatches) the heads train, and
+    the cache's build time (train.charge_s) is charged to epoch 1."""
     hooks = hooks or Hooks()
-    learner = Learner.build(cfg, net, on_features=cache is not None)
-    if cache is None:
-        train = DeviceBatches(data.train, cfg.batch_size, cfg.image_size, learner.device, True, cfg.channels_last)
-        test = DeviceBatches(data.test, cfg.eval_batch_size, cfg.image_size, learner.device, False,
-                             cfg.channels_last)
-    else:
-        train, test = cache.batches(cfg, data, learner.device)
+    learner = Learner.build(cfg, net, on_features=train.on_features)
     if resume is not None:
         resume.restore(net, learner.opt, learner.scaler)
     history = list(resume.history) if resume else []
     ended_ms = list(resume.epoch_ended_ms) if resume else []  # ms since 1970: each epoch's MLflow timestamp
     partial = resume.partial if resume and resume.partial else PartialEpoch.fresh(len(history) + 1)
-    if cache is not None and resume is None:  # once: a resumed run has the charge in its history (or partial)
-        partial = dataclasses.replace(partial, train_time_s=cache.build_s)
+    if train.charge_s and resume is None:  # once: a resumed run has the charge in its history (or partial)
+        partial = dataclasses.replace(partial, train_time_s=train.charge_s)
     with EpochEnd() as writer:
         for epoch in range(partial.epoch, cfg.epochs + 1):
             try:

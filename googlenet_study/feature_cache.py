@@ -3,8 +3,9 @@
 With backbone=frozen the trunk is a fixed function (BatchNorm in eval mode, no dropout before the heads)
 and the input pipeline has no random augmentation, so what each trainable part reads is fixed per image:
 `model.Network.features` (the pooled trunk output, and each arm's input to its trainable part). `obtain`
-computes it once for both splits; `FeatureBatches` serves it in the run's data order, and `engine.fit`
-trains `model.Network.heads` on it: dropout and everything trainable still run live, every step.
+computes it once for both splits; `FeatureBatches` serves it in the run's data order, and `engine.fit`,
+handed those batches, trains `model.Network.heads` on it: dropout and everything trainable still run live,
+every step.
 
 What is guaranteed, and how:
 - Keyed by everything that determines the features (`key`): model, a digest of the fixed weights, image
@@ -17,7 +18,8 @@ What is guaranteed, and how:
 - Built once: a builder holds an exclusive flock on <file>.lock and checks again under it, so a second
   worker waits and then reads what the first wrote; the kernel drops the lock of a killed process.
 - An honest clock: the build's seconds are stored in the file and charged to every run that uses it
-  (engine.fit adds them to epoch 1's train_time_s), so a run's times are those of a run on its own.
+  (the training FeatureBatches' charge_s: engine.fit adds them to epoch 1's train_time_s), so a run's
+  times are those of a run on its own.
 - Never a crash for want of room: features that do not fit in the device's free memory beside a step
   (budget.py) leave the run uncached with a warning tag; a file that cannot be written is used unsaved.
 
@@ -39,10 +41,11 @@ from pathlib import Path
 
 import torch
 
-from . import budget, engine, model, schema
+from . import budget, model, schema
 from .checkpoint import write_atomically
 from .config import RunConfig
 from .data import Dataset, DeviceBatches, Split, epoch_order
+from .device import autocast, place, sync
 from .model import Features, Network
 
 FORMAT = 1
@@ -67,17 +70,22 @@ class Cache:
         return {**tags, schema.FEATURE_CACHE_WARNING_TAG: self.warning} if self.warning else tags
 
     def batches(self, cfg: RunConfig, data: Dataset, device: torch.device) -> tuple[FeatureBatches, FeatureBatches]:
-        """The training and the test batches, as engine.fit makes DeviceBatches of images."""
-        return (FeatureBatches(self.train, data.train, cfg.batch_size, device, True, cfg.channels_last),
+        """The training and the test batches for engine.fit, as data.batches makes them of images; the
+        training batches carry the build's seconds, charged to the run's epoch 1."""
+        return (FeatureBatches(self.train, data.train, cfg.batch_size, device, True, cfg.channels_last,
+                               charge_s=self.build_s),
                 FeatureBatches(self.test, data.test, cfg.eval_batch_size, device, False, cfg.channels_last))
 
 
 class FeatureBatches:
-    """DeviceBatches' interface over cached features: (Features, labels) batches, in the same order."""
+    """DeviceBatches' interface (engine.Batches) over cached features: (Features, labels) batches, in the
+    same order; the model's heads read them."""
+    on_features = True
 
     def __init__(self, features: Features, split: Split, batch_size: int, device: torch.device, shuffle: bool,
-                 channels_last: bool) -> None:
+                 channels_last: bool, charge_s: float = 0.0) -> None:
         self.split, self.batch_size, self.device, self.shuffle = features, batch_size, device, shuffle
+        self.charge_s = charge_s  # s: the cache's build, when it is charged to this run (engine.Batches)
         self.labels = split.labels.to(device)
         # A live trunk hands the arms channels_last maps in that format: the same kernels run on them.
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -109,7 +117,7 @@ def obtain(cfg: RunConfig, net: Network, data: Dataset, root: str | Path,
         return None, {schema.FEATURE_CACHE_TAG: "off"}
     sig = key(cfg, net, data)
     path = Path(root) / FOLDER / f"{cfg.model}-{cfg.image_size}px-{_sha(json.dumps(sig, sort_keys=True))}.feat"
-    device = engine.place(cfg, net)
+    device = place(cfg, net)
     need = nbytes(cfg, data)
     room = (budget.available_bytes(cfg.device) if available is None else available) - \
         max(s.need for s in budget.steps(cfg))  # the build runs evaluation-sized steps beside the features
@@ -168,7 +176,7 @@ def _compute(cfg: RunConfig, net: Network, split: Split, taps: bool, device: tor
     def rows_like(t: torch.Tensor) -> torch.Tensor:  # preallocated: no second copy of gigabytes of features
         return torch.empty((len(split), *t.shape[1:]), dtype=t.dtype, device=device)
     for i, (x, _) in enumerate(batches.iterate(batches.order(0, 0))):
-        with engine._autocast(cfg, device):
+        with autocast(cfg, device):
             f = net.features(x, taps)
         if out is None:
             out = Features(rows_like(f.pooled), tuple(rows_like(t) for t in f.taps))
@@ -180,10 +188,10 @@ def _compute(cfg: RunConfig, net: Network, split: Split, taps: bool, device: tor
 
 def _build(cfg: RunConfig, net: Network, data: Dataset, device: torch.device, path: Path, sig: dict,
            problem: str | None) -> Cache:
-    engine._sync(device)
+    sync(device)
     t0 = time.perf_counter()
     train, test = _compute(cfg, net, data.train, True, device), _compute(cfg, net, data.test, False, device)
-    engine._sync(device)
+    sync(device)
     build_s = time.perf_counter() - t0
     warning = f"{problem}; rebuilt" if problem else None
     try:

@@ -7,26 +7,34 @@ per-epoch metric is one edit here plus its computation in the engine."""
 from __future__ import annotations
 
 # ---- per-epoch metrics: logged once per epoch, step = epoch (from 1), timestamp = when it ended --------
-TRAIN_METRICS = ("train_loss",        # CE of the main head, mean per image over the epoch
-                 "train_aux_loss",    # sum of the aux arms' CE (unweighted), mean per image
-                 "train_total_loss",  # train_loss + aux_weight * train_aux_loss
-                 "train_acc",         # fraction of training images the main head got right
-                 "train_time_s",      # s: this epoch's training (input waits included)
-                 "data_time_s",       # s: of that, waiting for input
-                 "throughput_img_s")  # training images per second
-EVAL_METRICS = ("test_loss", "test_acc", "eval_time_s")  # main head, eval mode, whole test split
-CLOCK_METRICS = ("epoch_time_s",      # s: train_time_s + eval_time_s
-                 "elapsed_time_s")    # s: the study's clock, cumulative epoch_time_s (downtime not counted)
-EPOCH_METRICS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
-                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s")
+TRAIN_LOSS = "train_loss"             # CE of the main head, mean per image over the epoch
+TRAIN_AUX_LOSS = "train_aux_loss"     # sum of the aux arms' CE (unweighted), mean per image
+TRAIN_TOTAL_LOSS = "train_total_loss"  # train_loss + aux_weight * train_aux_loss
+TRAIN_ACC = "train_acc"               # fraction of training images the main head got right
+TRAIN_TIME = "train_time_s"           # s: this epoch's training (input waits included)
+DATA_TIME = "data_time_s"             # s: of that, waiting for input
+THROUGHPUT = "throughput_img_s"       # training images per second
+TEST_LOSS, ACCURACY = "test_loss", "test_acc"  # main head, eval mode, whole test split; ACCURACY is what
+                                      # pruning, targets and the report's curves follow
+EVAL_TIME = "eval_time_s"             # s: evaluating the whole test split
+EPOCH_TIME = "epoch_time_s"           # s: train_time_s + eval_time_s
+CLOCK = "elapsed_time_s"              # s: the study's clock, cumulative epoch_time_s (downtime not counted):
+                                      # what "wall-clock time" means in this tool
+# The engine fills these in order: train_one_epoch (its running sums, then its clocks), evaluate, epoch_metrics.
+TRAIN_METRICS = (TRAIN_LOSS, TRAIN_AUX_LOSS, TRAIN_TOTAL_LOSS, TRAIN_ACC, TRAIN_TIME, DATA_TIME, THROUGHPUT)
+EVAL_METRICS = (TEST_LOSS, ACCURACY, EVAL_TIME)
+CLOCK_METRICS = (EPOCH_TIME, CLOCK)
+# Every per-epoch metric, in the order of epochs.csv and the report's epochs.csv.
+EPOCH_METRICS = (TRAIN_LOSS, TRAIN_AUX_LOSS, TRAIN_TOTAL_LOSS, TRAIN_ACC, TEST_LOSS, ACCURACY,
+                 EPOCH_TIME, TRAIN_TIME, EVAL_TIME, DATA_TIME, CLOCK, THROUGHPUT)
 assert set(EPOCH_METRICS) == set(TRAIN_METRICS + EVAL_METRICS + CLOCK_METRICS)
 # Without these a run says nothing about accuracy over wall-clock time (the report lists it, uncounted).
-REQUIRED_EPOCH_METRICS = ("test_acc", "epoch_time_s", "elapsed_time_s")
-ACCURACY = "test_acc"                 # what pruning, targets and the report's curves follow
-CLOCK = "elapsed_time_s"              # what "wall-clock time" means in this tool
+REQUIRED_EPOCH_METRICS = (ACCURACY, EPOCH_TIME, CLOCK)
 
 # ---- summary metrics: logged once, at the end (step = the last epoch) -----------------------------------
-SUMMARY_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")
+BEST_ACC, FINAL_ACC = "best_test_acc", "final_test_acc"  # max and last test_acc over the epochs
+TOTAL_TIME = "total_time_s"                              # s: elapsed_time_s at the last epoch
+SUMMARY_METRICS = (BEST_ACC, FINAL_ACC, TOTAL_TIME)
 TIME_TO_TARGET_PREFIX = "time_to_test_acc_"  # + P: elapsed_time_s of the first epoch with test_acc >= P/100
 
 

@@ -14,6 +14,7 @@ from . import checkpoint as ckpt
 from . import data as data_mod
 from . import budget, engine, feature_cache, model, schema
 from .config import RunConfig, UserError
+from .device import place
 from .engine import Hooks, Interrupted, NonFiniteLoss
 
 
@@ -65,8 +66,9 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
             run.log_missing_epochs(state.history, state.epoch_ended_ms)
         elif cache is not None:  # step 0, once: a resumed run has it, and its charge in the checkpointed history
             run.log_epoch(0, {schema.FEATURE_CACHE_BUILD_S: cache.build_s})
-        result.history, result.summary = engine.fit(cfg, dataset, net, run, hooks, resume=state, checkpoint=saver,
-                                                    cache=cache)
+        train_b, test_b = (cache.batches if cache else data_mod.batches)(cfg, dataset, place(cfg, net))
+        result.history, result.summary = engine.fit(cfg, net, train_b, test_b, run, hooks, resume=state,
+                                                    checkpoint=saver)
         run.log_summary(result.summary, result.history, model.first_conv_weight(net))
         result.status = "FINISHED"
     except reraise as e:

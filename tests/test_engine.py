@@ -16,6 +16,7 @@ from googlenet_study import engine, model, schema
 from googlenet_study.checkpoint import PartialEpoch, RunIdentity, TrainingState
 from googlenet_study.config import RunConfig
 from googlenet_study.data import DeviceBatches
+from googlenet_study.device import place
 from googlenet_study.engine import Hooks, Interrupted, Learner, NonFiniteLoss
 
 LEARNED = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")  # not clocks
@@ -85,8 +86,13 @@ def quiet() -> Hooks:
 def reference(cfg, dataset, quiet) -> tuple[list[dict], dict]:
     """An uninterrupted fit: its history and final weights."""
     net = fresh_net(cfg)
-    history, _ = engine.fit(cfg, dataset, net, ListTracker(), quiet)
+    history, _ = fit(cfg, dataset, net, ListTracker(), quiet)
     return history, net.state_dict()
+
+
+def fit(cfg: RunConfig, dataset, net, tracker, hooks: Hooks, **kw) -> tuple[list[dict], dict]:
+    """engine.fit on the run's image batches, as train() calls it."""
+    return engine.fit(cfg, net, *data_mod.batches(cfg, dataset, place(cfg, net)), tracker, hooks, **kw)
 
 
 def fresh_net(cfg: RunConfig):
@@ -147,7 +153,7 @@ def test_evaluate_scores_the_main_head_in_eval_mode_over_the_whole_test_split(cf
 def test_fit_records_every_epoch_with_consistent_clocks(cfg, dataset, quiet):
     tracker, saved = ListTracker(), ListCheckpoint(cfg)
     net = fresh_net(cfg)
-    history, summary = engine.fit(cfg, dataset, net, tracker, quiet, checkpoint=saved)
+    history, summary = fit(cfg, dataset, net, tracker, quiet, checkpoint=saved)
     assert all(set(h) == set(schema.EPOCH_METRICS) for h in history)
     for h in history:
         assert h["epoch_time_s"] == h["train_time_s"] + h["eval_time_s"]
@@ -172,7 +178,7 @@ def test_a_fit_stopped_mid_epoch_and_resumed_is_bit_identical_to_an_uninterrupte
                                                                                      reference, stop_after):
     saved = ListCheckpoint(cfg)
     with pytest.raises(Interrupted) as stop:
-        engine.fit(cfg, dataset, fresh_net(cfg), ListTracker(), dataclasses.replace(quiet, should_stop=StopAfter(
+        fit(cfg, dataset, fresh_net(cfg), ListTracker(), dataclasses.replace(quiet, should_stop=StopAfter(
             stop_after)), checkpoint=saved)
     state = saved.states[-1]  # 5 batches an epoch: stopped at epoch 1 + stop_after // 5, batch stop_after % 5
     got, sent = dataclasses.asdict(state.partial), dataclasses.asdict(stop.value.partial)
@@ -181,7 +187,7 @@ def test_a_fit_stopped_mid_epoch_and_resumed_is_bit_identical_to_an_uninterrupte
                                                                       stop_after % 5)
 
     tracker, net = ListTracker(), fresh_net(cfg)  # another process: seeded and built anew, then restored
-    history, _ = engine.fit(cfg, dataset, net, tracker, quiet, resume=state)
+    history, _ = fit(cfg, dataset, net, tracker, quiet, resume=state)
     reference_history, reference_weights = reference
     assert [[h[k] for k in LEARNED] for h in history] == [[h[k] for k in LEARNED] for h in reference_history]
     assert [e for e, *_ in tracker.logged] == list(range(state.epoch + 1, cfg.epochs + 1))  # the rest, once
@@ -201,12 +207,12 @@ def test_non_finite_loss_names_its_epoch_and_batch(cfg, dataset, quiet):
                     p.fill_(float("nan"))
         return False
     with pytest.raises(NonFiniteLoss) as e:
-        engine.fit(cfg, dataset, net, ListTracker(), dataclasses.replace(quiet,
+        fit(cfg, dataset, net, ListTracker(), dataclasses.replace(quiet,
                                                                         should_stop=poison_after_batch_3_of_epoch_2))
     assert (e.value.epoch, e.value.batch) == (2, 4) and str(e.value) == "non-finite loss at epoch 2, batch 4"
 
 
 def test_a_huge_learning_rate_fails_in_its_first_epoch(cfg, dataset, quiet):
     with pytest.raises(NonFiniteLoss) as e:
-        engine.fit(dataclasses.replace(cfg, optimizer="sgd", lr=1e12), dataset, fresh_net(cfg), ListTracker(), quiet)
+        fit(dataclasses.replace(cfg, optimizer="sgd", lr=1e12), dataset, fresh_net(cfg), ListTracker(), quiet)
     assert e.value.epoch == 1 and 2 <= e.value.batch <= 5  # batch 1's loss is finite: nothing has diverged yet

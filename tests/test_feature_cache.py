@@ -19,6 +19,7 @@ from torch import nn
 from googlenet_study import cli, engine, feature_cache, model, schema
 from googlenet_study import data as data_mod
 from googlenet_study.config import RunConfig
+from googlenet_study.device import place
 from googlenet_study.engine import Hooks, Interrupted
 
 from conftest import ROOT
@@ -55,7 +56,8 @@ def fit(cfg: RunConfig, root, **kw) -> tuple[list[dict], feature_cache.Cache | N
     data = data_mod.load(cfg)
     net, _ = model.build(cfg)
     cache, tags = feature_cache.obtain(cfg, net, data, root)
-    history, _ = engine.fit(cfg, data, net, ListTracker(), kw.pop("hooks", QUIET), cache=cache, **kw)
+    batches = (cache.batches if cache else data_mod.batches)(cfg, data, place(cfg, net))
+    history, _ = engine.fit(cfg, net, *batches, ListTracker(), kw.pop("hooks", QUIET), **kw)
     return history, cache, tags
 
 
@@ -209,8 +211,8 @@ def test_a_resumed_cached_run_is_charged_the_build_once_and_rebuilds_a_missing_c
         saver = ListCheckpoint(cfg)
         hooks = dataclasses.replace(QUIET, should_stop=stop or QUIET.should_stop)
         try:
-            return engine.fit(cfg, data, net, ListTracker(), hooks, resume=resume, checkpoint=saver,
-                              cache=dataclasses.replace(c, build_s=charge))[0], c
+            batches = dataclasses.replace(c, build_s=charge).batches(cfg, data, place(cfg, net))
+            return engine.fit(cfg, net, *batches, ListTracker(), hooks, resume=resume, checkpoint=saver)[0], c
         except Interrupted:
             return saver.states[-1], c
     state, _ = run(stop=StopAfter(2))  # stopped after batch 2 of epoch 1

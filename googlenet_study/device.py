@@ -1,0 +1,40 @@
+"""Where a run computes: the model placed on its device, autocast as the config asks, host-device sync
+around what is timed, and the machine's cores. Below both the loop (engine) and the feature cache,
+which run the same forward on the same device and time it the same way."""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+
+import torch
+
+from .config import RunConfig
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask: what a Slurm or cgroup limit leaves it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def place(cfg: RunConfig, net: torch.nn.Module) -> torch.device:
+    """`net` moved to cfg.device, in the config's memory format (in place); returns the device."""
+    device = torch.device(cfg.device)
+    net.to(device)
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+    return device
+
+
+def autocast(cfg: RunConfig, device: torch.device):
+    """The forward's precision context: none, or bf16/fp16 autocast (weights stay fp32)."""
+    if cfg.amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels: CUDA runs asynchronously, so a clock read without it times
+    the launches, not the work. A no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
