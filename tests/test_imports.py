@@ -22,7 +22,7 @@ FLOORS = (
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from device)
     ("engine", "feature_cache", "tracking"),  # the loop; a frozen trunk's features; the only MLflow importer
-    ("train", "optuna_storage"),          # one run end to end; a sweep's Optuna storage
+    ("train",),                           # one run end to end
     ("report",),                          # reads runs back; a sweep calls its builder at the end
     ("racing",),                          # which configurations still need seeds (the report's statistics)
     ("sweep",),                           # many runs: study setup, trials, workers, Slurm
