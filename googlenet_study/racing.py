@@ -109,23 +109,31 @@ def _censored(g: pd.DataFrame, p: float) -> tuple[np.ndarray, np.ndarray]:
     return survival.observed(g[_ttt(p)], g[stats.reached(p)], g["clock_end_s"])
 
 
-def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float]) -> float | None:
-    """The report's ranking target over the live configurations that reached the lowest target in at least
-    half their timed runs (the others are compared at it, censored)."""
-    from .report import profiles
+def _by_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float]) -> dict:
+    """{configuration: {target: (t, hit)}} for the live configurations (one pass over the runs)."""
+    groups = dict(tuple(runs.groupby("configuration", observed=True, sort=False)))
+    empty = runs.iloc[:0]
+    return {c: {p: _censored(groups.get(c, empty), p) for p in targets} for c in live}
 
+
+def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float], _data: dict | None = None) -> float | None:
+    """The report's ranking target (profiles.ranking_target on summary-like rows: runs, reached fraction and ERT
+    per target) over the live configurations that reached the lowest target in at least half their timed runs;
+    the others are compared at it, censored."""
+    from .report import profiles, survival
+
+    data = _data if _data is not None else _by_target(runs, live, targets)
+    lowest = min(targets)
     rows = []
-    for c in live:
-        g = runs[runs["configuration"] == c]
-        row = {"configuration": c, "n_runs": len(g)}
+    for c, d in data.items():
+        n = len(d[lowest][0])
+        row = {"configuration": c, "n_runs": n, "n_timed": n}
         for p in targets:
-            t, hit = _censored(g, p)
-            row[f"{_ttt(p)}_reached"] = float(hit.mean()) if len(hit) else 0.0
+            row[f"{_ttt(p)}_reached"] = float(d[p][1].mean()) if n else 0.0
+            row[f"{_ttt(p)}_ert"] = survival.ert(*d[p]) if n else math.nan
         rows.append(row)
-    summ = pd.DataFrame(rows)
-    first = f"{_ttt(min(targets))}_reached"
-    reaching = summ[summ[first] >= 0.5]
-    return profiles.ranking_target(reaching, tuple(targets)) if len(reaching) else None
+    reaching = [r for r in rows if r[f"{_ttt(lowest)}_reached"] >= 0.5]
+    return profiles.ranking_target(pd.DataFrame(reaching), tuple(targets)) if reaching else None
 
 
 def logrank_slower(t: np.ndarray, hit: np.ndarray, t_lead: np.ndarray, hit_lead: np.ndarray) -> float:
@@ -152,28 +160,22 @@ def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing
     runs_from_curves); `live`: the configurations still racing, in order; spent_s: s the study's runs used."""
     from .report import survival
 
-    p_target = round_target(runs, live, targets)
-    rows = []
-    for c in live:
-        g = runs[runs["configuration"] == c]
-        row = {"configuration": c, "seeds": len(g), "reached": math.nan, "ert": math.nan}
-        if p_target is not None:
-            t, hit = _censored(g, p_target)
-            row.update(reached=float(hit.mean()) if len(hit) else math.nan, ert=survival.ert(t, hit), _t=t, _hit=hit)
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    table["p_value"], table["p_holm"], table["decision"] = math.nan, math.nan, KEEP
+    data = _by_target(runs, live, targets)
+    p_target = round_target(runs, live, targets, data)
+    seeds = [len(data[c][min(targets)][0]) for c in live]
+    table = pd.DataFrame({"configuration": live, "seeds": seeds, "reached": math.nan, "ert": math.nan,
+                          "p_value": math.nan, "p_holm": math.nan, "decision": KEEP})
     leader = None
     if p_target is not None:
+        obs = [data[c][p_target] for c in live]
+        table["reached"] = [float(h.mean()) if len(h) else math.nan for _, h in obs]
+        table["ert"] = [survival.ert(t, h) for t, h in obs]
         i = int(np.argmin(np.nan_to_num(table["ert"].to_numpy(dtype=float), nan=math.inf)))
-        leader = table.at[i, "configuration"]
-        lt, lh = table.at[i, "_t"], table.at[i, "_hit"]
-        table["p_value"] = [math.nan if j == i else logrank_slower(r["_t"], r["_hit"], lt, lh)
-                            for j, r in table.iterrows()]
-        table["p_holm"] = holm(table["p_value"])
-        table.loc[table["p_holm"] <= racing.alpha, "decision"] = ELIMINATE
+        leader = live[i]
+        table["p_value"] = [math.nan if j == i else logrank_slower(*obs[j], *obs[i]) for j in range(len(live))]
+        table["p_holm"] = adjusted = holm(table["p_value"])
+        table.loc[adjusted <= racing.alpha, "decision"] = ELIMINATE
         table.at[i, "decision"] = LEADER
-        table = table.drop(columns=["_t", "_hit"])
     survivors = table[table["decision"] != ELIMINATE]
     if len(survivors) <= 1:
         stopped = ONE_LEFT
