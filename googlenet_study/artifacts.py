@@ -36,12 +36,12 @@ def learning_curves(path: Path, history: list[dict], title: str) -> Path:
     """The lecture's two plots: main vs auxiliary training loss; train vs test accuracy."""
     ep = list(range(1, len(history) + 1))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="main (train)")
-    a.plot(ep, [h["train_aux_loss"] for h in history], "s--", label="auxiliary, summed (train)")
-    a.plot(ep, [h["test_loss"] for h in history], "^-", label="main (test)")
+    a.plot(ep, [h[schema.TRAIN_LOSS] for h in history], "o-", label="main (train)")
+    a.plot(ep, [h[schema.TRAIN_AUX_LOSS] for h in history], "s--", label="auxiliary, summed (train)")
+    a.plot(ep, [h[schema.TEST_LOSS] for h in history], "^-", label="main (test)")
     a.set(xlabel="epoch", ylabel="cross-entropy", title="losses")
-    b.plot(ep, [100 * h["train_acc"] for h in history], "o-", label="train")
-    b.plot(ep, [100 * h["test_acc"] for h in history], "s-", label="test")
+    b.plot(ep, [100 * h[schema.TRAIN_ACC] for h in history], "o-", label="train")
+    b.plot(ep, [100 * h[schema.ACCURACY] for h in history], "s-", label="test")
     b.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (a, b):
         ax.legend()

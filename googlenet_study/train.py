@@ -56,9 +56,9 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     total, trainable = model.count_params(net)
     result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state.epoch if state else 0)
     try:
-        run.log_start({**cfg.to_params(), "total_params": total, "trainable_params": trainable},
+        run.log_start({**cfg.to_params(), schema.TOTAL_PARAMS: total, schema.TRAINABLE_PARAMS: trainable},
                       {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
-                       **cache_tags, "checkpoint": str(saver.path),
+                       **cache_tags, schema.CHECKPOINT_TAG: str(saver.path),
                        **(_resume_tags(state) if state else {})},
                       model.parameter_table(net), filters_before)
         if state:  # the earlier stop's reason no longer describes how this run ends, nor its cache warning this one
@@ -73,19 +73,20 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         result.status = "FINISHED"
     except reraise as e:
         result.status = "KILLED"
-        run.set_tags({"end_reason": getattr(e, "end_reason", type(e).__name__)})  # outage.Unavailable has one
+        run.set_tags({schema.END_REASON_TAG: getattr(e, "end_reason", type(e).__name__)})  # outage.Unavailable has one
         raise
     except Interrupted:
         result.status = "KILLED"
-        run.set_tags({"end_reason": "stopped by a signal; `--resume auto` continues this run"})
+        run.set_tags({schema.END_REASON_TAG: "stopped by a signal; `--resume auto` continues this run"})
     except NonFiniteLoss as e:
         result.status, result.failure_reason = "FAILED", str(e)
-        run.set_tags({"failure_reason": str(e), "failure_epoch": str(e.epoch), "failure_batch": str(e.batch)})
+        run.set_tags({schema.FAILURE_REASON_TAG: str(e), schema.FAILURE_EPOCH_TAG: str(e.epoch),
+                      schema.FAILURE_BATCH_TAG: str(e.batch)})
     except BaseException as e:  # noqa: BLE001 - any crash must still end the run honestly
         result.status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
         result.failure_reason = f"{type(e).__name__}: {e}"
-        run.set_tags({"failure_reason": result.failure_reason[:4000],
-                      "failure_traceback": traceback.format_exc()[-4000:]})
+        run.set_tags({schema.FAILURE_REASON_TAG: result.failure_reason[:4000],
+                      schema.FAILURE_TRACEBACK_TAG: traceback.format_exc()[-4000:]})
         raise
     finally:
         run.end(result.status if result.status != "RUNNING" else "FAILED")
@@ -96,9 +97,9 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
 
 def _resume_tags(state: ckpt.TrainingState) -> dict[str, str]:
     """Where this process took over: the next epoch, and the next batch when a signal stopped mid-epoch."""
-    tags = {"resumed_at_epoch": str(state.epoch + 1)}
+    tags = {schema.RESUMED_AT_EPOCH_TAG: str(state.epoch + 1)}
     if state.partial is not None:
-        tags["resumed_at_batch"] = str(state.partial.batch + 1)
+        tags[schema.RESUMED_AT_BATCH_TAG] = str(state.partial.batch + 1)
     return tags
 
 

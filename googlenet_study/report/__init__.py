@@ -126,8 +126,9 @@ def numbers(f: fetch.Fetched, targets: tuple[float, ...], clock_name: str = "epo
     runs, varying = stats.per_run(f, targets, clock_name, pool_hardware)
     summ = stats.summary(runs, varying, targets)
     comp = stats.comparisons(runs, varying, targets)
-    rank, main_p = stats.ranking(summ, targets)
-    summ["rank"] = summ["configuration"].map(dict(zip(rank["configuration"], rank["rank"])))
+    rank, main_p = stats.ranking(summ, targets, clock_name)
+    for c in ("rank", "rank_by"):  # summary.csv says each configuration's rank and the criterion behind it
+        summ[c] = summ["configuration"].map(dict(zip(rank["configuration"], rank[c])))
     f.source.update(clock=clock_name, pool_hardware=pool_hardware)
     return runs, varying, summ, comp, rank, main_p
 

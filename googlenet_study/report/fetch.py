@@ -10,6 +10,7 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -18,6 +19,14 @@ from ..config import UserError, field_names
 from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TAGS, SUMMARY_METRICS, TRIAL_TAGS
 
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
+# What a value may be (else the run is listed under "Runs with invalid metrics" and the value is not used):
+ACCURACIES = ("test_acc", "train_acc", "best_test_acc", "final_test_acc")  # fractions in [0, 1]
+TIMES = ("epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "total_time_s")  # s >= 0
+# An invalid value of one of these leaves the run out of its accuracy statistics (and, since times to target are
+# read off test_acc, out of the time statistics); an invalid time leaves it out of the time statistics.
+ACCURACY_FEEDS = ("test_acc", "best_test_acc", "final_test_acc")
+INVALID_COLUMNS = ["run_id", "run_name", "metric", "epoch", "value", "problem"]
+STORED_INF = 1.7976931348623157e308  # MLflow's SQL store writes +-inf as +-sys.float_info.max
 
 
 @dataclass
@@ -28,8 +37,10 @@ class Fetched:
     excluded: pd.DataFrame        # run_id, run_name, status, reason
     incomplete: pd.DataFrame      # run_id, run_name, missing: counted runs that lack some metrics
     params: list[str]             # config params of the counted runs (all but NOT_CONFIG; resolved.* applied)
-    logged_summary: pd.DataFrame  # run_id + the summary metrics the runs logged themselves
+    logged_summary: pd.DataFrame  # run_id + every summary metric: as logged (NaN stays NaN), else from the history
     source: dict = field(default_factory=dict)
+    invalid: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INVALID_COLUMNS))  # one row per
+    #                               value out of range or not finite; that value is NaN in epochs/logged_summary
 
 
 def select(experiment: str, study: str | None = None, parent_run: str | None = None,
@@ -90,7 +101,7 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
         raise UserError(f"no FINISHED runs in scope ({len(leaves)} training runs found, none finished)")
 
     histories = _histories(finished, uri, cache_dir)
-    rows, incomplete, counted = [], [], []
+    rows, missing_of, counted = [], {}, []
     for r in finished:
         h = histories[r["run_id"]]
         missing = [k for k in EPOCH_METRICS if not h.get(k)]
@@ -100,8 +111,7 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
                              "reason": "missing per-epoch " + ", ".join(k for k in REQUIRED_EPOCH_METRICS
                                                                         if k in missing)})
             continue
-        if missing:
-            incomplete.append({"run_id": r["run_id"], "run_name": r["run_name"], "missing": ", ".join(missing)})
+        missing_of[r["run_id"]] = missing
         counted.append(r)
         by_epoch: dict[int, dict] = {}
         for k, points in h.items():
@@ -124,13 +134,83 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
     for k in EPOCH_METRICS:
         if k not in epochs:
             epochs[k] = float("nan")
-    summary = pd.DataFrame([{"run_id": r["run_id"], **{k: v for k, v in r["metrics"].items()
-                                                       if k in SUMMARY_METRICS or schema.is_time_to_target(k)}}
-                            for r in counted])
+    logged = pd.DataFrame([{"run_id": r["run_id"], **{k: r["metrics"].get(k, np.nan) for k in SUMMARY_METRICS}}
+                           for r in counted])
+    was_logged = pd.DataFrame([{k: k in r["metrics"] for k in SUMMARY_METRICS} for r in counted])
+    names = runs.set_index("run_id")["run_name"]
+    epochs, logged, invalid = refuse_invalid(epochs, logged, names)
+    summary = summaries(epochs, logged, was_logged)
+    refused = set(zip(invalid["run_id"], invalid["metric"]))  # listed as invalid, not again as missing
+    for rid, what in nan_metrics(epochs, summary).items():
+        missing_of[rid] += [w for w in what if w.split(" ")[0] not in missing_of[rid]
+                            and (rid, w.split(" ")[0]) not in refused]
+    incomplete = [{"run_id": rid, "run_name": names[rid], "missing": ", ".join(m)}
+                  for rid, m in missing_of.items() if m]
     source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
               "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
     return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
-                   pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source)
+                   pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source,
+                   invalid)
+
+
+def refuse_invalid(epochs: pd.DataFrame, logged: pd.DataFrame,
+                   names: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(epochs, logged summaries, invalid): every value that is not finite (MLflow stores +-inf as +-1.8e308)
+    or out of range (an accuracy outside [0, 1], a negative time, an elapsed_time_s that goes down) becomes
+    NaN, and `invalid` lists it (INVALID_COLUMNS) so the report can say which run lost which value."""
+    epochs, logged = epochs.sort_values(["run_id", "epoch"]).reset_index(drop=True), logged.copy()
+    found = []
+    for frame, per_epoch in ((epochs, True), (logged, False)):
+        for k in (*ACCURACIES, *TIMES):
+            if k not in frame:
+                continue
+            v = frame[k].to_numpy(dtype=float)
+            v = np.where(np.abs(v) >= STORED_INF, np.sign(v) * np.inf, v)
+            with np.errstate(invalid="ignore"):
+                out = (v < 0) | (v > 1) if k in ACCURACIES else v < 0
+            problem = np.where(np.isinf(v), "not finite", "outside [0, 1]" if k in ACCURACIES else "negative")
+            if k == schema.CLOCK and per_epoch:  # the clock is cumulative: it never goes back
+                prev = frame.groupby("run_id", sort=False)[k].shift()
+                with np.errstate(invalid="ignore"):
+                    down = ~out & (v < prev.to_numpy(dtype=float))
+                problem, out = np.where(down, "decreasing", problem), out | down
+            bad = np.flatnonzero(out | np.isinf(v))
+            if len(bad):
+                found.append(pd.DataFrame({"run_id": frame["run_id"].to_numpy()[bad], "metric": k,
+                                           "epoch": frame["epoch"].to_numpy()[bad] if per_epoch else pd.NA,
+                                           "value": v[bad], "problem": problem[bad]}))
+                frame.loc[bad, k] = np.nan
+    invalid = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=INVALID_COLUMNS)
+    invalid["run_name"] = invalid["run_id"].map(names)
+    invalid["epoch"] = invalid["epoch"].astype("Int64")
+    return epochs, logged, invalid[INVALID_COLUMNS]
+
+
+def summaries(epochs: pd.DataFrame, logged: pd.DataFrame, was_logged: pd.DataFrame) -> pd.DataFrame:
+    """run_id + SUMMARY_METRICS: what the run logged (a logged NaN stays NaN), else from its history:
+    best = the highest test_acc, final = the last epoch's test_acc (NaN when that is NaN: never an earlier
+    epoch's), total = the last epoch's elapsed_time_s. `epochs` is in (run_id, epoch) order."""
+    g = epochs.groupby("run_id", sort=False)
+    hist = pd.DataFrame({"best_test_acc": g["test_acc"].max(), "final_test_acc": g["test_acc"].last(skipna=False),
+                         "total_time_s": g[schema.CLOCK].last(skipna=False)})
+    out = logged.set_index("run_id")
+    for k in SUMMARY_METRICS:
+        out[k] = out[k].where(was_logged[k].to_numpy(), hist[k].reindex(out.index))
+    return out.reset_index()
+
+
+def nan_metrics(epochs: pd.DataFrame, summary: pd.DataFrame) -> dict[str, list[str]]:
+    """run_id -> what it lacks beyond absent keys: a per-epoch accuracy or clock that is NaN at every epoch,
+    a summary that is NaN (logged so, or the last epoch's value was NaN)."""
+    out: dict[str, list[str]] = {}
+    g = epochs.groupby("run_id", sort=False)
+    for k in ("test_acc", schema.CLOCK):
+        for rid in g[k].count().loc[lambda c: c == 0].index:
+            out.setdefault(rid, []).append(f"{k} (NaN at every epoch)")
+    for k in SUMMARY_METRICS:
+        for rid in summary.loc[summary[k].isna(), "run_id"]:
+            out.setdefault(rid, []).append(f"{k} (NaN)")
+    return out
 
 
 def _tag(r: dict, names: tuple[str, ...]) -> str:

@@ -16,7 +16,29 @@ from scipy import stats
 
 BOOTSTRAP_SEED = 0          # stated in the report
 BOOTSTRAP_RESAMPLES = 2000  # enough for a 95 % percentile interval; 1,000 runs stay under a minute
-CONFIDENCE = 0.95
+CONFIDENCE = 0.95           # every interval in the report: t, bootstrap, Kaplan-Meier (defined here only)
+
+
+def t_half_width(std, n):
+    """Half-width of the Student-t CONFIDENCE interval of a mean, t(1 - alpha/2, n - 1) * std / sqrt(n);
+    vectorised over arrays of std and n, NaN where n < 2."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(n - 1, 1)) * np.asarray(std, dtype=float) / np.sqrt(n)
+    return np.where(n >= 2, h, np.nan)
+
+
+def t_interval(x) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite values of x: the Student-t interval; low/high are NaN for n < 2."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    h = float(t_half_width(x.std(ddof=1), len(x)))
+    return m, m - h, m + h
 
 
 def _rng() -> np.random.Generator:
@@ -108,3 +130,31 @@ def ratio_interval(t, hit) -> tuple[float, float]:
 
     lo, hi = _bootstrap((t, hit), ratio, paired=True)
     return lo, (math.inf if math.isnan(hi) else hi)  # inf - inf in the percentile's interpolation
+
+
+def ert_ratio_interval(ta, ha, tb, hb) -> tuple[float, float, float]:
+    """(ERT_B / ERT_A, low, high): how many times as long B is expected to take as A to reach the target,
+    with a percentile bootstrap interval (each configuration's runs resampled independently, as (time,
+    reached) pairs; seed BOOTSTRAP_SEED). inf where B never reached it; NaN interval when a side has < 2 runs."""
+    ta, ha, tb, hb = (np.asarray(x, dtype=float) for x in (ta, ha, tb, hb))
+    if len(ta) == 0 or len(tb) == 0:
+        return math.nan, math.nan, math.nan
+
+    def ratio(t1, h1, t2, h2):  # sum(t) / sum(hit) per row, inf where a row reached nothing
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e1 = np.where(h1.sum(-1) > 0, t1.sum(-1) / np.maximum(h1.sum(-1), 1), np.inf)
+            e2 = np.where(h2.sum(-1) > 0, t2.sum(-1) / np.maximum(h2.sum(-1), 1), np.inf)
+            return np.where(np.isinf(e1) & np.isinf(e2), np.nan, e2 / e1)
+
+    r = float(ratio(ta, ha, tb, hb))
+    if len(ta) < 2 or len(tb) < 2:
+        return r, math.nan, math.nan
+    rng = _rng()
+    ia = rng.integers(0, len(ta), (BOOTSTRAP_RESAMPLES, len(ta)))
+    ib = rng.integers(0, len(tb), (BOOTSTRAP_RESAMPLES, len(tb)))
+    x = ratio(ta[ia], ha[ia], tb[ib], hb[ib])
+    x = x[~np.isnan(x)]  # resamples where neither reached the target say nothing about the ratio
+    if len(x) == 0:
+        return r, math.nan, math.nan
+    alpha = (1 - CONFIDENCE) / 2  # "lower"/"higher": no interpolation, so an infinite bound stays inf, not NaN
+    return r, float(np.quantile(x, alpha, method="lower")), float(np.quantile(x, 1 - alpha, method="higher"))

@@ -18,29 +18,15 @@ import pandas as pd
 from scipy import stats
 
 from .. import schema
-from . import profiles, robust, survival
-from .fetch import Fetched
+from . import profiles, ranking as ranking_, robust, survival
+from .fetch import ACCURACY_FEEDS, TIMES, Fetched
+from .robust import CONFIDENCE, t_interval  # noqa: F401 - the report's one confidence level and t-interval
 
-CONFIDENCE = 0.95
 OLYMPIC_MIN_N = 5  # MLPerf-style: drop the fastest and slowest run when there are at least five
 # Factors the study is about come first in labels and tables; other varying params follow.
 FACTOR_ORDER = ("model", "weights", "backbone", "aux_weight", "batch_size", "optimizer", "lr", "image_size",
                 "epochs", "amp", "channels_last", "compile", "device", "threads", "hardware")
 FACTORS = ("aux_weight", "batch_size", "backbone")
-
-
-def t_interval(x) -> tuple[float, float, float]:
-    """(mean, low, high): Student-t 95 % interval of the mean; low/high are NaN for n < 2."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if n < 2:
-        return m, math.nan, math.nan
-    h = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return m, m - h, m + h
 
 
 def olympic_mean(x) -> float:
@@ -85,34 +71,37 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
     """One row per counted run with its config label and summary numbers; and the params that vary
     (with `hardware` among them when runs of equal params ran on different hardware, unless pooled).
 
-    time_to_test_acc_P and clock_end_s are on `clock`; a run resumed on other hardware (time_excluded
-    gives why) has NaN for every time (epoch_time_s, total_time_s, time_to_test_acc_P, clock_end_s)."""
+    time_to_test_acc_P and clock_end_s are on `clock`; a run whose seconds cannot be used (time_excluded
+    gives why: resumed on other hardware, an invalid value, no value on the clock) has NaN for every time
+    (epoch_time_s, total_time_s, time_to_test_acc_P, clock_end_s). A run with an invalid accuracy has NaN
+    best and final accuracy. Rows are in canonical order: configuration, seed, start time (never run ids),
+    so a bootstrap resamples the same runs in the same order whatever store they were logged to."""
     ep = on_clock(f.epochs, clock)
     g = ep.groupby("run_id", sort=False)
-    d = pd.DataFrame({"n_epochs": g["epoch"].max(), "best_from_history": g["test_acc"].max(),
-                      "final_from_history": g["test_acc"].last(), "total_from_history": g["elapsed_time_s"].max(),
-                      "epoch_time_s": g["epoch_time_s"].mean(), "clock_end_s": g["clock_s"].max()})
+    d = pd.DataFrame({"n_epochs": g["epoch"].max(), "epoch_time_s": g["epoch_time_s"].mean(),
+                      "clock_end_s": g["clock_s"].max(),
+                      "_no_clock": g[CLOCKS[clock]].count() < g["epoch"].count()})
     for p in targets:  # the clock at the first epoch with test_acc >= P/100 (NaN: never reached)
         hit = ep[ep["test_acc"] >= p / 100 - 1e-12].groupby("run_id", sort=False)
         d[schema.time_to_target(p)] = hit["clock_s"].first()
         d[reached(p)] = d.index.isin(list(hit.groups))
-    runs = f.runs.merge(d, left_on="run_id", right_index=True).merge(f.logged_summary, on="run_id", how="left",
-                                                                     suffixes=("", "_logged"))
-    # What the run logged wins; older runs without summaries get them from their history.
-    for k, h in (("best_test_acc", "best_from_history"), ("final_test_acc", "final_from_history"),
-                 ("total_time_s", "total_from_history")):
-        runs[k] = runs[k].fillna(runs[h]) if k in runs else runs[h]
-    changed = runs["hardware_changed"].fillna("").astype(str)
-    runs["time_excluded"] = np.where(changed != "", "resumed on other hardware: " + changed, "")
+    summaries = f.logged_summary[["run_id", *schema.SUMMARY_METRICS]]
+    runs = f.runs.merge(d, left_on="run_id", right_index=True).merge(summaries, on="run_id", how="left")
+    bad_acc = set(f.invalid.loc[f.invalid["metric"].isin(ACCURACY_FEEDS), "run_id"])
+    runs.loc[runs["run_id"].isin(bad_acc), ["best_test_acc", "final_test_acc"]] = np.nan
+    runs["time_excluded"] = time_excluded(runs, f.invalid, clock)
     times = ["epoch_time_s", "total_time_s", "clock_end_s", *(schema.time_to_target(p) for p in targets)]
     runs.loc[runs["time_excluded"] != "", times] = np.nan
+    runs = runs.drop(columns="_no_clock")
     runs[HARDWARE] = runs["device_name"].fillna("").astype(str).replace("", "unknown")
     varying = [p for p in f.params if runs[p].nunique(dropna=False) > 1]
     key = varying + ([HARDWARE] if not pool_hardware and runs[HARDWARE].nunique() > 1 else [])
     key.sort(key=lambda p: (FACTOR_ORDER.index(p) if p in FACTOR_ORDER else len(FACTOR_ORDER), p))
     for p in list(f.params) + ["seed"]:
         runs[p] = _num(runs[p])
-    runs = runs.sort_values(key + ["seed", "run_id"]).reset_index(drop=True)
+    # Equal seeds: the run's start, then its name and numbers; the run id (random per store) only last.
+    runs = runs.sort_values(key + ["seed", "start_time", "run_name", *schema.SUMMARY_METRICS, "run_id"])
+    runs = runs.reset_index(drop=True)
     if key:
         runs["configuration"] = runs[key].apply(lambda r: ", ".join(f"{k}={_label(v)}" for k, v in r.items()),
                                                 axis=1)
@@ -123,6 +112,21 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
     order = list(dict.fromkeys(runs["configuration"]))
     runs["configuration"] = pd.Categorical(runs["configuration"], categories=order, ordered=True)
     return runs, key
+
+
+def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: str) -> np.ndarray:
+    """Per run, why its seconds are left out of every time statistic ("" when they count): resumed on other
+    hardware (tag hardware_changed), an invalid time or accuracy (times to target are read off test_acc),
+    or an epoch without a value on the clock (e.g. no train_time_s under --clock train)."""
+    changed = runs["hardware_changed"].fillna("").astype(str)
+    why = [np.where(changed != "", "resumed on other hardware: " + changed, "")]
+    bad = invalid[invalid["metric"].isin((*TIMES, *ACCURACY_FEEDS))]
+    text = bad.groupby("run_id", sort=False)["metric"].agg(lambda m: ", ".join(dict.fromkeys(m)))
+    refused = runs["run_id"].map("invalid " + text).fillna("").to_numpy(dtype=object)
+    why.append(refused)  # an invalid clock value is NaN now: say "invalid", not "no value" as well
+    why.append(np.where(runs["_no_clock"].to_numpy(dtype=bool) & (refused == ""),
+                        f"no {CLOCKS[clock]} at some epoch (--clock {clock})", ""))
+    return np.array(["; ".join(w for w in ws if w) for ws in zip(*why)], dtype=object)
 
 
 # summary.csv's numbers per configuration (columns in this order): per_run's columns, not schema.SUMMARY_METRICS:
@@ -153,7 +157,8 @@ def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) 
         row = {"configuration": cfg, **{p: g[p].iloc[0] for p in varying if p != HARDWARE},
                **{p: g[p].iloc[0] for p in profiles.WORKLOAD_PARAMS if p in g and p not in varying},
                HARDWARE: g[HARDWARE].iloc[0], "n_runs": len(g), "n_timed": int((g["time_excluded"] == "").sum())}
-        for m in SUMMARIZED:
+        for m in SUMMARIZED:  # m_n: the runs with a value, i.e. the n of m's mean, interval and IQM
+            row[f"{m}_n"] = int(np.isfinite(g[m].to_numpy(dtype=float)).sum())
             row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval(g[m])
         for m in IQM_METRICS:
             row[f"{m}_iqm"], row[f"{m}_iqm_ci_low"], row[f"{m}_iqm_ci_high"] = robust.iqm_interval(g[m])
@@ -163,7 +168,7 @@ def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) 
             row.update(_target_numbers(g, p))
         rows.append(row)
     s = pd.DataFrame(rows)
-    s["profile_score"] = profiles.profile_scores(s, targets)
+    s["profile_score"] = profiles.profile_scores(s, targets)  # NaN without a timed run: no time, not slow
     return s
 
 
@@ -194,13 +199,14 @@ COMPARISON_COLUMNS = ("factor", "A", "B", "others", "metric", "n_A", "n_B", "rea
 
 
 def _censored(g: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(times, reached, KM median, ERT) of one configuration's timed runs for time-to-target metric m."""
+    """(times, reached, KM median, ERT) of one configuration's timed runs for time-to-target metric m
+    (no timed run: empty arrays, NaN median and ERT)."""
     t, hit = survival.observed(g[m], g[reached(float(schema.target_of(m)))], g["clock_end_s"])
     e = survival.ert(t, hit)
     return t, hit, survival.km_median(t, hit)[0], e if math.isfinite(e) else math.nan
 
 
-def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, censored=_censored) -> dict:
+def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, cens: tuple | None = None) -> dict:
     """One metric, A vs B. Accuracies over all runs, times over the timed runs; missing values lose.
     Times to target as censored data: KM medians, ERTs, log-rank; P(A better) counts an unreached run as
     slower than every run that reached the target."""
@@ -215,7 +221,7 @@ def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, censored=
         return {**row, "mean_A": fa.mean() if len(fa) else math.nan, "mean_B": fb.mean() if len(fb) else math.nan,
                 "diff_A_minus_B": (fa.mean() - fb.mean()) if len(fa) and len(fb) else math.nan,
                 "cohens_d": cohens_d(fa, fb), "welch_p": welch_p(fa, fb)}
-    (ta, ha, ma, ea), (tb, hb, mb, eb) = censored(ga, m), censored(gb, m)
+    (ta, ha, ma, ea), (tb, hb, mb, eb) = cens or (_censored(ga, m), _censored(gb, m))
     return {**row, "median_A": ma, "median_B": mb, "ert_A": ea, "ert_B": eb,
             "logrank_p": survival.logrank_p(ta, ha, tb, hb)}
 
@@ -229,11 +235,10 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
     keyed = {cfg: (tuple(_label(v) for v in g[varying].iloc[0]), g) for cfg, g in configs}
     rows, memo = [], {}
 
-    def censored(g: pd.DataFrame, m: str):  # once per configuration and target, not once per pair
-        key = (g["configuration"].iloc[0], m)
-        if key not in memo:
-            memo[key] = _censored(g, m)
-        return memo[key]
+    def censored(cfg, g: pd.DataFrame, m: str):  # once per configuration and target, not once per pair
+        if (cfg, m) not in memo:  # keyed by name: g may have no timed run at all
+            memo[(cfg, m)] = _censored(g[g["time_excluded"] == ""], m)
+        return memo[(cfg, m)]
 
     for (ca, (ka, ga)), (cb, (kb, gb)) in itertools.combinations(keyed.items(), 2):
         diff = [i for i in range(len(varying)) if ka[i] != kb[i]]
@@ -243,14 +248,15 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
         for m, higher in metrics:
             rows.append({"factor": factor, "A": f"{factor}={ka[diff[0]]}", "B": f"{factor}={kb[diff[0]]}",
                          "others": ", ".join(f"{v}={ka[i]}" for i, v in enumerate(varying) if i != diff[0]) or "-",
-                         "metric": m, **_compare(ga, gb, m, higher, censored), "configuration_A": ca,
+                         "metric": m, **_compare(ga, gb, m, higher, (censored(ca, ga, m), censored(cb, gb, m))
+                                                 if schema.is_time_to_target(m) else None), "configuration_A": ca,
                          "configuration_B": cb})
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
-def ranking(summ: pd.DataFrame, targets: tuple[float, ...]) -> tuple[pd.DataFrame, float | None]:
-    """See profiles.ranking (kept here: the report's stages call stats)."""
-    return profiles.ranking(summ, targets)
+def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: str = "epoch") -> tuple[pd.DataFrame, float | None]:
+    """See ranking.ranking (kept here: the report's stages call stats)."""
+    return ranking_.ranking(summ, targets, clock)
 
 
 performance_profile = profiles.performance_profile  # [configuration, tau, rho] on a tau grid, for the figure
@@ -260,8 +266,7 @@ performance_profile = profiles.performance_profile  # [configuration, tau, rho] 
 def _band(g) -> pd.DataFrame:
     """mean and t-interval per group from count/mean/std (vectorised)."""
     a = g.agg(["count", "mean", "std"])
-    t = stats.t.ppf(0.5 + CONFIDENCE / 2, np.maximum(a["count"] - 1, 1))
-    h = np.where(a["count"] > 1, t * a["std"] / np.sqrt(a["count"]), np.nan)
+    h = robust.t_half_width(a["std"], a["count"])
     return a.assign(low=a["mean"] - h, high=a["mean"] + h)
 
 

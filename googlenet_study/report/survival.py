@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-CONFIDENCE = 0.95
+from .robust import CONFIDENCE
 KM_CI_METHOD = "log-log"  # Greenwood variance on log(-log S): Kalbfleisch & Prentice; lifelines' default too
 
 

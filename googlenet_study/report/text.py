@@ -31,8 +31,9 @@ def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
               ("tracking URI", f.source["tracking_uri"]),
               ("runs counted", f"{len(runs)} FINISHED runs in {len(summ)} configurations"),
               ("runs excluded", str(len(f.excluded))), ("runs missing some metrics", str(len(f.incomplete))),
-              ("runs left out of time statistics", f"{len(left_out)}" + (" (resumed on other hardware; listed "
-                                                                          "in the appendix)" if len(left_out) else "")),
+              ("runs left out of time statistics", f"{len(left_out)}" + (" (listed with the reason in the "
+                                                                          "appendix)" if len(left_out) else "")),
+              ("runs with invalid metrics", str(f.invalid["run_id"].nunique())),
               ("varying params", ", ".join(varying) or "none"),
               ("targets", ", ".join(f"{p:g} %" for p in targets)),
               ("clock", CLOCK_WORDS[f.source.get("clock", "epoch")]),
@@ -54,14 +55,19 @@ def _hardware(summ) -> str:
 
 def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: str = "epoch") -> list[str]:
     ttt = schema.TIME_TO_TARGET_PREFIX
-    rank = (f"The ranking target is {main_p:g} %: the highest target that at least half the timed runs of every "
-            f"ranked configuration reached. Configurations with at least {profiles.MIN_RANKED_N} runs are ranked by "
-            f"ERT to it, then by profile_score; fewer runs are listed, not ranked. A configuration whose ERT "
-            f"bootstrap interval overlaps that of the first of its group shares its rank (=k)."
+    n = profiles.MIN_RANKED_N
+    rank = (f"Timed runs are the runs whose seconds count (none left out of time statistics); a configuration "
+            f"with fewer than {n} is listed, not ranked on time. The ranking target is {main_p:g} %: the highest "
+            f"target that at least half the timed runs of every undominated configuration reached (one dominates "
+            f"another when its ERT is no larger on every target and smaller on one). Configurations that reached "
+            f"it are ranked by ERT to it, then profile_score; those that did not (ERT ∞) come after, by the "
+            f"interquartile mean of best test accuracy. A configuration whose interval (ERT's, or the IQM's) "
+            f"overlaps that of the first of its group shares its rank (=k). Adding or removing a configuration "
+            f"that is worse than another on every target never changes the order of the others."
             if main_p is not None else
-            "No target was reached by at least half the runs of every ranked configuration, so configurations are "
-            "ranked by the interquartile mean of best test accuracy, then profile_score; overlapping bootstrap "
-            "intervals share a rank (=k).")
+            f"No target was reached by at least half the timed runs of every undominated configuration, so "
+            f"configurations with at least {n} accuracies are ranked by the interquartile mean of best test "
+            f"accuracy; overlapping bootstrap intervals share a rank (=k).")
     return [
         "Only FINISHED runs count; every other run in scope is listed under 'Runs excluded' with its status. "
         "Parent runs (a sweep's, or a trial that averages repeats) are not training runs and are listed there too. "
@@ -131,8 +137,8 @@ def _target_cell(r, p, pct) -> str:
 def _ranking_rows(rank, main_p, pct) -> list[dict]:
     rows = []
     for _, r in rank.iterrows():
-        row = {"rank": r["rank"] or f"not ranked (n < {profiles.MIN_RANKED_N})", "configuration": r["configuration"],
-               "hardware": r[stats.HARDWARE], "n": r["n_runs"]}
+        row = {"rank": r["rank"] or "not ranked", "rank_by": r["rank_by"], "configuration": r["configuration"],
+               "hardware": r[stats.HARDWARE], "n (timed)": f"{r['n_runs']} ({r['n_timed']})"}
         if main_p is not None:
             k = schema.time_to_target(main_p)
             row[f"reached {main_p:g} %"] = _reached(r, main_p)
@@ -183,6 +189,19 @@ def _comparison_rows(comp, main_p) -> list[dict]:
     return rows
 
 
+def ranking_caption(main_p: float | None, clock: str) -> str:
+    """The Ranking table's criterion, in words (rank_by gives it per configuration)."""
+    n = profiles.MIN_RANKED_N
+    how = (f"Configurations with at least {n} timed runs that reached {main_p:g} % (the ranking target) first, by "
+           f"ERT to {main_p:g} % on the {clock} clock; then those that did not reach it, by the IQM of best test "
+           f"accuracy; configurations with fewer than {n} timed runs are listed, not ranked."
+           if main_p is not None else
+           f"No ranking target: configurations with at least {n} accuracies are ranked by the IQM of best test "
+           f"accuracy.")
+    return how + " rank_by: the criterion that placed each row. =k: a shared rank (overlapping intervals). " \
+        "[ ]: 95 % bootstrap intervals, ∞: unbounded or never reached."
+
+
 def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[list, list]:
     """The report's tables: (main, appendix)."""
     r_rows, s_rows, c_rows = _ranking_rows(rank, main_p, pct), _summary_rows(summ, targets, pct), \
@@ -193,8 +212,7 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[li
 
     left_out = runs.loc[runs["time_excluded"] != "", ["run_id", "run_name", "configuration", "time_excluded"]]
     main = [
-        render.Table("ranking", "Ranking", "See Method for the order; =k: a shared rank (overlapping intervals). "
-                     "[ ]: 95 % bootstrap intervals, ∞: unbounded or never reached.", frame(r_rows)),
+        render.Table("ranking", "Ranking", ranking_caption(main_p, f.source.get("clock", "epoch")), frame(r_rows)),
         render.Table("summary", "Summary per configuration",
                      "Mean [95 % t-interval] and IQM [95 % bootstrap interval] across seeds; per target: Kaplan-Meier "
                      "median [95 % interval] · ERT (k/n timed runs that reached it). Full precision, with every "
@@ -207,9 +225,16 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[li
                      "censored data: Kaplan-Meier medians, ERTs and the log-rank test; P(A better) counts an "
                      "unreached run as the slowest.", frame(c_rows, None if c_rows else ["factor", "A", "B"])),
         render.Table("time-excluded", "Runs left out of time statistics",
-                     "Counted runs whose seconds are not used (their accuracy is): resumed on other hardware than "
-                     "they started on (tag hardware_changed, the device_names in order).",
+                     "Counted runs whose seconds are not used by any time statistic (KM, ERT, reached, log-rank, "
+                     "P(A better), means and IQMs of times): resumed on other hardware than they started on (tag "
+                     "hardware_changed, the device_names in order), an invalid value, or an epoch without a value "
+                     "on the report's clock. Their accuracy counts unless it is invalid.",
                      left_out.rename(columns={"time_excluded": "reason"}).astype(str)),
+        render.Table("invalid", "Runs with invalid metrics",
+                     "Values that are not finite or out of range (an accuracy outside [0, 1], a negative time, an "
+                     "elapsed_time_s that goes down): never averaged. An invalid accuracy leaves the run out of the "
+                     "accuracy statistics and, since times to target are read off it, of the time statistics; an "
+                     "invalid time leaves it out of the time statistics.", f.invalid.astype(str)),
         render.Table("excluded", "Runs excluded", "Runs in scope that do not count, and why.",
                      f.excluded.astype(str)),
         render.Table("incomplete", "Runs missing some metrics",

@@ -49,15 +49,17 @@ def provenance_tags(cfg: RunConfig, dataset_digest: str, weights) -> dict[str, s
     dev = torch.device(cfg.device)
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     tags = {
-        "mlflow.source.git.commit": sha, "git_commit": sha, "git_dirty": dirty,
-        "python_version": platform.python_version(), "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
-        "cuda_version": str(torch.version.cuda), "cudnn_version": str(torch.backends.cudnn.version()),
-        "device_name": device_name, "host": socket.gethostname(),
-        "dataset_digest": dataset_digest, "config_hash": cfg.digest(), "weights_source": weights.source,
+        "mlflow.source.git.commit": sha, schema.GIT_COMMIT_TAG: sha, schema.GIT_DIRTY_TAG: dirty,
+        schema.PYTHON_VERSION_TAG: platform.python_version(), schema.TORCH_VERSION_TAG: torch.__version__,
+        schema.TORCHVISION_VERSION_TAG: torchvision.__version__, schema.CUDA_VERSION_TAG: str(torch.version.cuda),
+        schema.CUDNN_VERSION_TAG: str(torch.backends.cudnn.version()),
+        schema.DEVICE_NAME_TAG: device_name, schema.HOST_TAG: socket.gethostname(),
+        schema.DATASET_DIGEST_TAG: dataset_digest, schema.CONFIG_HASH_TAG: cfg.digest(),
+        schema.WEIGHTS_SOURCE_TAG: weights.source,
     }
-    optional = {"weights_url": weights.url, "weights_enum": weights.enum, "weights_sha256": weights.sha256,
-                "weights_file": redact(weights.file) if weights.file else None}
+    optional = {schema.WEIGHTS_URL_TAG: weights.url, schema.WEIGHTS_ENUM_TAG: weights.enum,
+                schema.WEIGHTS_SHA256_TAG: weights.sha256,
+                schema.WEIGHTS_FILE_TAG: redact(weights.file) if weights.file else None}
     return {**tags, **{k: v for k, v in optional.items() if v}}
 
 
@@ -92,8 +94,8 @@ def params_to_log(resolved: dict[str, str], existing: dict[str, str]) -> dict[st
 def hardware_changed(before: dict[str, str], device_name: str | None) -> dict[str, str]:
     """{hardware_changed: JSON list of device_names} for a run resumed on `device_name`, when that is not
     the hardware it last ran on (`before`: the run's tags so far); else {} (an existing tag stays)."""
-    tag = schema.HARDWARE_CHANGED_TAG
-    seen = json.loads(before[tag]) if tag in before else [before["device_name"]] if "device_name" in before else []
+    tag, name = schema.HARDWARE_CHANGED_TAG, schema.DEVICE_NAME_TAG
+    seen = json.loads(before[tag]) if tag in before else [before[name]] if name in before else []
     if device_name is None or not seen or seen[-1] == device_name:
         return {}
     return {tag: json.dumps(seen + [device_name])}
@@ -132,7 +134,8 @@ class MlflowRun:
         if not self.resumed:  # params are immutable in MLflow: a resumed run has them already
             self._log_params({k: redact(str(v)) for k, v in params.items()})
         else:  # device_name is about to be overwritten: keep what the run ran on so far
-            tags = {**tags, **hardware_changed(self.client.get_run(self.run_id).data.tags, tags.get("device_name"))}
+            tags = {**tags, **hardware_changed(self.client.get_run(self.run_id).data.tags,
+                                               tags.get(schema.DEVICE_NAME_TAG))}
         self.client.log_batch(self.run_id, tags=as_tags(tags))
         (self.tmp / "config.yaml").write_text(redact(self.cfg.to_yaml()))
         artifacts.write_csv(self.tmp / "parameters.csv", param_table, ("name", "shape", "count", "trainable"))
