@@ -145,8 +145,8 @@ def one_line(result) -> str:
     if result.status != "FINISHED":
         return f"run {result.run_id} {result.status}: {result.failure_reason or ''}".strip()
     times = " ".join(f"{schema.target_of(k)}%@{v:.1f}s" for k, v in s.items() if schema.is_time_to_target(k))
-    return (f"run {result.run_id} FINISHED: {len(result.history)} epochs in {s['total_time_s']:.1f} s, "
-            f"best_test_acc {s['best_test_acc']:.4f}, final_test_acc {s['final_test_acc']:.4f}"
+    return (f"run {result.run_id} FINISHED: {len(result.history)} epochs in {s[schema.TOTAL_TIME]:.1f} s, "
+            f"{schema.BEST_ACC} {s[schema.BEST_ACC]:.4f}, {schema.FINAL_ACC} {s[schema.FINAL_ACC]:.4f}"
             + (f", reached {times}" if times else ""))
 
 
@@ -161,7 +161,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     result = train(cfg, args.tracking_uri, exp, run_name=f"reproduce-{args.run_id[:8]}",
                    tags={"reproduces_run_id": args.run_id}, resume_mode="never")
     print(one_line(result))
-    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    keys = (schema.TRAIN_LOSS, schema.TRAIN_ACC, schema.TEST_LOSS, schema.ACCURACY)
     old = {k: dict(tracking.metric_history(args.run_id, k, args.tracking_uri)) for k in keys}
     print("epoch  " + "  ".join(f"{'d_' + k:>14}" for k in keys))
     worst = 0.0
