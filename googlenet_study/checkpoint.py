@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import torch
 
+from . import schema
 from .config import RunConfig, UserError
 
 SUFFIX = ".ckpt"
@@ -108,7 +109,7 @@ class TrainingState:
     @property
     def elapsed_time_s(self) -> float:
         """s: the study's clock after the last finished epoch (derived, so it cannot disagree with history)."""
-        return self.history[-1]["elapsed_time_s"] if self.history else 0.0
+        return self.history[-1][schema.CLOCK] if self.history else 0.0
 
     @classmethod
     def snapshot(cls, run: RunIdentity, net: torch.nn.Module, opt: torch.optim.Optimizer, scaler,

@@ -36,6 +36,9 @@ BEST_ACC, FINAL_ACC = "best_test_acc", "final_test_acc"  # max and last test_acc
 TOTAL_TIME = "total_time_s"                              # s: elapsed_time_s at the last epoch
 SUMMARY_METRICS = (BEST_ACC, FINAL_ACC, TOTAL_TIME)
 TIME_TO_TARGET_PREFIX = "time_to_test_acc_"  # + P: elapsed_time_s of the first epoch with test_acc >= P/100
+# By unit (what a valid value is, how it is shown): fractions in [0, 1], and seconds >= 0.
+FRACTIONS = (TRAIN_ACC, ACCURACY, BEST_ACC, FINAL_ACC)
+SECONDS = (EPOCH_TIME, TRAIN_TIME, EVAL_TIME, DATA_TIME, CLOCK, TOTAL_TIME)
 
 
 def time_to_target(p: float) -> str:
@@ -53,7 +56,8 @@ def target_of(key: str) -> str:
 
 
 # ---- params beyond the config fields (every RunConfig field is a param under its own name) --------------
-MODEL_PARAMS = ("total_params", "trainable_params")
+TOTAL_PARAMS, TRAINABLE_PARAMS = "total_params", "trainable_params"  # the model's parameter counts
+MODEL_PARAMS = (TOTAL_PARAMS, TRAINABLE_PARAMS)
 PROJECT_PARAMS = ("experiment",)      # `mlflow run`: the `main` entry point's parameters beyond config fields
 PROJECT_SWEEP_PARAMS = ("file", "workers")  # `mlflow run -e sweep`: on the parent run when it is MLflow's run
 # Params that never change a result (config.digest() leaves the first three out too); `seed` is what varies
@@ -73,21 +77,45 @@ def resolved_params(params: dict[str, str]) -> dict[str, str]:
 
 
 # ---- tags --------------------------------------------------------------------------------------------
-PROVENANCE_TAGS = ("git_commit", "git_dirty", "python_version", "torch_version", "torchvision_version",
-                   "cuda_version", "cudnn_version", "device_name", "host", "dataset_digest", "config_hash",
-                   "weights_source", "weights_url", "weights_enum", "weights_sha256", "weights_file")
+# Provenance (tracking.provenance_tags), set once when a run starts.
+GIT_COMMIT_TAG, GIT_DIRTY_TAG = "git_commit", "git_dirty"      # the source tree's commit, and if it had edits
+PYTHON_VERSION_TAG, TORCH_VERSION_TAG, TORCHVISION_VERSION_TAG = "python_version", "torch_version", \
+    "torchvision_version"
+CUDA_VERSION_TAG, CUDNN_VERSION_TAG = "cuda_version", "cudnn_version"
+DEVICE_NAME_TAG = "device_name"       # the GPU's or the CPU's model name: the report's hardware
+HOST_TAG = "host"                     # the machine's host name
+DATASET_DIGEST_TAG = "dataset_digest"  # sha256 prefix of the exact images and labels (data.Dataset.digest)
+CONFIG_HASH_TAG = "config_hash"       # RunConfig.digest(): what a resume must match
+WEIGHTS_SOURCE_TAG, WEIGHTS_URL_TAG, WEIGHTS_ENUM_TAG, WEIGHTS_SHA256_TAG, WEIGHTS_FILE_TAG = \
+    "weights_source", "weights_url", "weights_enum", "weights_sha256", "weights_file"
+PROVENANCE_TAGS = (GIT_COMMIT_TAG, GIT_DIRTY_TAG, PYTHON_VERSION_TAG, TORCH_VERSION_TAG, TORCHVISION_VERSION_TAG,
+                   CUDA_VERSION_TAG, CUDNN_VERSION_TAG, DEVICE_NAME_TAG, HOST_TAG, DATASET_DIGEST_TAG,
+                   CONFIG_HASH_TAG, WEIGHTS_SOURCE_TAG, WEIGHTS_URL_TAG, WEIGHTS_ENUM_TAG, WEIGHTS_SHA256_TAG,
+                   WEIGHTS_FILE_TAG)
 # Why a run stopped early; a resume clears them (its own ending sets them again if it stops early too).
-END_TAGS = ("end_reason", "failure_reason", "failure_traceback", "failure_epoch", "failure_batch")
+END_REASON_TAG = "end_reason"         # stopped by a signal, an outage, ... (the run is KILLED)
+FAILURE_REASON_TAG, FAILURE_TRACEBACK_TAG = "failure_reason", "failure_traceback"  # a FAILED run's error
+FAILURE_EPOCH_TAG, FAILURE_BATCH_TAG = "failure_epoch", "failure_batch"  # a non-finite loss: where (from 1)
+END_TAGS = (END_REASON_TAG, FAILURE_REASON_TAG, FAILURE_TRACEBACK_TAG, FAILURE_EPOCH_TAG, FAILURE_BATCH_TAG)
 # A run resumed on other hardware than it ran on: a JSON list of the device_names, in order; the report leaves
 # such a run out of its time statistics (its seconds mix two machines).
 HARDWARE_CHANGED_TAG = "hardware_changed"
-RUN_TAGS = ("checkpoint", "resumed_at_epoch", "resumed_at_batch", HARDWARE_CHANGED_TAG, *END_TAGS,
-            "reproduces_run_id")
+CHECKPOINT_TAG = "checkpoint"         # the run's checkpoint file
+RESUMED_AT_EPOCH_TAG, RESUMED_AT_BATCH_TAG = "resumed_at_epoch", "resumed_at_batch"  # where a resume took over
+REPRODUCES_TAG = "reproduces_run_id"  # `googlenet-study reproduce`: the run it reran
+RUN_TAGS = (CHECKPOINT_TAG, RESUMED_AT_EPOCH_TAG, RESUMED_AT_BATCH_TAG, HARDWARE_CHANGED_TAG, *END_TAGS,
+            REPRODUCES_TAG)
 # A sweep's runs: study_name on every run of a study; sweep_role parent | trial; trial_number on a trial's
 # runs; seed_index on each seed run of a trial with repeats > 1.
 STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG = "study_name", "sweep_role", "trial_number", "seed_index"
-SWEEP_TAGS = (STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG, "retry_of_trial", "pruned", "pruned_at",
-              "optuna_storage", "joined_parent_run_id")
+RETRY_OF_TAG = "retry_of_trial"       # a trial re-run after a failure: the number of the one it retries
+PRUNED_TAG, PRUNED_AT_TAG = "pruned", "pruned_at"  # a pruned trial's run: true, and the epoch it stopped at
+STORAGE_TAG = "optuna_storage"        # the study's Optuna storage URL (password redacted)
+JOINED_PARENT_TAG = "joined_parent_run_id"  # a worker that joined a study another process set up
+SWEEP_TAGS = (STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG, RETRY_OF_TAG, PRUNED_TAG, PRUNED_AT_TAG,
+              STORAGE_TAG, JOINED_PARENT_TAG)
+# Optuna user attribute (not an MLflow name): a trial's MLflow run id, to find its run and checkpoint again.
+MLFLOW_RUN_ID_ATTR = "mlflow_run_id"
 STUDY_TAGS = (STUDY_TAG, "study")     # read by the report (either spelling)
 TRIAL_TAGS = (TRIAL_TAG, "trial")
 # A frozen trunk (backbone=frozen) runs other ops for the same math (model.speed_tags).
@@ -112,7 +140,9 @@ PARENT_METRICS = ("n_trials_complete", "n_trials_pruned", "n_trials_fail", "n_tr
                   "n_trials_waiting",    # trial counts by Optuna state when the sweep ended
                   "n_pareto_trials")     # several objectives: size of the Pareto front
 BEST_TRIAL_PREFIX = "best_trial."        # + the objective: the best trial's value (one objective)
-PARENT_TAGS = ("best_trial_number", "best_mlflow_run_id", "pareto_trial_numbers")
+BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG = "best_trial_number", "best_mlflow_run_id"  # one objective
+PARETO_TAG = "pareto_trial_numbers"      # several objectives: the Pareto front's trial numbers (JSON)
+PARENT_TAGS = (BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG, PARETO_TAG)
 BEST_PARAM_PREFIX = "best_param."        # + a searched field: the best trial's value of it
 
 # ---- a trial's own run (repeats > 1; its seed runs nest under it) ----------------------------------------

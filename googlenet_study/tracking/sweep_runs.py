@@ -9,6 +9,7 @@ import time
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
+from .. import schema
 from .store import as_tags, client, experiment_id, redact
 
 BATCH = 100          # MLflow's log_batch limit (params)
@@ -61,7 +62,7 @@ def set_run_tags(run_id: str, tags: dict[str, str], uri: str | None = None) -> N
 
 def run_end_reason(uri: str | None, run_id: str) -> str:
     """The run's end_reason tag ('' when it has none)."""
-    return client(uri).get_run(run_id).data.tags.get("end_reason", "")
+    return client(uri).get_run(run_id).data.tags.get(schema.END_REASON_TAG, "")
 
 
 def end_run(run_id: str, status: str, uri: str | None = None) -> None:
