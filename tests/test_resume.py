@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from googlenet_study import checkpoint
 from googlenet_study.engine import Hooks
 from googlenet_study.train import train
 
-from conftest import cli
+from conftest import cli, wait_for
 
 KEYS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")
 
@@ -38,18 +37,19 @@ def start(cfg, tmp_path: Path, *extra: str) -> subprocess.Popen:
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for_epochs(uri: str, n: int, proc: subprocess.Popen, timeout: float = 240) -> str:
+def wait_for_epochs(uri: str, n: int, proc: subprocess.Popen) -> str:
+    """The id of the run once MLflow has its epoch n (the training process is then past it)."""
     c = MlflowClient(uri)
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+
+    def logged() -> str | None:
         if proc.poll() is not None:
             raise AssertionError(f"training exited early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
         exps = [e.experiment_id for e in c.search_experiments()]
         runs = c.search_runs(exps) if exps else []
         if runs and len(c.get_metric_history(runs[0].info.run_id, "test_acc")) >= n:
             return runs[0].info.run_id
-        time.sleep(0.2)
-    raise AssertionError(f"no run reached epoch {n}")
+        return None
+    return wait_for(logged, f"the run's epoch {n} in MLflow (test_acc at step {n})", every=0.2)
 
 
 def histories(uri: str, run_id: str) -> dict[str, list]:
@@ -83,8 +83,7 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(d
     reference = reference_run(det_cfg, tmp_path)
 
     p = start(det_cfg, tmp_path)
-    run_id = wait_for_epochs(tracking_uri, 1, p)
-    time.sleep(0.5)  # into epoch 2
+    run_id = wait_for_epochs(tracking_uri, 1, p)  # epoch 1 checkpointed, then logged: the process is in epoch 2
     p.send_signal(signal.SIGKILL)
     p.wait()
     c = MlflowClient(tracking_uri)
@@ -167,6 +166,7 @@ def test_killed_between_checkpoint_and_log_the_resume_logs_that_epoch_once(det_c
     assert h["test_acc"][1].timestamp == state.epoch_ended_ms[1]  # logged late, stamped when it ended
 
 
+@pytest.mark.slow  # a fresh process
 def test_corrupt_checkpoint_is_one_line_exit_2_and_no_new_run(tiny_cfg, tracking_uri, tmp_path):
     bad = checkpoint.path_for(tmp_path / ".checkpoints", tiny_cfg.resolve(), "0123456789abcdef")
     bad.parent.mkdir(parents=True)
@@ -210,6 +210,7 @@ def test_checkpoint_writes_are_atomic_and_read_back_as_written(tiny_cfg, tmp_pat
     assert torch.equal(back.model["weight"], net.weight.detach())
 
 
+@pytest.mark.slow  # trains (in this process)
 def test_non_finite_loss_fails_the_run_with_the_epoch_and_batch(tiny_cfg, tracking_uri):
     r = train(dataclasses.replace(tiny_cfg, optimizer="sgd", lr=1e12, epochs=1))
     run = MlflowClient(tracking_uri).get_run(r.run_id)
@@ -218,6 +219,7 @@ def test_non_finite_loss_fails_the_run_with_the_epoch_and_batch(tiny_cfg, tracki
     assert int(run.data.tags["failure_batch"]) >= 1
 
 
+@pytest.mark.slow
 def test_any_exception_ends_the_run_failed_never_running(tiny_cfg, tracking_uri):
     def boom(epoch, metrics):
         raise RuntimeError("disk full")
@@ -228,6 +230,7 @@ def test_any_exception_ends_the_run_failed_never_running(tiny_cfg, tracking_uri)
     assert run.info.status == "FAILED" and "disk full" in run.data.tags["failure_reason"]
 
 
+@pytest.mark.slow
 def test_an_error_on_the_epoch_end_thread_fails_the_run_with_its_reason(tiny_cfg, tracking_uri, monkeypatch):
     # The checkpoint and the MLflow log of an epoch are written on a background thread; what goes
     # wrong there must reach the run like any other error, not vanish with the thread.
