@@ -10,12 +10,20 @@ on-disk keys are read side by side, and reading a checkpoint needs neither the m
 
 Layout: <checkpoint_dir>/<config hash>/<mlflow run id>.ckpt, a torch-saved plain dict (format 1: the keys
 of `TrainingState.to_dict` plus format, host and pid of the writer). One is written after every epoch and,
-when a signal stops a run, after the batch in flight, so nothing finished is lost."""
+when a signal stops a run, after the batch in flight, so nothing finished is lost.
+
+Loaded as data, never as code: the folder may be shared, so a file in it is untrusted input. torch.load runs
+with weights_only=True (tensors, numbers, strings, lists, dicts; a pickle naming any other callable, such as
+os.system, is refused before anything is called); the RNG states are stored as tensors and plain values for
+that reason. A file is only read when its resolved path lies inside the checkpoint folder (`inside`), and
+`Resume` accepts only auto, never or a 32-hex MLflow run id, so no glob or `../` reaches a path."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import socket
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -31,6 +39,31 @@ from .config import RunConfig, UserError
 SUFFIX = ".ckpt"
 FORMAT = 1
 REQUIRED = ("format", "epoch", "model", "optimizer", "rng", "history", "config_hash", "run_id", "filters_before")
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id (uuid4().hex): the only run ids --resume takes
+# Checkpoints written before the RNG states became tensors hold numpy's MT19937 key as an ndarray: these
+# three numpy names rebuild a plain array and nothing else (a subtype must itself be allowed).
+_OLD_NUMPY = (np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What train() continues from: this config's unfinished run (`AUTO`), nothing (`NEVER`), or `run(id)`."""
+    auto: bool = True
+    run_id: str | None = None  # 32 lowercase hex digits: that run's checkpoint, which must exist
+
+    @classmethod
+    def parse(cls, text: str) -> Resume:
+        """The --resume flag: auto | never | a 32-hex MLflow run id; anything else is a one-line error."""
+        if text in ("auto", "never"):
+            return AUTO if text == "auto" else NEVER
+        if RUN_ID.fullmatch(text):
+            return cls(auto=False, run_id=text)
+        from .config import short
+        raise UserError(f"--resume: {short(text, 60)!r} is not allowed; allowed: auto | never | an MLflow run id "
+                        f"(32 hexadecimal digits)")
+
+
+AUTO, NEVER = Resume(), Resume(auto=False)
 
 
 @dataclass(frozen=True)
@@ -195,10 +228,17 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def load(path: Path, cfg: RunConfig) -> TrainingState:
-    """The checkpoint at `path`, checked against `cfg`; a bad one is a one-line error, not a fresh start."""
+    """The checkpoint at `path`, checked against `cfg`; a bad one is a one-line error, not a fresh start.
+    Read as data only (module doc): a file holding anything else is refused, and nothing in it runs."""
     how = "delete it, or start over with --resume never"
     try:
-        d = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_OLD_NUMPY):
+            d = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise UserError(f"checkpoint: {path} is corrupt or truncated; {how}") from None
+        raise UserError(f"checkpoint: {path} is not a googlenet-study checkpoint (it holds objects other than "
+                        f"tensors and plain values, which are never loaded); {how}") from None
     except Exception:
         raise UserError(f"checkpoint: {path} is corrupt or truncated; {how}") from None
     if not isinstance(d, dict) or any(k not in d for k in REQUIRED) or d["format"] != FORMAT:
@@ -206,6 +246,8 @@ def load(path: Path, cfg: RunConfig) -> TrainingState:
     if d["config_hash"] != cfg.digest():
         raise UserError(f"checkpoint: {path} was written for config {d['config_hash']}, this run's config is "
                         f"{cfg.digest()}; {how}")
+    if d["run_id"] != path.stem:  # a copy renamed to another run's name would resume the wrong MLflow run
+        raise UserError(f"checkpoint: {path} is inconsistent (it holds run {str(d['run_id'])[:40]!r}); {how}")
     if len(d["history"]) != d["epoch"]:
         raise UserError(f"checkpoint: {path} is inconsistent (epoch {d['epoch']}, "
                         f"{len(d['history'])} epochs of history); {how}")
@@ -215,21 +257,37 @@ def load(path: Path, cfg: RunConfig) -> TrainingState:
                         f"{d['epoch']}); {how}")
     try:
         return TrainingState.from_dict(d)
-    except (TypeError, KeyError):  # a partial epoch with other fields, a history that is not a list
+    except (TypeError, KeyError, ValueError):  # a partial epoch with other fields, a history that is not a list
         raise UserError(f"checkpoint: {path} is not a googlenet-study checkpoint (format {FORMAT}); {how}") from None
 
 
+def inside(path: Path, root: Path) -> Path:
+    """`path`, refused in one line unless it lies inside `root` once every symlink is followed."""
+    try:
+        if path.resolve(strict=True).is_relative_to(root.resolve(strict=True)):
+            return path
+        why = "resolves to a file outside the checkpoint folder"
+    except (OSError, RuntimeError) as e:  # a dangling link, a symlink loop (RuntimeError before Python 3.13)
+        why = f"cannot be resolved ({getattr(e, 'strerror', None) or e})"
+    raise UserError(f"checkpoint: {path} {why} ({root}); delete it, or start over with --resume never")
+
+
 def candidates(root: Path, cfg: RunConfig) -> list[Path]:
-    """Checkpoints of runs with this exact config, newest first."""
+    """Checkpoints of runs with this exact config, newest first; each inside `root`."""
     folder = root / cfg.digest()
     if not folder.is_dir():
         return []
-    return sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    found = [inside(p, root) for p in folder.glob(f"*{SUFFIX}")]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def find_by_run_id(root: Path, run_id: str) -> Path | None:
+    """The checkpoint of run `run_id` under any config, inside `root`; `run_id` is 32 hex digits, so the
+    pattern below is no glob and no path."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"not an MLflow run id: {run_id!r}")
     hits = list(root.glob(f"*/{run_id}{SUFFIX}")) if root.is_dir() else []
-    return hits[0] if hits else None
+    return inside(hits[0], root) if hits else None
 
 
 def remove(path: Path) -> None:
@@ -253,7 +311,12 @@ def _cpu_copy(obj):
 
 
 def _rng_state() -> dict:
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain values (what weights_only=True loads)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    s = {"python": random.getstate(),
+         "numpy": {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
+         "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -261,7 +324,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    if isinstance(n, dict):  # (a tuple with an ndarray key in checkpoints written before this was a tensor)
+        n = (n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    np.random.set_state(n)
     torch.set_rng_state(s["torch"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])

@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("reproduce", help="re-run a recorded run from what MLflow holds; print the differences")
     r.add_argument("run_id")
-    add_tracking_flags(r)
+    add_tracking_flags(r, experiment=False)
+    r.add_argument("--experiment", default=None,
+                   help="where the reproduction is recorded (default: the original run's experiment)")
 
     s = sub.add_parser("sweep", help="an Optuna study from a YAML file; trials are child MLflow runs")
     s.add_argument("file")
@@ -107,27 +109,33 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig.from_dict(overrides, source="command line")
 
 
+def check_experiment_flag(name: str) -> None:
+    from .config import shown
+
+    if not name.strip() or len(name) > 256 or not name.isprintable():
+        raise UserError(f"--experiment: must be one line of 1 to 256 characters, got {shown(name)}")
+
+
 def check_train_flags(args: argparse.Namespace) -> None:
     """The train flags that are not config fields, each refused in one line before anything is written."""
     from .config import dir_problem, shown
 
-    if not args.experiment.strip() or len(args.experiment) > 256 or not args.experiment.isprintable():
-        raise UserError(f"--experiment: must be one line of 1 to 256 characters, got {shown(args.experiment)}")
+    check_experiment_flag(args.experiment)
     if args.run_name is not None and not (0 < len(args.run_name) <= 250 and args.run_name.isprintable()):
         raise UserError(f"--run-name: must be one line of 1 to 250 characters (MLflow's runs.name), "
                         f"got {shown(args.run_name)}")
     if args.checkpoint_dir is not None and dir_problem(args.checkpoint_dir):
         raise UserError(f"--checkpoint-dir: {dir_problem(args.checkpoint_dir)}")
-    if not args.resume.strip():
-        raise UserError("--resume: an empty value; allowed: auto | never | RUN_ID")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import Resume
     from .train import train
 
     cfg = config_from_args(args)
     check_train_flags(args)
-    result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name, resume_mode=args.resume,
+    resume = Resume.parse(args.resume)  # auto | never | a 32-hex run id: no glob or path reaches the folder
+    result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name, resume=resume,
                    checkpoint_dir=args.checkpoint_dir, keep_checkpoints=args.keep_checkpoints)
     print(one_line(result))
     return exit_status(result)
@@ -152,17 +160,23 @@ def one_line(result) -> str:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from . import tracking
+    from .checkpoint import NEVER, RUN_ID
+    from .config import short
     from .train import train
 
-    cfg, _ = tracking.load_run_config(args.run_id, args.tracking_uri)
-    c = tracking.client(args.tracking_uri)
-    original = c.get_run(args.run_id)
-    exp = c.get_experiment(original.info.experiment_id).name
-    result = train(cfg, args.tracking_uri, exp, run_name=f"reproduce-{args.run_id[:8]}",
-                   tags={"reproduces_run_id": args.run_id}, resume_mode="never")
+    uri = tracking.tracking_uri(args.tracking_uri)
+    tracking.check_tracking_uri(uri)  # like train: before the store is opened (a sqlite file is not created)
+    if not RUN_ID.fullmatch(args.run_id):
+        raise UserError(f"run_id: {short(args.run_id, 60)!r} is not an MLflow run id (32 hexadecimal digits)")
+    if args.experiment is not None:
+        check_experiment_flag(args.experiment)
+    cfg, _ = tracking.load_run_config(args.run_id, uri)  # a sweep's parent run, a run without a config: refused
+    exp = args.experiment or tracking.run_experiment(args.run_id, uri)
+    result = train(cfg, uri, exp, run_name=f"reproduce-{args.run_id[:8]}",
+                   tags={schema.REPRODUCES_TAG: args.run_id}, resume=NEVER)
     print(one_line(result))
     keys = (schema.TRAIN_LOSS, schema.TRAIN_ACC, schema.TEST_LOSS, schema.ACCURACY)
-    old = {k: dict(tracking.metric_history(args.run_id, k, args.tracking_uri)) for k in keys}
+    old = {k: dict(tracking.metric_history(args.run_id, k, uri)) for k in keys}
     print("epoch  " + "  ".join(f"{'d_' + k:>14}" for k in keys))
     worst = 0.0
     for i, h in enumerate(result.history, start=1):

@@ -219,6 +219,8 @@ def dir_problem(path: str) -> str | None:
     p = Path(path).absolute()
     try:
         while not p.exists():  # the nearest folder that exists is where it would be created
+            if p.is_symlink():  # exists() is False for a symlink loop (ELOOP) or a dangling link
+                return f"{short(str(p))} is a symlink that does not resolve (a loop, or a missing target)"
             p = p.parent
     except (OSError, ValueError) as e:  # a name too long, an embedded NUL
         return f"not a usable path ({getattr(e, 'strerror', None) or e})"

@@ -30,12 +30,12 @@ class RunResult:
 
 def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "googlenet-study",
           parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None,
-          hooks: Hooks | None = None, resume_mode: str = "auto", checkpoint_dir: str | Path | None = None,
+          hooks: Hooks | None = None, resume: ckpt.Resume = ckpt.AUTO, checkpoint_dir: str | Path | None = None,
           keep_checkpoints: bool = False, reraise: tuple[type[BaseException], ...] = ()) -> RunResult:
     """Train `cfg` and record it; exceptions in `reraise` end the run KILLED and propagate.
 
-    resume_mode: auto (continue this config's unfinished run from its checkpoint, if any) |
-    never | an MLflow run id to continue."""
+    resume: ckpt.AUTO (continue this config's unfinished run from its checkpoint, if any), ckpt.NEVER, or
+    ckpt.Resume.parse(run_id) to continue that run (the caller decides: cli.py parses --resume)."""
     from . import tracking  # mlflow is heavy; config errors should not wait for it
 
     cfg = cfg.resolve()
@@ -46,7 +46,8 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     engine.seed_everything(cfg)
     dataset = data_mod.load(cfg)
     net, weights = model.build(cfg)
-    state = _resume_state(cfg, uri, root, resume_mode, parent_run_id)
+    state = _resume_state(cfg, uri, root, resume, parent_run_id)
+    tracking.experiment_id(tracking.client(uri), experiment, create=False)  # a deleted one: a line, not a trace
     cache, cache_tags = feature_cache.obtain(cfg, net, dataset, root)  # a frozen run's features, shared
     run = tracking.MlflowRun(cfg, uri, experiment, parent_run_id, run_name, tags,
                              run_id=state.run.run_id if state else None)
@@ -103,22 +104,22 @@ def _resume_tags(state: ckpt.TrainingState) -> dict[str, str]:
     return tags
 
 
-def _resume_state(cfg: RunConfig, uri: str, root: Path, mode: str,
+def _resume_state(cfg: RunConfig, uri: str, root: Path, resume: ckpt.Resume,
                   parent_run_id: str | None) -> ckpt.TrainingState | None:
     """The checkpoint to continue from, or None for a fresh run."""
     from . import tracking
 
-    if mode == "never":
-        return None
-    if mode != "auto":  # an explicit run id
-        path = ckpt.find_by_run_id(root, mode)
+    if resume.run_id is not None:  # an explicit run id (32 hex digits: Resume.parse checked it)
+        path = ckpt.find_by_run_id(root, resume.run_id)
         if path is None:
-            raise UserError(f"resume: no checkpoint for run {mode} under {root}; "
+            raise UserError(f"resume: no checkpoint for run {resume.run_id} under {root}; "
                             f"allowed: auto | never | the id of a run with a checkpoint there")
         state = ckpt.load(path, cfg)
-        if tracking.run_status(uri, mode) == "FINISHED":
-            raise UserError(f"resume: run {mode} already FINISHED; use --resume never for a new run")
+        if tracking.run_status(uri, resume.run_id) == "FINISHED":
+            raise UserError(f"resume: run {resume.run_id} already FINISHED; use --resume never for a new run")
         return state
+    if not resume.auto:
+        return None
     for path in ckpt.candidates(root, cfg):
         state = ckpt.load(path, cfg)  # corrupt -> one-line error naming the file, never a silent fresh start
         if state.run.parent_run_id != parent_run_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port
+from conftest import free_port, wait_for
 
 from test_resume import cfg_args
 
@@ -28,18 +29,32 @@ def start_server(tmp_path: Path, port: int, *extra: str, env: dict | None = None
                           "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1", *extra],
                          cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                          env={**os.environ, **(env or {})}, start_new_session=True)
-    for _ in range(600):
+
+    def answering() -> bool:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return p
+            return True
         except urllib.error.HTTPError:
-            return p  # answering (auth may refuse /health): up
+            return True  # answering (auth may refuse /health): up
         except OSError:
             if p.poll() is not None:
-                raise AssertionError("mlflow server exited: " + Path(log.name).read_text()[-1500:])
-            time.sleep(0.2)
-    p.kill()
-    raise AssertionError("mlflow server did not start")
+                raise AssertionError("mlflow server exited: " + Path(log.name).read_text()[-1500:]) from None
+            return False
+    try:
+        wait_for(answering, f"mlflow server on port {port} to answer /health", every=0.2)
+    except BaseException:
+        p.kill()
+        raise
+    return p
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def stop_server(p: subprocess.Popen) -> None:
@@ -57,31 +72,28 @@ def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric
     cfg = dataclasses.replace(tiny_cfg, epochs=4, train_size=200, test_size=50)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    err_log = tmp_path / "train.err"  # a file, so that the test can wait for a line while training runs
     train = subprocess.Popen([sys.executable, "-m", "googlenet_study", "train", *cfg_args(cfg)], cwd=tmp_path,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=env, stdout=subprocess.PIPE, stderr=open(err_log, "w"), text=True)
     try:
         c = MlflowClient(uri)
-        run_id = None
-        for _ in range(1200):
+
+        def epoch_1_logged() -> str | None:
+            assert train.poll() is None, err_log.read_text()[-2000:]
             exp = c.get_experiment_by_name("googlenet-study")
             runs = c.search_runs([exp.experiment_id]) if exp else []
-            if runs and c.get_metric_history(runs[0].info.run_id, "test_acc"):
-                run_id = runs[0].info.run_id
-                break
-            assert train.poll() is None, train.stderr.read()[-2000:]
-            time.sleep(0.2)
-        assert run_id, "epoch 1 never arrived"
+            return runs[0].info.run_id if runs and c.get_metric_history(runs[0].info.run_id, "test_acc") else None
+        run_id = wait_for(epoch_1_logged, "the run's epoch 1 (test_acc) on the tracking server", every=0.2)
         stop_server(server)
-        time.sleep(20)  # the outage: epochs end meanwhile and their metrics must wait, not vanish
-        for attempt in range(3):  # the old server's sockets may linger a moment
-            try:
-                server = start_server(tmp_path, port)
-                break
-            except AssertionError:
-                if attempt == 2:
-                    raise
-                time.sleep(2)
-        out, err = train.communicate(timeout=600)
+        down = time.monotonic()
+        # The outage: epochs end meanwhile and their metrics must wait, not vanish. It lasts until training has
+        # met it (its wait's first line) and at least 20 s, longer than MLflow's own retries.
+        wait_for(lambda: "unreachable (" in err_log.read_text(), "training's 'tracking server unreachable' line")
+        time.sleep(max(0.0, 20 - (time.monotonic() - down)))
+        wait_for(lambda: port_free(port), f"port {port} free of the stopped server's sockets")
+        server = start_server(tmp_path, port)
+        out, _ = train.communicate(timeout=600)
+        err = err_log.read_text()
         assert train.returncode == 0, err[-2000:]
         assert f"the tracking server {uri} unreachable (" in err and "is back after" in err, err[-3000:]
         run = c.get_run(run_id)
@@ -98,6 +110,7 @@ def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric
         stop_server(server)
 
 
+@pytest.mark.slow  # a server process
 def test_basic_auth_server_refuses_unauthenticated_clients(tmp_path):
     port = free_port()
     (tmp_path / "auth.ini").write_text(

@@ -21,7 +21,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, skip_or_fail
+from conftest import free_port, skip_or_fail, wait_for
 
 from test_sweep import write_study
 
@@ -81,16 +81,16 @@ def _sweep(tmp_path, name: str, storage: str, seeds: list[int], grace_s: int = 1
     return cmd, env, MlflowClient(uri)
 
 
-def _first_epoch(c: MlflowClient, proc: subprocess.Popen) -> str:
+def _first_epoch(c: MlflowClient, proc: subprocess.Popen, err_log) -> str:
     """The id of the first trial run once it has logged an epoch: the worker is mid-trial."""
-    for _ in range(1500):
+    def logged() -> str | None:
         exp = c.get_experiment_by_name("googlenet-study")
         for r in c.search_runs([exp.experiment_id], "tags.sweep_role = 'trial'") if exp else []:
             if c.get_metric_history(r.info.run_id, "test_acc"):
                 return r.info.run_id
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.2)
-    pytest.fail("no trial finished an epoch")
+        assert proc.poll() is None, err_log.read_text()[-2000:]
+        return None
+    return wait_for(logged, "a trial run's first epoch (test_acc) in MLflow", every=0.2)
 
 
 def _each_point_once(c: MlflowClient, storage: str, name: str, seeds: list[int]) -> None:
@@ -111,15 +111,23 @@ def _each_point_once(c: MlflowClient, storage: str, name: str, seeds: list[int])
 @pytest.mark.slow
 def test_a_20_second_database_outage_mid_trial_loses_no_trial_metric_or_run_status(tmp_path, own_postgres):
     cmd, env, c = _sweep(tmp_path, "outage", own_postgres.url, [0, 1])
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_log = tmp_path / "sweep.err"  # a file: the test waits for the worker's lines while it runs
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=open(err_log, "w"), text=True)
     try:
-        run_id = _first_epoch(c, proc)
+        run_id = _first_epoch(c, proc, err_log)
         own_postgres.stop()
+        down = time.monotonic()
         logged_at_stop = len(c.get_metric_history(run_id, "test_acc"))
-        time.sleep(20)
+        # The outage lasts until the worker has met it (its first wait line) and trained on through it (another
+        # epoch logged), and at least 20 s: longer than a heartbeat's retries.
+        wait_for(lambda: "unreachable (" in err_log.read_text(), "the worker's 'Optuna storage unreachable' line")
+        wait_for(lambda: len(c.get_metric_history(run_id, "test_acc")) > logged_at_stop,
+                 f"epoch {logged_at_stop + 1} of run {run_id} logged while the database is down")
+        time.sleep(max(0.0, 20 - (time.monotonic() - down)))
         logged_at_start = len(c.get_metric_history(run_id, "test_acc"))
         own_postgres.start()
-        out, err = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=600)
+        err = err_log.read_text()
     finally:
         proc.kill()
     assert proc.returncode == 0, err[-3000:]
@@ -134,11 +142,13 @@ def test_a_20_second_database_outage_mid_trial_loses_no_trial_metric_or_run_stat
 def test_an_outage_past_storage_timeout_s_ends_the_run_killed_and_the_rerun_resumes_it(tmp_path, own_postgres):
     cmd, env, c = _sweep(tmp_path, "long-outage", own_postgres.url, [0], grace_s=3, storage_timeout_s=4,
                          checkpoint_dir=str(tmp_path / "shared"))  # the study file's key
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_log = tmp_path / "sweep.err"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=open(err_log, "w"), text=True)
     try:
-        run_id = _first_epoch(c, proc)
+        run_id = _first_epoch(c, proc, err_log)
         own_postgres.stop()
-        out, err = proc.communicate(timeout=240)
+        out, _ = proc.communicate(timeout=600)
+        err = err_log.read_text()
     finally:
         proc.kill()
         own_postgres.start()
@@ -148,7 +158,9 @@ def test_an_outage_past_storage_timeout_s_ends_the_run_killed_and_the_rerun_resu
     assert run.info.status == "KILLED", run.info.status  # never FAILED for the database's sake
     assert run.data.tags["end_reason"].startswith("outage: the Optuna storage")
     assert list((tmp_path / "shared").rglob(f"{run_id}.ckpt"))  # its checkpoint, where the study file said
-    time.sleep(4)  # the abandoned trial's heartbeat goes stale (GOOGLENET_STUDY_GRACE_S=3)
+    # The abandoned trial's heartbeat goes stale 3 s (GOOGLENET_STUDY_GRACE_S) after its process ended: a span
+    # of the clock, not another process's state, so a sleep is the wait.
+    time.sleep(4)
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -174,7 +186,7 @@ def test_a_call_that_fails_transiently_is_retried_with_doubling_waits_one_line_e
     p = outage.Patience("the test store", lambda e: isinstance(e, ConnectionError), timeout_s=30, log=lines.append)
     assert p.call(flaky(2)) == "ok"
     waits = [b - a for a, b in zip(calls, calls[1:])]
-    assert 1 <= waits[0] < 1.9 and 2 <= waits[1] < 2.9, waits  # 1 s, then 2 s (sleep overshoots under load)
+    assert waits[0] >= 1 and waits[1] >= 2, waits  # 1 s, then 2 s (a loaded machine's sleeps overshoot: no cap)
     assert len(lines) == 3 and "retry 1 in 1 s" in lines[0] and "retry 2 in 2 s" in lines[1]
     assert "the test store is back after" in lines[2]
     with pytest.raises(ValueError):  # not transient: raised at once, no wait
@@ -191,4 +203,4 @@ def test_a_call_that_fails_transiently_is_retried_with_doubling_waits_one_line_e
     t = time.monotonic()
     with pytest.raises(outage.Unavailable):  # once given up, the next call fails fast until one succeeds
         p.call(flaky(99))
-    assert time.monotonic() - t < 0.5
+    assert time.monotonic() - t < 1  # no wait: the first retry alone would take 1 s

@@ -205,19 +205,30 @@ class MlflowRun:
 
 
 def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dict]:
-    """The config a run recorded (its config.yaml artifact, else its params, resolved.* first)."""
+    """The config a run recorded (its config.yaml artifact, else its params, resolved.* first); a sweep's
+    parent run, or a run that recorded no config, is a one-line error (never the defaults)."""
     c = client(uri)
     try:
         run = c.get_run(run_id)
     except MlflowException:
         raise UserError(f"run_id: no run {run_id!r} in {redact(tracking_uri(uri))}") from None
+    if run.data.tags.get(schema.ROLE_TAG) == "parent":
+        exp = run.info.experiment_id
+        trials = c.search_runs([exp], f"tags.mlflow.parentRunId = '{run_id}'", max_results=20,
+                               order_by=["attributes.start_time ASC"])
+        listed = ", ".join(t.info.run_id for t in trials) or "it has none yet"
+        raise UserError(f"run_id: {run_id} is a sweep's parent run; reproduce one of its trials: {listed}")
+    names = set(RunConfig.__dataclass_fields__)
     try:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar on stderr is noise
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
                                                     tracking_uri=tracking_uri(uri))
         data = yaml.safe_load(Path(local).read_text())
     except Exception:  # noqa: BLE001 - no artifact (or no artifact store): the params say the same
-        names = set(RunConfig.__dataclass_fields__)
         data = {k: v for k, v in schema.resolved_params(run.data.params).items() if k in names}
+        if not data:
+            raise UserError(f"run_id: run {run_id} recorded no config (no config.yaml artifact, none of the "
+                            f"config's params); it was not made by googlenet-study train") from None
     return RunConfig.from_dict(data, source=f"run {run_id}"), run.data.params
 
 

@@ -21,24 +21,124 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, in the w
 DEFAULT_EXPERIMENT = "googlenet-study"
 TAG_VALUE_MAX = 5000  # characters; MLflow rejects longer tag values
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
 _SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 _ALLOWED = "sqlite:///FILE, http(s)://HOST:PORT, postgresql://USER@HOST/DB, mysql://..."
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")  # a URL runs to the next white space
+# Query keys whose values are credentials: password=, pass=, pwd=, secret=, token=, api_key=, sslpassword=, ...
+_SECRET_KEY = re.compile(r"pass|pwd|secret|token|key|auth|credential|signature", re.IGNORECASE)
+HIDDEN = "***"
 
 
 def redact(text: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (anywhere in `text`)."""
-    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    """`text` with every credential in every URL in it replaced by ***: a password in the user part (raw
+    '/', '@', ':' and %-escapes included) and the values of credential query keys (?password=, &token=).
+
+    Each URL is read the way its library reads it (sqlalchemy.engine.make_url for database URLs, urllib.parse
+    for the others) and, more widely, as a person may have meant it: the password runs from the first ':' of
+    the user part to the *last* '@' (make_url ends it at the first, urllib at the first '/'). Whatever either
+    reading takes for a secret is hidden, so a URL a library misreads still shows none of it; a credential-free
+    URL comes back unchanged."""
+    return _URL.sub(lambda m: _redact_url(m.group()), text)
+
+
+def _redact_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    hide = [False] * len(rest)  # which characters of `rest` are secret
+    at = rest.rfind("@")
+    colon = rest.find(":", 0, at) if at > 0 else -1
+    if colon >= 0:  # user:password@ (a bare user@ is no secret)
+        hide[colon + 1:at] = [True] * (at - colon - 1)
+    query = rest.find("?", at + 1)
+    if query >= 0:
+        for m in re.finditer(r"([^&;=]*)=([^&;]*)", rest[query + 1:]):
+            if _SECRET_KEY.search(m.group(1)):
+                start = query + 1 + m.start(2)
+                hide[start:start + len(m.group(2))] = [True] * len(m.group(2))
+    for secret in _parsed_secrets(url):  # what the library itself would send, wherever it sits
+        for m in re.finditer(re.escape(secret), rest):
+            hide[m.start():m.end()] = [True] * len(secret)
+    out, i = [], 0
+    while i < len(rest):  # each run of hidden characters becomes one ***
+        if hide[i]:
+            while i < len(rest) and hide[i]:
+                i += 1
+            out.append(HIDDEN)
+        else:
+            out.append(rest[i])
+            i += 1
+    return f"{scheme}://{''.join(out)}"
+
+
+def _parsed_secrets(url: str) -> list[str]:
+    """The password and credential query values as the URL's own library parses them (raw and %-encoded)."""
+    from urllib.parse import parse_qsl, quote, urlsplit
+
+    found = []
+    try:
+        if url.split(":", 1)[0].lower().split("+")[0] in ("http", "https"):
+            u = urlsplit(url)
+            found += [u.password or ""] + [v for k, v in parse_qsl(u.query) if _SECRET_KEY.search(k)]
+        else:
+            from sqlalchemy.engine import make_url
+
+            u = make_url(url)
+            found += [u.password or ""] + [v for k, v in u.query.items() if _SECRET_KEY.search(k)
+                                           for v in ([v] if isinstance(v, str) else v)]
+    except Exception:  # noqa: BLE001 - not a URL either library reads: the wider reading above stands
+        return []
+    return [x for s in found if s for x in {s, quote(s, safe="")}]
 
 
 def tracking_uri(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The URI in use (flag, else $MLFLOW_TRACKING_URI, else the default). An http(s) URI's user:password@
+    moves into MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, where MLflow's client (and this process's
+    workers) read basic-auth credentials, and the URI comes back without them: it is logged and printed."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return _credentials_to_environment(uri)
+
+
+def _credentials_to_environment(uri: str) -> str:
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    u = urlsplit(uri)
+    if u.scheme.lower() not in ("http", "https") or "@" not in u.netloc:
+        return uri
+    user, _, password = u.netloc.rpartition("@")[0].partition(":")
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(password)
+    return urlunsplit(u._replace(netloc=u.netloc.rpartition("@")[2]))
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url`'s library would misread it, and so perhaps print a piece of its password (None if it would
+    not): white space or control characters, or a password holding a character where that parser ends the
+    password: a raw '@' for SQLAlchemy's make_url (it takes the rest for the host, which drivers print), a raw
+    '/', '?' or '#' for urllib (http). The answer shows the URL redacted, never the password."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "the URL holds white space or a control character; %-encode it (a password too)"
+    scheme, _, rest = url.partition("://")
+    at = rest.rfind("@")  # read as redact() does: the password runs to the last '@'
+    user, has_password, password = rest[:max(at, 0)].partition(":")
+    if at < 0 or not has_password or any(c in user for c in "/?#"):
+        return None
+    http = scheme.lower() in ("http", "https")
+    if http and re.fullmatch(r"\d+", re.split(r"[/?#]", password)[0]):
+        return None  # host:port/path@...: an '@' in the path, no password
+    bad = sorted({c for c in password if c in ("/?#" if http else "@")})
+    if not bad:
+        return None
+    return (f"{redact(url)}: its password holds a raw {' '.join(bad)}, where the URL parser ends a password; "
+            f"write it %-encoded ({' '.join(f'%{ord(c):02X}' for c in bad)}; urllib.parse.quote(password, safe=''))")
 
 
 def check_tracking_uri(uri: str) -> None:
     """Refuse, in one line and before any run exists, a tracking URI that cannot work."""
     from urllib.parse import urlparse
 
+    problem = url_problem(uri)
+    if problem:
+        raise UserError(f"tracking-uri: {problem}")
+    uri = _credentials_to_environment(uri)
     shown = redact(uri)
     scheme = urlparse(uri).scheme.split("+")[0]
     if scheme == "file" or (not scheme and uri):  # MLflow reads a plain path as a file store too
@@ -134,6 +234,9 @@ class _PatientClient:
 def experiment_id(c: MlflowClient, name: str, create: bool = True) -> str | None:
     """The experiment's id, created if missing (two workers racing both end with the same id)."""
     exp = c.get_experiment_by_name(name)
+    if exp is not None and exp.lifecycle_stage == "deleted":  # MLflow refuses runs in it, with a traceback
+        raise UserError(f"--experiment: {name!r} is a deleted experiment (id {exp.experiment_id}); restore it "
+                        f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or name another")
     if exp is not None:
         return exp.experiment_id
     if not create:

@@ -1,0 +1,251 @@
+"""Safe on a shared lab's storage (issue 18): files in the checkpoint folder are data, never code; --resume
+names a run, never a path; no password reaches any output; reproduce checks what train checks.
+
+Each planted file here is the real attack: a pickle whose __reduce__ returns (os.system, ("touch MARKER",)).
+Were it unpickled, the marker would exist."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from googlenet_study import checkpoint, feature_cache, tracking
+from googlenet_study.cli import main
+from googlenet_study.config import UserError
+
+from test_resume import cfg_args
+
+RUN_A, RUN_B = "a" * 32, "0123456789abcdef" * 2
+
+
+class Planted:
+    """Unpickling this runs `touch marker`."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def plant(path, marker, how: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if how == "torch.save":  # the zip format torch.load reads first
+        torch.save({"format": 1, "model": Planted(marker)}, path)
+    else:  # a bare pickle (torch.load's legacy format)
+        path.write_bytes(pickle.dumps(Planted(marker)))
+
+
+def one_error_line(capsys) -> str:
+    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith(("20", "Downloading"))]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def runs_in(uri: str) -> list:
+    c = MlflowClient(uri)
+    return c.search_runs([e.experiment_id for e in c.search_experiments()])
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dumps"])
+def test_a_planted_pickle_checkpoint_is_refused_and_never_runs(how, tiny_cfg, tmp_path):
+    path = checkpoint.path_for(tmp_path / "ck", tiny_cfg.resolve(), RUN_A)
+    plant(path, tmp_path / "pwned", how)
+    with pytest.raises(UserError, match="is not a googlenet-study checkpoint") as e:
+        checkpoint.load(path, tiny_cfg.resolve())
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_train_refuses_a_planted_checkpoint_in_one_line_before_any_run(tiny_cfg, tracking_uri, tmp_path, capsys):
+    """The attack as issue 18 ran it: `--resume auto` (the default) reads every .ckpt of this config."""
+    path = checkpoint.path_for(tmp_path / ".checkpoints", tiny_cfg.resolve(), RUN_A)
+    plant(path, tmp_path / "pwned", "torch.save")
+    assert main(["train", *cfg_args(tiny_cfg)]) == 2
+    line = one_error_line(capsys)
+    assert f"{path} is not a googlenet-study checkpoint" in line and "--resume never" in line
+    assert not (tmp_path / "pwned").exists()
+    assert not runs_in(tracking_uri)
+
+
+def test_a_planted_pickle_feature_cache_is_refused_and_never_runs(tmp_path):
+    path = tmp_path / feature_cache.FOLDER / "googlenet-32px-0123.feat"
+    plant(path, tmp_path / "pwned", "torch.save")
+    cache, problem = feature_cache._load(path, {"format": 1}, None, torch.device("cpu"))
+    assert cache is None and problem.startswith(f"{path} was corrupt")  # rebuilt and replaced, says the tag
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_rng_states_come_back_bit_identical_through_a_weights_only_load(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.standard_normal()  # numpy then holds a cached gaussian: that is state too
+    state = checkpoint._rng_state()
+    torch.save(state, tmp_path / "rng.pt")
+    expected = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist())
+    checkpoint._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3).tolist()) == expected
+
+
+def test_a_checkpoint_written_before_the_rng_states_were_tensors_still_resumes(tiny_cfg, tmp_path):
+    """Format 1 as written until issue 18: numpy's state a tuple holding an ndarray (three numpy names allowed)."""
+    cfg = tiny_cfg.resolve()
+    net = torch.nn.Linear(2, 1)
+    path = checkpoint.path_for(tmp_path, cfg, RUN_A)
+    checkpoint.save(path, checkpoint.TrainingState.snapshot(checkpoint.RunIdentity.of(cfg, RUN_A, None, None), net,
+                                                            torch.optim.SGD(net.parameters(), lr=0.1), None, [], []))
+    old = torch.load(path, weights_only=True)
+    np.random.seed(5)
+    old["rng"]["numpy"] = np.random.get_state()
+    expected = np.random.random(4).tolist()
+    torch.save(old, path)
+    state = checkpoint.load(path, cfg)
+    state.restore(net, torch.optim.SGD(net.parameters(), lr=0.1), None)
+    assert np.random.random(4).tolist() == expected
+
+
+def test_a_checkpoint_that_links_out_of_the_folder_is_refused(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.resolve()
+    outside = tmp_path / "elsewhere" / f"{RUN_A}.ckpt"
+    net = torch.nn.Linear(2, 1)
+    checkpoint.save(outside, checkpoint.TrainingState.snapshot(checkpoint.RunIdentity.of(cfg, RUN_A, None, None),
+                                                               net, torch.optim.SGD(net.parameters(), lr=0.1),
+                                                               None, [], []))
+    root = tmp_path / "ck"
+    link = checkpoint.path_for(root, cfg, RUN_A)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    for find in (lambda: checkpoint.candidates(root, cfg), lambda: checkpoint.find_by_run_id(root, RUN_A)):
+        with pytest.raises(UserError, match="outside the checkpoint folder"):
+            find()
+    link.unlink()
+    link.symlink_to(link)  # a loop
+    with pytest.raises(UserError, match="cannot be resolved"):
+        checkpoint.candidates(root, cfg)
+
+
+@pytest.mark.parametrize("flag", ["*", "../elsewhere/x", f"../{RUN_A}", "*.ckpt", RUN_A.upper(), RUN_A + "0",
+                                  RUN_A[:31], "Auto", " auto", "", "r" * 5000, "a\nb"])
+def test_resume_takes_auto_never_or_a_32_hex_run_id_and_nothing_else(flag):
+    with pytest.raises(UserError) as e:
+        checkpoint.Resume.parse(flag)
+    msg = str(e.value)
+    assert msg.startswith("--resume: ") and "auto | never" in msg and "\n" not in msg and len(msg) < 200
+    assert checkpoint.Resume.parse("auto") is checkpoint.AUTO and checkpoint.Resume.parse("never") is checkpoint.NEVER
+    assert checkpoint.Resume.parse(RUN_B).run_id == RUN_B
+
+
+def test_resume_star_cannot_reopen_a_finished_run_nor_delete_its_checkpoint(tiny_cfg, tracking_uri, tmp_path,
+                                                                           capsys):
+    """Issue 18: `--resume '*'` looked the literal '*' up as a run, missed the FINISHED check, and reopened it."""
+    c = MlflowClient(tracking_uri)
+    run_id = c.create_run(c.create_experiment("googlenet-study")).info.run_id
+    c.set_terminated(run_id, "FINISHED")
+    cfg = tiny_cfg.resolve()
+    net = torch.nn.Linear(2, 1)
+    kept = checkpoint.path_for(tmp_path / ".checkpoints", cfg, run_id)  # as --keep-checkpoints leaves it
+    checkpoint.save(kept, checkpoint.TrainingState.snapshot(checkpoint.RunIdentity.of(cfg, run_id, None, None),
+                                                            net, torch.optim.SGD(net.parameters(), lr=0.1), None,
+                                                            [], []))
+    before = c.get_run(run_id)
+    assert main(["train", *cfg_args(tiny_cfg), "--resume", "*"]) == 2
+    assert "--resume: '*' is not allowed" in one_error_line(capsys)
+    assert main(["train", *cfg_args(tiny_cfg), "--resume", run_id]) == 2
+    assert f"run {run_id} already FINISHED" in one_error_line(capsys)
+    after = c.get_run(run_id)
+    assert (after.info.status, after.info.end_time, after.data.tags) == ("FINISHED", before.info.end_time,
+                                                                         before.data.tags)
+    assert "resumed_at_epoch" not in after.data.tags and kept.exists()
+    assert [r.info.run_id for r in runs_in(tracking_uri)] == [run_id]
+
+
+# ---- reproduce checks what train checks -------------------------------------------------------------------
+
+
+def test_reproduce_refuses_a_sweeps_parent_run_and_lists_its_trials(tracking_uri, capsys):
+    c = MlflowClient(tracking_uri)
+    exp = c.create_experiment("study-exp")
+    parent = c.create_run(exp, run_name="s", tags={"study_name": "s", "sweep_role": "parent"}).info.run_id
+    trials = [c.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id for _ in range(2)]
+    assert main(["reproduce", parent]) == 2
+    line = one_error_line(capsys)
+    assert f"{parent} is a sweep's parent run; reproduce one of its trials: " in line
+    assert all(t in line for t in trials)
+    assert len(runs_in(tracking_uri)) == 3  # nothing trained, nothing created
+
+
+def test_reproduce_refuses_a_run_that_recorded_no_config_instead_of_training_the_defaults(tracking_uri, capsys):
+    c = MlflowClient(tracking_uri)
+    run_id = c.create_run(c.create_experiment("other")).info.run_id
+    assert main(["reproduce", run_id]) == 2
+    assert f"run {run_id} recorded no config" in one_error_line(capsys)
+    assert not os.path.exists("data")  # no CIFAR-10 download began
+
+
+def test_reproduce_checks_its_tracking_uri_and_creates_no_database(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", RUN_A, "--tracking-uri", "foo://bar"]) == 2
+    assert "tracking-uri: 'foo://bar' is not a tracking URI" in one_error_line(capsys)
+    missing = tmp_path / "missing" / "dir"
+    assert main(["reproduce", RUN_A, "--tracking-uri", f"sqlite:///{missing}/x.db"]) == 2
+    assert "the folder for the SQLite file does not exist" in one_error_line(capsys)
+    assert not (tmp_path / "missing").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_train_into_a_deleted_experiment_is_one_line_and_no_run(tiny_cfg, tracking_uri, capsys):
+    c = MlflowClient(tracking_uri)
+    c.delete_experiment(c.create_experiment("gone"))
+    assert main(["train", *cfg_args(tiny_cfg), "--experiment", "gone"]) == 2
+    assert "--experiment: 'gone' is a deleted experiment" in one_error_line(capsys)
+    with sqlite3.connect(tracking_uri[len("sqlite:///"):]) as con:
+        assert con.execute("select count(*) from runs").fetchone()[0] == 0
+
+
+# ---- redaction by parsing ---------------------------------------------------------------------------------
+
+REDACTED = {
+    "cannot open postgresql://alice:Pa/ss-SECRET@db/optuna: refused": "cannot open postgresql://alice:***@db/optuna: refused",
+    "postgresql://alice:p@ss@db/x": "postgresql://alice:***@db/x",
+    "postgresql+psycopg://alice:p%40ss:w@db:5432/x": "postgresql+psycopg://alice:***@db:5432/x",
+    "postgresql://db/optuna?sslmode=require&password=SECRET": "postgresql://db/optuna?sslmode=require&password=***",
+    "mysql://u@db/x?pwd=S&token=T;api_key=K": "mysql://u@db/x?pwd=***&token=***;api_key=***",
+    "'http://alice:s3cret@mlflow:5000/' is": "'http://alice:***@mlflow:5000/' is",
+    "https://h/api?access_token=abc#top": "https://h/api?access_token=***#top",
+    # credential-free URLs come back as they were (the job script writes those literally)
+    "sqlite:////shared/lab/mlflow.db": "sqlite:////shared/lab/mlflow.db",
+    "postgresql://alice@db:5432/optuna?sslmode=require": "postgresql://alice@db:5432/optuna?sslmode=require",
+    "http://127.0.0.1:5000": "http://127.0.0.1:5000",
+    "no url here: a:b@c": "no url here: a:b@c",
+}
+
+
+@pytest.mark.parametrize("text", list(REDACTED))
+def test_redact_hides_every_password_and_credential_query_value(text):
+    assert tracking.redact(text) == REDACTED[text]
+
+
+def test_an_http_tracking_uri_hands_its_credentials_to_mlflow_through_the_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    assert tracking.tracking_uri("http://al%40ice:p@ss%2Fw:rd@mlflow.lab:5000/") == "http://mlflow.lab:5000/"
+    assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("al@ice", "p@ss/w:rd")
+    assert tracking.tracking_uri("http://127.0.0.1:5000/a@b") == "http://127.0.0.1:5000/a@b"  # '@' in the path
+
+
+@pytest.mark.parametrize("uri, words", [
+    ("postgresql://alice:pw@SECRET@127.0.0.1:1/db", "raw @, where the URL parser ends a password; write it %-encoded "
+                                                    "(%40"),
+    ("http://alice:pw/SECRET@127.0.0.1:1", "raw /, where the URL parser ends a password; write it %-encoded (%2F"),
+    ("postgresql://alice:pw SECRET@127.0.0.1:1/db", "white space"),
+])
+def test_a_password_its_parser_would_misread_is_refused_without_showing_it(uri, words):
+    """SQLAlchemy reads 'pw@SECRET@host' as password 'pw', host 'SECRET@host', and the driver prints the host."""
+    with pytest.raises(UserError) as e:
+        tracking.check_tracking_uri(tracking.tracking_uri(uri))
+    assert words in str(e.value) and "SECRET" not in str(e.value) and "pw" not in str(e.value)
