@@ -99,6 +99,23 @@ def chromium() -> str:
     return path
 
 
+def http_up(url: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> bool:
+    """True once `url` answers at all (an HTTP error status is an answer); fails at once, with the end of
+    `log`, if the server process `proc` has exited. For wait_for."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the server exited ({proc.returncode}) before {url} answered: "
+                        + (log.read_text()[-2000:] if log else ""))
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

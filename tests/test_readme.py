@@ -44,7 +44,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import ROOT, free_port
+from conftest import ROOT, STATE_TIMEOUT_S, free_port
 
 from googlenet_study import cli, study
 
@@ -328,7 +328,7 @@ def serves(path: str, expect: str) -> Callable:
     return check
 
 
-def poll(url: str, proc: subprocess.Popen, log: Path, limit_s: float = 180) -> str:
+def poll(url: str, proc: subprocess.Popen, log: Path, limit_s: float = STATE_TIMEOUT_S) -> str:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         try:

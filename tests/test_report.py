@@ -27,7 +27,7 @@ from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import fetch, stats
 
-from conftest import ARTIFACTS, cli, skip_or_fail
+from conftest import ARTIFACTS, cli, http_up, skip_or_fail, wait_for
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
@@ -341,8 +341,6 @@ def test_scale_benchmark_runs_at_its_smallest_setting(tmp_path):
 @pytest.mark.slow
 def test_an_mlflow_server_gives_the_same_numbers(made, tmp_path, monkeypatch):
     """Over HTTP the histories come from per-run requests on a thread pool, not the database's bulk read."""
-    import urllib.request
-
     from conftest import free_port
 
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
@@ -352,12 +350,8 @@ def test_an_mlflow_server_gives_the_same_numbers(made, tmp_path, monkeypatch):
                               cwd=made["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # its own process group: the workers end with it
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for(lambda: http_up(f"http://127.0.0.1:{port}/health", server),
+                 f"mlflow server on port {port} to answer /health", every=0.5)
         targets = (50.0, 60.0, 80.0)
         over_http, _ = stats.per_run(fetch.fetch("rep", uri=f"http://127.0.0.1:{port}"), targets)
         direct, _ = stats.per_run(fetch.fetch("rep", uri=made["uri"]), targets)

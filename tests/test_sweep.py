@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import cli, free_port
+from conftest import cli, free_port, http_up, wait_for
 
 from googlenet_study import cli as cli_mod
 from googlenet_study import study as study_mod
@@ -118,16 +118,10 @@ def dashboard_study(storage_url: str, name: str) -> dict:
     proc = subprocess.Popen([str(exe), storage_url, "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        body = None
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as resp:
-                    body = json.loads(resp.read())
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read()[-2000:]
-                time.sleep(0.5)
-        assert body is not None, "optuna-dashboard did not answer"
+        wait_for(lambda: http_up(f"http://127.0.0.1:{port}/api/studies", proc),
+                 f"optuna-dashboard on port {port} to answer /api/studies", every=0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as resp:
+            body = json.loads(resp.read())
         studies = {s["study_name"]: s for s in body["study_summaries"]}
         assert name in studies
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[name]['study_id']}",

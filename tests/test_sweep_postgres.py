@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import free_port
+from conftest import free_port, http_up, wait_for
 
 from test_sweep import dashboard_study
 
@@ -35,17 +33,8 @@ def mlflow_server(backend: str, artifacts: Path):
                              "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"mlflow server exited: {Path(log.name).read_text()[-2000:]}")
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("mlflow server did not come up in 120 s")
+        wait_for(lambda: http_up(f"{url}/health", proc, Path(log.name)), f"mlflow server at {url} to answer /health",
+                 every=0.5)
         yield url
     finally:
         proc.terminate()
