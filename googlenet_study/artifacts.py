@@ -3,7 +3,6 @@ table, the per-epoch CSV, the learning curves and the first-conv filter grids.""
 
 from __future__ import annotations
 
-import csv
 import math
 import subprocess
 import sys
@@ -15,17 +14,14 @@ matplotlib.use("Agg")  # no display: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from . import schema  # noqa: E402
+from . import csv_cells, schema  # noqa: E402
 
 EPOCH_COLUMNS = ("epoch", *schema.EPOCH_METRICS)  # epochs.csv
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | tuple[str, ...]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    """A CSV whose text cells cannot be spreadsheet formulas (csv_cells)."""
+    return csv_cells.write_rows(path, rows, columns)
 
 
 def epochs_csv(path: Path, history: list[dict]) -> Path:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +20,8 @@ import pandas as pd
 
 from .. import schema, tracking
 from ..config import UserError, dir_problem
-from . import fetch, figures, profiles, render, stats
+from .. import csv_cells
+from . import fetch, figures, outdir, profiles, render, stats
 
 DEFAULT_TARGETS = (50.0, 60.0, 70.0, 80.0)  # percent test accuracy
 MAX_FILTER_ROWS = 12  # figure 8 shows at most this many configurations (the best ranked)
@@ -45,6 +44,11 @@ def default_out(experiment: str, study: str | None) -> Path:
 
 
 def main(args) -> int:
+    with outdir.signals_stop_at_once():  # a report has nothing to checkpoint: SIGTERM/SIGINT end it now
+        return _main(args)
+
+
+def _main(args) -> int:
     if args.out is not None and dir_problem(args.out):  # build() would replace a file (or /dev/null) by a folder
         raise UserError(f"--out: {dir_problem(args.out)}")
     tracking.check_tracking_uri(tracking.tracking_uri(args.tracking_uri))
@@ -67,6 +71,8 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     pool_hardware: runs of equal params on different hardware make one configuration."""
     if clock_name not in stats.CLOCKS:
         raise UserError(f"--clock: got {clock_name!r}; allowed: {' | '.join(stats.CLOCKS)}")
+    out, out_label = (Path(out), "--out") if out else (default_out(experiment, study), "report folder")
+    outdir.check(out, out_label)  # before the build: a folder the report may not replace costs nothing
     clock = {"start": time.perf_counter()}
     with _gc_paused():
         f = fetch.fetch(experiment, study, parent_run, filter_string, uri)  # every UserError is raised in here
@@ -74,13 +80,10 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     runs, varying, summ, comp, rank, main_p = numbers(f, targets, clock_name, pool_hardware)
     clock["stats_s"] = time.perf_counter()
 
-    out = Path(out) if out else default_out(experiment, study)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _tidy(runs, f, targets).to_csv(tmp / "runs.csv", index=False)
-        summ.to_csv(tmp / "summary.csv", index=False)
-        comp.to_csv(tmp / "comparisons.csv", index=False)
+    with outdir.building(out, out_label) as tmp:  # on any error or signal: tmp removed, out untouched
+        csv_cells.write_frame(_tidy(runs, f, targets), tmp / "runs.csv")
+        csv_cells.write_frame(summ, tmp / "summary.csv")
+        csv_cells.write_frame(comp, tmp / "comparisons.csv")
         with plt.rc_context(figures.style()):
             reps = _filters(runs, rank, uri, tmp)
             clock["artifacts_s"] = time.perf_counter()
@@ -93,19 +96,6 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
                 plt.close(fig.fig)
         clock["render_s"] = time.perf_counter()
         shutil.rmtree(tmp / ".artifacts", ignore_errors=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; the report is an ordinary folder
-        if out.exists():  # replace a previous report only once the new one is complete
-            old = out.with_name(f".{out.name}.old-{time.time_ns()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     keys = ["start", "fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s"]
     t = {k: clock[k] - clock[keys[i - 1]] for i, k in enumerate(keys) if i}
     t.update(total_s=clock["render_s"] - clock["start"], n_runs=len(runs), n_configs=len(summ),

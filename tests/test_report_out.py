@@ -1,0 +1,217 @@
+"""What `report` writes and deletes (issue 18): CSV cells that are data, never formulas; an --out folder
+replaced only when a report wrote everything in it; a signal during the build ends the command at once
+with 130/143 and leaves neither a half report nor a changed destination."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from googlenet_study import csv_cells, report
+from googlenet_study.cli import main as cli_main
+from googlenet_study.config import RunConfig
+from googlenet_study.report import outdir
+
+from conftest import wait_for
+
+FORMULA = '=HYPERLINK("http://x","y")'
+
+
+def log(c: MlflowClient, exp: str, name: str, seed: int, accs: list[float], **params: str) -> str:
+    """One FINISHED run as train() records it, but with param values no config would accept."""
+    cfg = RunConfig(model="googlenet", dataset="digits", weights="none", epochs=len(accs), seed=seed,
+                    system_metrics=False)
+    run_id = c.create_run(exp, run_name=name).info.run_id
+    now, metrics = int(time.time() * 1000), []
+    for e, acc in enumerate(accs, start=1):
+        vals = {"train_loss": 1 - acc, "train_aux_loss": 0.0, "train_total_loss": 1 - acc, "train_acc": acc,
+                "test_loss": 1 - acc, "test_acc": acc, "epoch_time_s": 10.0, "train_time_s": 8.0,
+                "eval_time_s": 2.0, "data_time_s": 0.0, "elapsed_time_s": 10.0 * e, "throughput_img_s": 10.0}
+        metrics += [Metric(k, v, now + e, e) for k, v in vals.items()]
+    metrics += [Metric("best_test_acc", max(accs), now, len(accs)), Metric("final_test_acc", accs[-1], now, len(accs)),
+                Metric("total_time_s", 10.0 * len(accs), now, len(accs))]
+    c.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in {**cfg.to_params(), **params}.items()])
+    c.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two configurations of two seeds; one configuration's weights param and run names are formulas."""
+    root = tmp_path_factory.mktemp("out")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("csv")
+    for s in (0, 1):
+        log(c, exp, FORMULA if s == 0 else "@SUM(1+1)", s, [0.5, 0.7 + 0.01 * s], weights=FORMULA, lr="-1.5")
+        log(c, exp, f"plain-{s}", s, [0.4, 0.6 + 0.01 * s], weights="none", lr="0.0001")
+    env = {"MLFLOW_TRACKING_URI": uri, "GOOGLENET_STUDY_CACHE": "off"}
+    was = os.environ.get("GOOGLENET_STUDY_CACHE")
+    os.environ["GOOGLENET_STUDY_CACHE"] = "off"  # no history cache in the user's home
+    try:
+        out, _ = report.build("csv", targets=(50.0,), out=root / "first", uri=uri)
+    finally:
+        os.environ.pop("GOOGLENET_STUDY_CACHE") if was is None else os.environ.update(GOOGLENET_STUDY_CACHE=was)
+    return {"root": root, "uri": uri, "env": env, "first": out}
+
+
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch):
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- CSV cells are data ------------------------------------------------------------------------------
+@pytest.mark.parametrize("value,written", [
+    (FORMULA, "'" + FORMULA), ("+1+1", "'+1+1"), ("-2+3", "'-2+3"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\t=1", "'\t=1"), ("\r=1", "'\r=1"), ("-inf", "'-inf"), ("- 1", "'- 1"),
+    ("-1.5", "-1.5"), ("+3", "+3"), ("-1e-05", "-1e-05"), ("-.5", "-.5"),  # text that is a number stays one
+    ("plain", "plain"), ("a=b", "a=b"), ("", ""), (-1.5, -1.5), (None, None), (True, True),
+])
+def test_a_text_cell_a_spreadsheet_would_run_gets_a_quote_and_numbers_stay_numbers(value, written):
+    assert csv_cells.cell(value) == written
+
+
+def test_every_writer_quotes_formulas_and_leaves_negative_numbers_bare(tmp_path):
+    df = pd.DataFrame({"name": [FORMULA, "ok"], "x": [-1.5, 2.0], "cat": pd.Categorical(["-x", "y"]),
+                       "mixed": ["-1.5", 3]})
+    csv_cells.write_frame(df, tmp_path / "f.csv")
+    assert (tmp_path / "f.csv").read_text().splitlines() == [
+        "name,x,cat,mixed", '"\'=HYPERLINK(""http://x"",""y"")",-1.5,\'-x,-1.5', "ok,2.0,y,3"]
+    assert df["name"][0] == FORMULA  # the caller's frame is not changed
+    csv_cells.write_rows(tmp_path / "r.csv", [{"a": "@x", "b": -2}, {"a": "=1", "c": "ignored"}], ["a", "b"])
+    assert (tmp_path / "r.csv").read_text().splitlines() == ["a,b", "'@x,-2", "'=1,"]
+
+
+def test_run_names_and_param_values_are_data_in_runs_and_summary_csv(store):
+    runs = rows(store["first"] / "runs.csv")
+    assert {r["run_name"] for r in runs} == {"'" + FORMULA, "'@SUM(1+1)", "plain-0", "plain-1"}
+    assert {r["weights"] for r in runs} == {"'" + FORMULA, "none"}
+    assert {r["lr"] for r in runs} == {"-1.5", "0.0001"}  # a negative number is written as a number
+    summary = rows(store["first"] / "summary.csv")
+    assert sorted(r["weights"] for r in summary) == ["'" + FORMULA, "none"]
+    assert sorted(r["lr"] for r in summary) == ["-1.5", "0.0001"]
+    text = "".join(p.read_text() for p in store["first"].glob("*.csv"))
+    assert not any(line.startswith(("=", "@", "+")) or ",=" in line or ",@" in line for line in text.splitlines())
+
+
+# ---- --out deletes only what a report wrote ---------------------------------------------------------
+def report_cli(store, out: str, capsys) -> tuple[int, str]:
+    rc = cli_main(["report", "--experiment", "csv", "--targets", "50", "--tracking-uri", store["uri"], "--out", out])
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_a_folder_holding_a_users_file_is_refused_and_kept(store, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    rc, err = report_cli(store, str(mine), capsys)
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert f"--out: {mine} holds files no report wrote" in err and "thesis.tex" in err, err
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder either
+
+
+def test_a_previous_report_with_a_file_added_is_refused(store, tmp_path, capsys):
+    import shutil
+    prev = tmp_path / "prev"
+    shutil.copytree(store["first"], prev)
+    (prev / "notes.txt").write_text("mine")
+    rc, err = report_cli(store, str(prev), capsys)
+    assert rc == 2 and "'notes.txt', which no report wrote" in err, err
+    assert (prev / "notes.txt").exists() and (prev / "report.pdf").exists()
+
+
+def test_the_folder_is_checked_before_the_build(store, tmp_path, capsys):
+    """An unknown experiment would be refused by the build's first stage: the folder's refusal comes first."""
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "x").write_text("x")
+    rc = cli_main(["report", "--experiment", "no-such", "--tracking-uri", store["uri"], "--out", str(tmp_path / "f")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds files no report wrote" in err and "no-such" not in err, err
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("dot", "names a folder by '.' or '..'"),
+    ("parent of here", "holds the current folder"),
+    ("file", "exists and is not a folder"),
+    ("symlink loop", "loop"),
+    ("symlink to a folder", "is a symbolic link; give the folder it points to"),
+    ("under a file", "keep.txt"),
+])
+def test_odd_out_paths_are_one_line_exit_2_and_nothing_touched(kind, expected, store, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    out = {"dot": ".", "parent of here": str(tmp_path), "file": "keep.txt", "symlink loop": str(tmp_path / "loop"),
+           "symlink to a folder": str(tmp_path / "link"), "under a file": "keep.txt/r"}[kind]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    rc, err = report_cli(store, out, capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (work / "keep.txt").read_text() == "keep"
+
+
+def test_a_previous_report_and_an_empty_folder_are_replaced(store, tmp_path, capsys):
+    import shutil
+    prev = tmp_path / "prev"
+    shutil.copytree(store["first"], prev)
+    old_summary = (prev / "summary.csv").read_text()
+    rc = cli_main(["report", "--experiment", "csv", "--targets", "50,70", "--tracking-uri", store["uri"],
+                   "--out", str(prev)])
+    assert rc == 0, capsys.readouterr().err
+    assert (prev / "summary.csv").read_text() != old_summary  # the new report, with a 70 % target
+    assert "time_to_test_acc_70" in (prev / "summary.csv").read_text()
+    listed = [ln for ln in (prev / outdir.MARKER).read_text().splitlines() if not ln.startswith("#")]
+    assert sorted(listed) == sorted(p.name for p in prev.iterdir() if p.name != outdir.MARKER)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prev"]  # no .prev.old-* or .prev.tmp-* left
+    (tmp_path / "empty").mkdir()
+    assert report_cli(store, str(tmp_path / "empty"), capsys)[0] == 0
+    assert (tmp_path / "empty" / "report.html").exists()
+
+
+# ---- signals win ------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_build_stops_at_once_and_leaves_the_previous_report(sig, code, store, tmp_path):
+    """Ctrl-C was ignored (the loop's stop flag, which nothing in a report reads): exit 0, report written."""
+    import shutil
+    prev = tmp_path / "rep"
+    shutil.copytree(store["first"], prev)
+    before = {p.name: p.read_bytes() for p in prev.iterdir()}
+    proc = subprocess.Popen([sys.executable, "-m", "googlenet_study", "report", "--experiment", "csv", "--targets",
+                             "50,60,70", "--out", str(prev)], env={**os.environ, **store["env"]}, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list(tmp_path.glob(".rep.tmp-*")) or proc.poll() is not None, "the report's build folder")
+        assert proc.poll() is None, proc.communicate()  # the build was still under way
+        proc.send_signal(sig)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == "googlenet-study report: interrupted", err
+    assert took < 10, took  # at once, not after the PDF
+    assert "report:" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # the build folder is gone
+    assert {p.name: p.read_bytes() for p in prev.iterdir()} == before  # the previous report, as it was
