@@ -56,6 +56,13 @@ def tiny_cfg() -> RunConfig:
 
 
 @pytest.fixture
+def no_pdf(monkeypatch) -> None:
+    """Reports built in this test skip report.pdf (WeasyPrint's seconds): for tests that do not read it."""
+    from googlenet_study.report.render import PDF_ENV
+    monkeypatch.setenv(PDF_ENV, "off")
+
+
+@pytest.fixture
 def tracking_uri(tmp_path, monkeypatch) -> str:
     """A real SQLite MLflow store in a temp dir; the working folder is that dir too."""
     monkeypatch.chdir(tmp_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ import pandas as pd  # noqa: E402
 from ..config import UserError  # noqa: E402
 
 PNG_DPI = 110
+PDF_ENV = "GOOGLENET_STUDY_PDF"  # "off": no report.pdf (tests that do not read it skip WeasyPrint's seconds)
 # The PDF's contents are links without page numbers: target-counter() made WeasyPrint lay the whole document
 # out again (measured: 9.8 -> 5.4 s of layout for the 1,000-run report).
 PDF_MAX_ROWS = 200  # rows of one table in the PDF; report.html and the CSVs have them all (1,000-run reports)
@@ -139,7 +141,9 @@ def to_html(doc: Document, max_rows: int | None = None) -> str:
 
 def to_pdf(doc: Document, path) -> int:
     """report.pdf: the report page typeset by WeasyPrint (tables bounded to PDF_MAX_ROWS rows); returns the
-    number of pages."""
+    number of pages (0: not written, PDF_ENV=off)."""
+    if os.environ.get(PDF_ENV, "").lower() == "off":
+        return 0
     try:
         import weasyprint  # imported here: it loads Pango through ctypes, which costs a second
     except OSError as e:  # the Python package is a dependency; Pango/HarfBuzz come from `make system-deps`
