@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
 from .schema import time_to_target as _ttt
+
+if TYPE_CHECKING:  # pandas and the report load in the functions: study.py validates a racing: block without them
+    import pandas as pd
 
 KEYS = ("min_seeds", "max_seeds", "alpha", "budget_s")
 MAX_SEEDS = 1000                                    # seeds per configuration: trials are enqueued one per seed
@@ -120,6 +122,8 @@ def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float], 
     """The report's ranking target (profiles.ranking_target on summary-like rows: runs, reached fraction and ERT
     per target) over the live configurations that reached the lowest target in at least half their timed runs;
     the others are compared at it, censored."""
+    import pandas as pd
+
     from .report import profiles, survival
 
     data = _data if _data is not None else _by_target(runs, live, targets)
@@ -158,6 +162,8 @@ def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing
     """The round's decision. `runs`: one row per finished run with configuration, clock_end_s (s on the report's
     clock), time_to_test_acc_P (NaN: not reached) and reached_P for each target (stats.per_run's columns, or
     runs_from_curves); `live`: the configurations still racing, in order; spent_s: s the study's runs used."""
+    import pandas as pd
+
     from .report import survival
 
     data = _by_target(runs, live, targets)
@@ -193,6 +199,8 @@ def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[s
     """decide()'s `runs` from each run's curve [[epoch, elapsed_time_s, test_acc], ...] on the report's default
     clock (stats.on_clock 'epoch'): a run's time to P is the clock at its first epoch with test_acc >= P %
     (as stats.per_run), its end the clock at its last epoch. `configuration`: run -> configuration."""
+    import pandas as pd
+
     from .report import stats
 
     rows = []

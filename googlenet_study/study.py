@@ -17,10 +17,11 @@ import yaml
 
 from . import schema
 from .config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
+from .racing import Racing, parse as parse_racing
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
         "n_trials", "max_retries", "repeats", "checkpoint_dir", "storage_timeout_s", "pruner_warmup_s",
-        "report_targets")
+        "report_targets", "racing")
 SAMPLERS = ("grid", "tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "hyperband", "wallclock_median")
 MAX_GRID_CHECK = 20_000  # grid points validated one by one; beyond this only each value is checked
@@ -63,6 +64,7 @@ class StudySpec:
     storage_timeout_s: float = 600.0            # s: how long a worker waits out its database or tracking server
     pruner_warmup_s: float | None = None        # s: wallclock_median prunes nothing before; None: one epoch
     report_targets: tuple[float, ...] | None = None  # percent: the final report's targets; None: its defaults
+    racing: Racing | None = None                # racing.py: seeds 0, 1, ... raced over the grid; None: no race
 
     @property
     def directions(self) -> list[str]:
@@ -84,6 +86,8 @@ class StudySpec:
              "pruner": self.pruner, "repeats": self.repeats}
         if self.pruner_warmup_s is not None:  # only when set: the digests of older studies stay as they were
             d["pruner_warmup_s"] = self.pruner_warmup_s
+        if self.racing is not None:
+            d["racing"] = self.racing.__dict__
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def space_dict(self) -> dict[str, Any]:
@@ -125,7 +129,8 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
                      max_retries=max_retries, repeats=repeats, grid=grid[:nt],
                      checkpoint_dir=_checkpoint_dir(raw, checkpoint_dir, err),
                      storage_timeout_s=_storage_timeout(raw, err), pruner_warmup_s=_pruner_warmup(raw, pruner, err),
-                     report_targets=_report_targets(raw, err))
+                     report_targets=_report_targets(raw, err),
+                     racing=_racing(raw, n_trials, sampler, pruner, base, space, len(grid), err))
     _check_combinations(spec)
     return spec
 
@@ -237,6 +242,28 @@ def _repeats(raw: dict, base_cfg: RunConfig, space: dict, err) -> int:
     if base_cfg.seed + repeats - 1 > MAX_SEED:
         raise err("repeats", f"seeds base.seed .. base.seed+repeats-1 must stay <= {MAX_SEED}, got {repeats}")
     return repeats
+
+
+def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: dict, space: dict, n_grid: int,
+            err) -> Racing | None:
+    """The racing: block (racing.py): seeds 0, 1, ... raced over the grid of space; None without one."""
+    if "racing" not in raw:
+        return None
+    r = parse_racing(raw["racing"], err)
+    if "repeats" in raw:
+        raise err("racing", "exclusive with repeats: the race decides each configuration's seeds; remove repeats")
+    if "seed" in space or "seed" in base:
+        raise err("racing", f"seeds 0 .. {r.max_seeds - 1} are the racing dimension; remove seed from "
+                            f"{'space' if 'seed' in space else 'base (or --set)'}")
+    if sampler != "grid":
+        raise err("racing", f"races the configurations of a grid; sampler must be grid, got {sampler}")
+    if pruner != "none":  # a pruned run's end is the pruner's verdict, not a censoring the log-rank test may ignore
+        raise err("racing", f"cannot be combined with pruner {pruner}; use pruner none (docs/sweeps.md, Racing)")
+    if n_trials is not None or "n_trials" in raw:
+        raise err("--n-trials" if n_trials is not None else "n_trials", "not with racing: the race decides the trials")
+    if n_grid * r.max_seeds > MAX_TRIALS:
+        raise err("racing.max_seeds", f"{n_grid} configurations x {r.max_seeds} seeds is more than {MAX_TRIALS:,} trials")
+    return r
 
 
 def _grid(space: dict, err) -> tuple[dict, ...]:

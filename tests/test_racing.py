@@ -135,3 +135,50 @@ def test_racing_block_defaults():
     assert racing.parse({}, None) == Racing(3, 10, 0.05, None)
     assert racing.parse({"min_seeds": 2, "max_seeds": 2, "alpha": 0.1, "budget_s": 600}, None) == \
         Racing(2, 2, 0.1, 600.0)
+
+
+RACE_BASE = ("name: r\nbase: {model: googlenet, dataset: digits, weights: none, image_size: 16, epochs: 1}\n"
+             "objectives: [{maximize: best_test_acc}]\n")
+
+
+@pytest.mark.parametrize("body, words", [
+    ("space: {lr: [0.001, 0.01]}\nracing: {min_seeds: 1}\n", ["racing.min_seeds", "[2, 1000]"]),
+    ("space: {lr: [0.001, 0.01]}\nracing: {min_seeds: 4, max_seeds: 3}\n", ["racing.max_seeds", ">= min_seeds"]),
+    ("space: {lr: [0.001, 0.01]}\nracing: {alpha: 0}\n", ["racing.alpha", "(0, 1)"]),
+    ("space: {lr: [0.001, 0.01]}\nracing: {budget_s: -5}\n", ["racing.budget_s", "> 0"]),
+    ("space: {lr: [0.001, 0.01]}\nracing: {seeds: 3}\n", ["racing.seeds", "unknown key"]),
+    ("space: {lr: [0.001, 0.01]}\nracing: 3\n", ["racing", "mapping"]),
+    ("space: {lr: [0.001, 0.01]}\nrepeats: 3\nracing: {}\n", ["racing", "exclusive with repeats"]),
+    ("space: {lr: [0.001, 0.01], seed: [0, 1]}\nracing: {}\n", ["racing", "remove seed from space"]),
+    ("space: {lr: [0.001, 0.01]}\npruner: median\nracing: {}\n", ["racing", "pruner median"]),
+    ("space: {lr: [0.001, 0.01]}\nsampler: random\nn_trials: 2\nracing: {}\n", ["racing", "sampler must be grid"]),
+    ("space: {lr: [0.001, 0.01]}\nn_trials: 2\nracing: {}\n", ["n_trials", "not with racing"]),
+])
+def test_a_bad_racing_block_is_one_line_exit_2_and_nothing_created(body, words, tmp_path, monkeypatch, capsys):
+    from googlenet_study.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    f = tmp_path / "study.yaml"
+    f.write_text(RACE_BASE + body)
+    code = main(["sweep", str(f)])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("20")]
+    assert code == 2 and len(err) == 1, err
+    assert all(w in err[0] for w in [str(f), *words]), err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]  # no optuna.db, no mlflow.db, no run
+
+
+def test_a_racing_study_file_is_read_with_its_grid_as_configurations(tmp_path):
+    from googlenet_study import study
+
+    f = tmp_path / "study.yaml"
+    f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01], aux_weight: [0.0, 1.0]}\n"
+                             "racing: {min_seeds: 2, max_seeds: 5, alpha: 0.1}\n")
+    spec = study.load(str(f))
+    assert spec.racing == Racing(2, 5, 0.1, None)
+    assert len(spec.grid) == 4 and all("seed" not in p for p in spec.grid)
+    f2 = tmp_path / "other.yaml"
+    f2.write_text(RACE_BASE + "space: {lr: [0.001, 0.01], aux_weight: [0.0, 1.0]}\n"
+                              "racing: {min_seeds: 2, max_seeds: 6, alpha: 0.1}\n")
+    assert study.load(str(f2)).digest() != spec.digest()  # a changed race is another study
