@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .schema import ACCURACY, CLOCK
 from .schema import time_to_target as _ttt
 
 if TYPE_CHECKING:  # pandas and the report load in the functions: study.py validates a racing: block without them
@@ -205,11 +206,11 @@ def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[s
 
     rows = []
     for run, curve in curves.items():
-        e = pd.DataFrame(curve, columns=["epoch", "elapsed_time_s", "test_acc"]).assign(run_id=run)
+        e = pd.DataFrame(curve, columns=["epoch", CLOCK, ACCURACY]).assign(run_id=run)
         e = stats.on_clock(e, "epoch")
         row = {"run_id": run, "configuration": configuration[run], "clock_end_s": float(e["clock_s"].max())}
         for p in targets:
-            hit = e[e["test_acc"] >= p / 100 - 1e-12]
+            hit = e[e[ACCURACY] >= p / 100 - 1e-12]
             row[_ttt(p)] = float(hit["clock_s"].iloc[0]) if len(hit) else math.nan
             row[stats.reached(p)] = bool(len(hit))
         rows.append(row)
