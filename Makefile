@@ -1,11 +1,13 @@
 # Two commands on a fresh machine (Debian, Python 3.11, root for apt-get):
-#   make demo   - set up, run the offline demo study (2 workers), write its report to reports/demo/
-#   make test   - set up, run the test suite
+#   make demo       - set up, run the offline demo study (2 workers), write its report to reports/demo/
+#   make test       - set up, run the whole test suite (what CI runs), then list its 15 slowest tests
+# and one while working:
+#   make test-fast  - the fast tier: no training through train(), no process, no server (pytest -m fast)
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test setup system-deps slurm-deps pdf-deps
+.PHONY: demo test test-fast setup system-deps slurm-deps pdf-deps
 
 $(BIN)/googlenet-study: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,4 +38,7 @@ demo: setup pdf-deps
 	$(BIN)/googlenet-study sweep experiments/demo.yaml --workers 2
 
 test: setup system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
+
+test-fast: setup
+	$(BIN)/python -m pytest -m fast

@@ -41,6 +41,42 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = STATE_TIMEO
         time.sleep(every)
 
 
+# The fast tier (`make test-fast`, `pytest -m fast`): every test not marked slow, postgres, browser or gpu.
+# A test that trains through train(), starts a process or a server, or waits on one is marked `slow`.
+NOT_FAST = ("slow", "postgres", "browser", "gpu")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(m) for m in NOT_FAST):
+            item.add_marker(pytest.mark.fast)
+
+
+_fast_test_running: list[str] = []  # the node id of the fast test being set up, run or torn down
+
+
+def _no_process_in_a_fast_test(event: str, args) -> None:
+    """An audit hook (Python's, not a mock): a fast test that starts a process fails, naming the command."""
+    if event == "subprocess.Popen" and _fast_test_running:
+        raise RuntimeError(f"{_fast_test_running[0]} starts a process ({args[1]!r:.200}): mark it "
+                           f"@pytest.mark.slow (the fast tier runs no subprocess)")
+
+
+sys.addaudithook(_no_process_in_a_fast_test)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    fast = item.get_closest_marker("fast") is not None
+    if fast:
+        _fast_test_running.append(item.nodeid)
+    try:
+        yield
+    finally:
+        if fast:
+            _fast_test_running.clear()
+
+
 def skip_or_fail(reason: str) -> None:
     """Skip where a service is simply absent; on CI that absence is a failure."""
     if ON_CI:

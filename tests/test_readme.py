@@ -64,6 +64,7 @@ GPU = "needs a CUDA device, CIFAR-10 and the ImageNet weights (downloads); the l
 NOT_RUN = {
     "make demo": "is DEMO after `make setup`; the demo itself runs here shrunk (SHRUNK)",
     "make test": "is the whole test suite, this file included: what CI runs",
+    "make test-fast": "is the suite's fast tier (pytest -m fast), this file's fast tests included",
     "googlenet-study sweep experiments/lecture37.yaml": GPU,
     "googlenet-study train --device cuda": GPU,
     "MLFLOW_AUTH_CONFIG_PATH=basic_auth.ini mlflow server --app-name basic-auth --backend-store-uri "
@@ -438,6 +439,7 @@ def test_every_documented_command_is_run_or_listed():
     assert gone == [], "listed commands that no longer appear in the docs"
 
 
+@pytest.mark.slow  # runs make
 def test_make_demo_is_the_documented_demo_command():
     """NOT_RUN's reason for `make demo`: it is DEMO, which runs here (shrunk)."""
     recipe = subprocess.run(["make", "-n", "demo"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
