@@ -91,6 +91,26 @@ def tiny_cfg() -> RunConfig:
                      batch_size=32, train_size=200, test_size=100, threads=2, system_metrics=False)
 
 
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory) -> dict:
+    """One tiny finished run, trained once per session, for the tests that only read it: frozen GoogLeNet
+    (speed and feature-cache tags too) on 100 digits for 1 epoch, 10 % reached and 99 % not, no system
+    metrics. {"uri", "result" (train's RunResult), "cfg"}; the tests must not write to its store."""
+    from googlenet_study.train import train
+
+    root = tmp_path_factory.mktemp("shared-run")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = RunConfig(model="googlenet", dataset="digits", weights="none", image_size=32, epochs=1, batch_size=32,
+                    train_size=100, test_size=50, threads=2, system_metrics=False, backbone="frozen",
+                    target_accs=(10, 99))
+    with pytest.MonkeyPatch.context() as mp:  # MLflow puts a SQLite store's artifacts under the working folder
+        mp.chdir(root)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        result = train(cfg, uri, "shared", checkpoint_dir=root / ".checkpoints")
+    assert result.status == "FINISHED", result.failure_reason
+    return {"uri": uri, "result": result, "cfg": cfg}
+
+
 @pytest.fixture
 def no_pdf(monkeypatch) -> None:
     """Reports built in this test skip report.pdf (WeasyPrint's seconds): for tests that do not read it."""

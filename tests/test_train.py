@@ -10,13 +10,11 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
+from googlenet_study import schema
 from googlenet_study.cli import main
 from googlenet_study.train import train
 
 from conftest import cli
-
-EPOCH_METRICS = {"train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc",
-                 "epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "throughput_img_s"}
 PARAMS = set("model weights dataset image_size backbone aux_weight batch_size epochs optimizer lr seed train_size "
              "test_size deterministic threads amp device target_accs".split()) | {"total_params", "trainable_params"}
 
@@ -42,7 +40,7 @@ def test_demo_run_learns_digits_and_records_everything(tracking_uri, tmp_path):
     assert int(params["total_params"]) == int(params["trainable_params"]) > 5_000_000
     assert m["best_test_acc"] >= 0.9
 
-    hist = {k: c.get_metric_history(rid, k) for k in EPOCH_METRICS}
+    hist = {k: c.get_metric_history(rid, k) for k in schema.EPOCH_METRICS}
     for k, h in hist.items():
         assert [x.step for x in h] == [1, 2, 3], k
     acc = [x.value for x in hist["test_acc"]]
@@ -74,19 +72,24 @@ def test_demo_run_learns_digits_and_records_everything(tracking_uri, tmp_path):
     assert filters["before"].shape == (64, 3, 7, 7) and not torch.equal(filters["before"], filters["after"])
 
 
-def test_no_system_metrics_when_turned_off(tiny_cfg, tracking_uri):
-    r = train(dataclasses.replace(tiny_cfg, epochs=1, train_size=60, test_size=30))
-    run = MlflowClient(tracking_uri).get_run(r.run_id)
+@pytest.mark.slow  # reads conftest's shared_run (trained once per session)
+def test_no_system_metrics_when_turned_off(shared_run):
+    r = shared_run["result"]
+    run = MlflowClient(shared_run["uri"]).get_run(r.run_id)
+    assert not shared_run["cfg"].system_metrics
     assert run.info.status == "FINISHED" and not any(k.startswith("system/") for k in run.data.metrics)
     assert r.summary["total_time_s"] == r.history[-1]["elapsed_time_s"]
 
 
-def test_unreached_target_is_not_logged(tiny_cfg, tracking_uri):
-    r = train(dataclasses.replace(tiny_cfg, epochs=1, train_size=60, test_size=30, lr=1e-7, target_accs=(99,)))
-    metrics = MlflowClient(tracking_uri).get_run(r.run_id).data.metrics
-    assert r.summary["best_test_acc"] < 0.99 and "time_to_test_acc_99" not in metrics
+@pytest.mark.slow
+def test_unreached_target_is_not_logged(shared_run):
+    r = shared_run["result"]
+    metrics = MlflowClient(shared_run["uri"]).get_run(r.run_id).data.metrics
+    assert 99 in shared_run["cfg"].target_accs and r.summary["best_test_acc"] < 0.99
+    assert "time_to_test_acc_99" not in metrics and "time_to_test_acc_10" in metrics  # a reached one is logged
 
 
+@pytest.mark.slow
 def test_deterministic_reruns_are_bit_identical(tiny_cfg, tracking_uri):
     cfg = dataclasses.replace(tiny_cfg, deterministic=True, threads=2, aux_weight=0.3)
     a, b = train(cfg), train(cfg)
@@ -96,6 +99,7 @@ def test_deterministic_reruns_are_bit_identical(tiny_cfg, tracking_uri):
     assert c.history[0]["train_loss"] != a.history[0]["train_loss"]  # the seed matters
 
 
+@pytest.mark.slow
 def test_reproduce_reruns_from_mlflow_alone_and_prints_differences(tiny_cfg, tracking_uri, capsys):
     first = train(dataclasses.replace(tiny_cfg, deterministic=True, epochs=1, train_size=80, test_size=40))
     assert main(["reproduce", first.run_id]) == 0
@@ -107,10 +111,11 @@ def test_reproduce_reruns_from_mlflow_alone_and_prints_differences(tiny_cfg, tra
     assert runs[0].data.params["seed"] == "0" and runs[0].data.params["train_size"] == "80"
 
 
-def test_frozen_run_trains_only_heads_and_records_counts(tiny_cfg, tracking_uri):
-    r = train(dataclasses.replace(tiny_cfg, backbone="frozen", epochs=1, train_size=60, test_size=30))
-    p = MlflowClient(tracking_uri).get_run(r.run_id).data.params
-    assert int(p["trainable_params"]) < int(p["total_params"])
+@pytest.mark.slow
+def test_frozen_run_trains_only_heads_and_records_counts(shared_run):
+    assert shared_run["cfg"].backbone == "frozen"
+    p = MlflowClient(shared_run["uri"]).get_run(shared_run["result"].run_id).data.params
+    assert 0 < int(p["trainable_params"]) < int(p["total_params"])
 
 
 @pytest.mark.slow
