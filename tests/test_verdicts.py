@@ -32,23 +32,28 @@ TARGETS = (50.0, 80.0)
 
 
 def log(c: MlflowClient, exp: str, name: str, accs: list[float], epoch_s: float, device_name: str, seed: int = 0,
-        host: str = "node1", hardware_changed: list[str] | None = None, device: str = "cuda", **config) -> str:
-    """One FINISHED run as train() records it: params, provenance tags, per-epoch and summary metrics."""
+        host: str = "node1", hardware_changed: list[str] | None = None, device: str = "cuda",
+        per_epoch: dict | None = None, summary: dict | None = None, drop: tuple = (), start_time: int | None = None,
+        **config) -> str:
+    """One FINISHED run as train() records it: params, provenance tags, per-epoch and summary metrics.
+    per_epoch {metric: values} and summary {metric: value} replace what it would log; `drop` names metrics
+    it does not log at all (an older run, a lost clock)."""
     cfg = RunConfig(**{"model": "googlenet", "dataset": "digits", "weights": "none", "epochs": len(accs),
                        "seed": seed, "system_metrics": False, **config})
     tags = {"device_name": device_name, "host": host, "config_hash": cfg.digest()}
     if hardware_changed:
         tags["hardware_changed"] = json.dumps(hardware_changed)
-    run_id = c.create_run(exp, run_name=name).info.run_id
+    run_id = c.create_run(exp, run_name=name, start_time=start_time).info.run_id
     c.log_batch(run_id, params=[Param(k, v) for k, v in {**cfg.to_params(), "device": device}.items()],
                 tags=[RunTag(k, v) for k, v in tags.items()])
     now, metrics = int(time.time() * 1000), []
     for e, acc in enumerate(accs, start=1):
         vals = {"test_acc": acc, "train_acc": acc, "epoch_time_s": epoch_s, "train_time_s": 0.75 * epoch_s,
                 "eval_time_s": 0.25 * epoch_s, "elapsed_time_s": e * epoch_s}
-        metrics += [Metric(k, v, now + e, e) for k, v in vals.items()]
-    s = {"best_test_acc": max(accs), "final_test_acc": accs[-1], "total_time_s": len(accs) * epoch_s}
-    c.log_batch(run_id, metrics=metrics + [Metric(k, v, now, len(accs)) for k, v in s.items()])
+        vals.update({k: v[e - 1] for k, v in (per_epoch or {}).items()})
+        metrics += [Metric(k, v, now + e, e) for k, v in vals.items() if k not in drop]
+    s = {"best_test_acc": max(accs), "final_test_acc": accs[-1], "total_time_s": len(accs) * epoch_s, **(summary or {})}
+    c.log_batch(run_id, metrics=metrics + [Metric(k, v, now, len(accs)) for k, v in s.items() if k not in drop])
     c.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -65,9 +70,14 @@ EXAMPLE = [
     (32, T4, 30.0, [0.55, 0.70, 0.78, 0.82], {}),     # 50 % at 30 s, 80 % at 120 s
     (32, T4, 20.0, [0.60, 0.70, 0.80, 0.88], {"hardware_changed": [H100, T4]}),  # times left out
     (128, H100, 5.0, [0.60, 0.85, 0.90, 0.90], {}),   # one run: 50 % at 5 s, 80 % at 10 s; not ranked
+    # A loser: batch 16 never reaches 80 %, and 50 % once, on the one run that did not log train_time_s.
+    (16, H100, 8.0, [0.20, 0.30, 0.35, 0.40], {}),    # never (censored at 32 s)
+    (16, H100, 8.0, [0.25, 0.35, 0.40, 0.45], {}),    # never (32 s)
+    (16, H100, 8.0, [0.30, 0.55, 0.60, 0.62], {"drop": ("train_time_s",)}),  # 50 % at 16 s; no training clock
 ]
 B32_H100, B64_H100 = f"batch_size=32, hardware={H100}", f"batch_size=64, hardware={H100}"
 B32_T4, B128_H100 = f"batch_size=32, hardware={T4}", f"batch_size=128, hardware={H100}"
+B16_H100 = f"batch_size=16, hardware={H100}"
 
 
 @pytest.fixture(scope="module")
@@ -94,21 +104,22 @@ def example(store):
 
 def test_equal_params_on_two_kinds_of_hardware_are_two_configurations_named_by_their_hardware(example):
     s = example["summ"]
-    assert set(s.index) == {B32_H100, B64_H100, B32_T4, B128_H100}
+    assert set(s.index) == {B32_H100, B64_H100, B32_T4, B128_H100, B16_H100}
     assert s.loc[B32_T4, "hardware"] == T4 and s.loc[B32_H100, "hardware"] == H100
     assert s.loc[B32_T4, "batch_size"] == s.loc[B32_H100, "batch_size"] == 32
     assert "hardware" in example["varying"]
     facts = dict(text.scope_facts(example["f"], example["runs"], example["varying"], example["summ"].reset_index(),
                                   TARGETS))
-    assert facts["hardware per configuration"] == f"{H100}: batch_size=32, batch_size=64, batch_size=128; {T4}: batch_size=32"
+    assert facts["hardware per configuration"] == \
+        f"{H100}: batch_size=16, batch_size=32, batch_size=64, batch_size=128; {T4}: batch_size=32"
     assert "HARDWARE POOLED" not in facts
 
 
 def test_pool_hardware_makes_one_configuration_and_the_report_says_so_at_the_top(store):
     f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
     runs, varying, summ, *_ = report.numbers(f, TARGETS, pool_hardware=True)
-    assert list(summ["configuration"]) == ["batch_size=32", "batch_size=64", "batch_size=128"]
-    assert summ.loc[0, "hardware"] == f"{H100} + {T4}" and summ.loc[0, "n_runs"] == 6
+    assert list(summ["configuration"]) == ["batch_size=16", "batch_size=32", "batch_size=64", "batch_size=128"]
+    assert summ.loc[1, "hardware"] == f"{H100} + {T4}" and summ.loc[1, "n_runs"] == 6
     facts = text.scope_facts(f, runs, varying, summ, TARGETS)
     assert facts[0][0] == "HARDWARE POOLED" and "--pool-hardware" in facts[0][1]
 
@@ -220,13 +231,14 @@ def test_a_configuration_with_one_run_is_listed_not_ranked_and_overlaps_share_a_
     assert example["main_p"] == 50.0  # 80 %: only 1 of 3 batch-64 runs reached it
     assert r.loc[B128_H100, "rank"] == "" and list(r.index)[-1] == B128_H100  # fastest, but n = 1
     assert math.isnan(s.loc[B128_H100, "time_to_test_acc_50_median_ci_low"])  # one run: no interval
-    assert (r.loc[B64_H100, "rank"], r.loc[B32_H100, "rank"], r.loc[B32_T4, "rank"]) == ("=1", "=1", "3")
+    assert (r.loc[B64_H100, "rank"], r.loc[B32_H100, "rank"], r.loc[B32_T4, "rank"]) == ("=1", "=1", "=3")
     assert list(r.index)[:3] == [B64_H100, B32_H100, B32_T4]  # ERT 12 < 16.7 < 45 s
+    assert r.loc[B16_H100, "rank"] == "=3"  # ERT 80 s, but from one run in three: its interval reaches 45 s
     # Best ERTs 5 s (50 %) and 10 s (80 %), both batch 128's: r = (3.33, 5.5), (2.4, 7.2), (9, 10.5), (1, 1).
     scores = [s.loc[c, "profile_score"] for c in (B32_H100, B64_H100, B32_T4, B128_H100)]
     assert scores == pytest.approx([(4 - 50 / 3 / 5) / 6, (4 - 2.4) / 6, 0.0, 1.0])
     assert s.loc[B32_T4, "best_test_acc_iqm"] == pytest.approx(np.mean([0.90, 0.82, 0.88]))
-    assert s.loc[B32_T4, "rank"] == "3" and (pd.isna(s.loc[B128_H100, "rank"]) or s.loc[B128_H100, "rank"] == "")
+    assert s.loc[B32_T4, "rank"] == "=3" and (pd.isna(s.loc[B128_H100, "rank"]) or s.loc[B128_H100, "rank"] == "")
 
 
 def test_missing_values_lose_in_the_direction_of_the_metric():
@@ -274,3 +286,133 @@ def test_resuming_on_other_hardware_records_hardware_changed(tiny_cfg, tracking_
     assert second.run_id == first.run_id and second.status == "FINISHED"
     tags = c.get_run(first.run_id).data.tags
     assert json.loads(tags["hardware_changed"]) == [T4, here] and tags["device_name"] == here
+
+
+# ---- issue 17: verdicts that hold with losers, lost clocks, NaNs and re-logged runs ------------------------
+def test_a_loser_ranks_after_every_configuration_that_reached_the_target_and_removing_it_changes_nothing(example):
+    r, s = example["rank"], example["summ"]
+    # Batch 16 reached 50 % once in 3 runs (ERT (32 + 32 + 16) / 1 = 80 s), 80 % never: dominated by batch 32
+    # on the H100 (16.7 and 55 s), so it cannot move the ranking target, which stays 50 %.
+    assert s.loc[B16_H100, "time_to_test_acc_50_ert"] == pytest.approx(80.0)
+    assert s.loc[B16_H100, "time_to_test_acc_50_ert_ci_low"] == 16.0  # and unbounded above:
+    assert math.isnan(s.loc[B16_H100, "time_to_test_acc_50_ert_ci_high"]) and math.isnan(
+        s.loc[B16_H100, "time_to_test_acc_50_median"])
+    assert s.loc[B16_H100, "best_test_acc_iqm"] == pytest.approx(0.49) and s.loc[B16_H100, "profile_score"] == 0.0
+    assert math.isnan(s.loc[B16_H100, "time_to_test_acc_80_ert"]) and example["main_p"] == 50.0
+    assert list(r.index) == [B64_H100, B32_H100, B32_T4, B16_H100, B128_H100]
+    assert list(r["rank_by"])[:4] == ["ERT to 50 % (epoch clock)"] * 4
+    assert r.loc[B128_H100, "rank_by"] == "not ranked: 1 timed run (< 2)"
+    without, p = stats.ranking(example["summ"].drop(index=B16_H100).reset_index(), TARGETS)
+    assert p == 50.0 and list(without["configuration"]) == [c for c in r.index if c != B16_H100]
+    # The numbers stay; only the "=" of batch 32 on the T4, whose interval batch 16's overlapped, goes.
+    assert list(without["rank"].str.lstrip("=")) == [x.lstrip("=") for c, x in r["rank"].items() if c != B16_H100]
+
+
+def test_under_the_train_clock_a_run_without_train_time_s_is_left_out_of_every_time_statistic(store):
+    f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
+    runs, _, summ, comp, rank, p = report.numbers(f, TARGETS, clock_name="train")
+    lost = runs.set_index("run_name").loc["run-12"]
+    assert lost["time_excluded"] == "no train_time_s at some epoch (--clock train)"
+    assert math.isnan(lost["time_to_test_acc_50"]) and bool(lost["reached_50"])  # its accuracy still counts
+    b16 = summ.set_index("configuration").loc[B16_H100]
+    assert (b16["n_runs"], b16["n_timed"], b16["time_to_test_acc_50_reached"]) == (3, 2, 0.0)  # 0/2, not 1/3
+    assert math.isnan(b16["time_to_test_acc_50_ert"]) and b16["best_test_acc_mean"] == pytest.approx(0.49)
+    assert rank.set_index("configuration").loc[B16_H100, "rank_by"] == "accuracy: did not reach 50 %"
+    assert list(rank["configuration"])[-2:] == [B16_H100, B128_H100] and p == 50.0
+    row = comp[(comp["configuration_A"] == B16_H100) & (comp["configuration_B"] == B32_H100)
+               & (comp["metric"] == "time_to_test_acc_50")].iloc[0]
+    assert (row["n_A"], row["reached_A"], row["n_B"]) == (2, 0, 3) and row["p_A_better"] == 0.0
+    # On the epoch clock the same run is timed: 1 of 3 reached 50 %, ERT 80 s.
+    e = report.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS)[2]
+    b16e = e.set_index("configuration").loc[B16_H100]
+    assert b16e["n_timed"] == 3 and b16e["time_to_test_acc_50_reached"] == pytest.approx(1 / 3)
+
+
+@pytest.fixture(scope="module")
+def hard(store):
+    """Small studies that broke the report (issue 17), each its own experiment in the module's store."""
+    c = MlflowClient(store["uri"])
+    crash = c.create_experiment("crash")  # one config's only run resumed on other hardware, beside a config
+    log(c, crash, "moved", [0.5, 0.9], 10.0, T4, seed=0, batch_size=32, hardware_changed=[H100, T4])
+    for i in range(2):                    # that differs from it in one param
+        log(c, crash, f"b64-{i}", [0.5, 0.9], 10.0 + i, T4, seed=i, batch_size=64)
+    nan = c.create_experiment("nan")
+    log(c, nan, "nan-final", [0.6, 0.8, math.nan], 10.0, H100, seed=0, summary={"final_test_acc": math.nan})
+    log(c, nan, "nan-history", [0.6, 0.7, math.nan], 10.0, H100, seed=1, drop=("final_test_acc", "best_test_acc"))
+    log(c, nan, "all-nan", [math.nan] * 3, 10.0, H100, seed=2, drop=("best_test_acc", "final_test_acc"))
+    log(c, nan, "fine", [0.5, 0.6, 0.7], 10.0, H100, seed=3)
+    bad = c.create_experiment("invalid")
+    log(c, bad, "inf", [0.5, math.inf, 0.7], 10.0, H100, seed=0, summary={"best_test_acc": math.inf})
+    log(c, bad, "minus-one", [0.5, -1.0, 0.7], 10.0, H100, seed=1, summary={"best_test_acc": 0.7})
+    log(c, bad, "clock-back", [0.5, 0.6, 0.7], 10.0, H100, seed=2, per_epoch={"elapsed_time_s": [10.0, -5.0, 30.0]})
+    log(c, bad, "fine-1", [0.5, 0.6, 0.8], 10.0, H100, seed=3)
+    log(c, bad, "fine-2", [0.5, 0.7, 0.9], 12.0, H100, seed=4)
+    return store
+
+
+def test_a_configuration_whose_only_run_is_untimed_beside_a_one_param_neighbour_does_not_crash(hard):
+    f = fetch.fetch("crash", uri=hard["uri"], cache_dir="off")
+    runs, _, summ, comp, rank, p = report.numbers(f, TARGETS)  # was: IndexError in stats.censored
+    moved = summ.set_index("configuration").loc["batch_size=32"]
+    assert moved["n_timed"] == 0 and math.isnan(moved["profile_score"])  # no time at all: not a slow one
+    assert rank.set_index("configuration").loc["batch_size=32", "rank"] == ""
+    assert rank.set_index("configuration").loc["batch_size=32", "rank_by"] == "not ranked: 0 timed runs (< 2)"
+    row = comp[comp["metric"] == "time_to_test_acc_80"].iloc[0]
+    assert (row["n_A"], row["n_B"], row["reached_B"]) == (0, 2, 2) and math.isnan(row["logrank_p"])
+
+
+def test_nan_final_accuracy_is_missing_never_an_earlier_epochs(hard):
+    f = fetch.fetch("nan", uri=hard["uri"], cache_dir="off")
+    runs, _, summ, *_ = report.numbers(f, TARGETS)
+    r = runs.set_index("run_name")
+    assert math.isnan(r.loc["nan-final", "final_test_acc"])      # logged NaN: was 0.8 (pandas last() skips NaN)
+    assert math.isnan(r.loc["nan-history", "final_test_acc"])    # from the history: the last epoch is NaN
+    assert r.loc["nan-history", "best_test_acc"] == pytest.approx(0.7)
+    s = summ.iloc[0]
+    assert (s["n_runs"], s["best_test_acc_n"], s["final_test_acc_n"]) == (4, 3, 1)
+    assert s["final_test_acc_mean"] == pytest.approx(0.7)  # "fine" only
+    assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.8, 0.7, 0.7]))  # all-nan has none
+    missing = f.incomplete.set_index("run_name")["missing"]
+    assert "test_acc (NaN at every epoch)" in missing["all-nan"] and "final_test_acc (NaN)" in missing["nan-final"]
+
+
+def test_impossible_values_are_listed_and_never_averaged_without_a_numpy_warning(hard, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # any numpy warning fails the test
+        f = fetch.fetch("invalid", uri=hard["uri"], cache_dir="off")
+        runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS)
+    got = {(r.run_name, r.metric, None if pd.isna(r.epoch) else int(r.epoch)): r.value for r in f.invalid.itertuples()}
+    assert got == {("inf", "test_acc", 2): math.inf, ("inf", "train_acc", 2): math.inf,  # stored as 1.8e308
+                   ("inf", "best_test_acc", None): math.inf, ("minus-one", "test_acc", 2): -1.0,
+                   ("minus-one", "train_acc", 2): -1.0, ("clock-back", "elapsed_time_s", 2): -5.0}
+    r = runs.set_index("run_name")
+    assert math.isnan(r.loc["inf", "best_test_acc"]) and math.isnan(r.loc["minus-one", "final_test_acc"])
+    assert r.loc["clock-back", "best_test_acc"] == pytest.approx(0.7)  # a bad clock leaves its accuracy alone
+    assert r.loc["clock-back", "time_excluded"] == "invalid elapsed_time_s"
+    assert r.loc["inf", "time_excluded"] == "invalid test_acc, best_test_acc"
+    s = summ.iloc[0]
+    assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.7, 0.8, 0.9]))  # was 6e307
+    assert (s["best_test_acc_n"], s["n_timed"]) == (3, 2)
+    appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS, report._pct)[1]
+    listed = next(t for t in appendix if t.id == "invalid").frame
+    assert set(listed["run_name"]) == {"inf", "minus-one", "clock-back"}
+
+
+def test_the_same_runs_logged_into_two_stores_give_byte_identical_csvs(tmp_path):
+    """Run ids are random per store; with equal seeds the bootstrap used to resample in run-id order."""
+    csvs = []
+    for store in ("a", "b"):
+        uri = f"sqlite:///{tmp_path / store}.db"
+        c = MlflowClient(uri)
+        exp = c.create_experiment("twice")
+        t0 = 1_700_000_000_000
+        for i in range(12):  # 6 configurations x 2 runs of one seed, different numbers
+            accs = [0.3 + 0.05 * i, 0.5 + 0.03 * (i % 5), 0.6 + 0.02 * (i % 7)]
+            log(c, exp, f"r{i}", accs, 5.0 + i % 4, H100, seed=0, batch_size=16 * (1 + i // 2), start_time=t0 + i)
+        runs, _, summ, comp, *_ = report.numbers(fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS)
+        csvs.append((summ.to_csv(index=False), comp.to_csv(index=False),
+                     report._tidy(runs, fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS)
+                     .drop(columns="run_id").to_csv(index=False)))
+    assert csvs[0] == csvs[1]

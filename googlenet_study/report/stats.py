@@ -122,7 +122,8 @@ def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: str) -> np.n
     why = [np.where(changed != "", "resumed on other hardware: " + changed, "")]
     bad = invalid[invalid["metric"].isin((*TIMES, *ACCURACY_FEEDS))]
     text = bad.groupby("run_id", sort=False)["metric"].agg(lambda m: ", ".join(dict.fromkeys(m)))
-    refused = runs["run_id"].map("invalid " + text).fillna("").to_numpy(dtype=object)
+    text = ("invalid " + text).to_dict()
+    refused = np.array([text.get(rid, "") for rid in runs["run_id"]], dtype=object)
     why.append(refused)  # an invalid clock value is NaN now: say "invalid", not "no value" as well
     why.append(np.where(runs["_no_clock"].to_numpy(dtype=bool) & (refused == ""),
                         f"no {CLOCKS[clock]} at some epoch (--clock {clock})", ""))
