@@ -144,6 +144,14 @@ BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG = "best_trial_number", "best_mlflow_run_id" 
 PARETO_TAG = "pareto_trial_numbers"      # several objectives: the Pareto front's trial numbers (JSON)
 PARENT_TAGS = (BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG, PARETO_TAG)
 BEST_PARAM_PREFIX = "best_param."        # + a searched field: the best trial's value of it
+# A racing study (racing.py, sweep/race.py): per round k, at step k, and at the race's end.
+RACING_LIVE = "racing_live_configurations"  # configurations that raced in round k
+RACING_SEEDS_SPENT = "racing_seeds_spent"   # finished runs of the study when round k was decided
+RACING_METRICS = (RACING_LIVE, RACING_SEEDS_SPENT)
+RACING_WINNER_TAG = "racing_winner"         # the last configuration left, or "tied: A | B | ..." (leader first)
+RACING_STOPPED_BY_TAG = "racing_stopped_by"  # one left | max_seeds | budget_s
+RACING_TAGS = (RACING_WINNER_TAG, RACING_STOPPED_BY_TAG)
+RACING_CSV = "racing.csv"                   # artifact: round, configuration, seeds, reached, ert_s, p_value, ...
 
 # ---- a trial's own run (repeats > 1; its seed runs nest under it) ----------------------------------------
 TRIAL_PARAMS = ("repeats", "seeds")      # + every searched field under its own name

@@ -182,3 +182,23 @@ def test_a_racing_study_file_is_read_with_its_grid_as_configurations(tmp_path):
     f2.write_text(RACE_BASE + "space: {lr: [0.001, 0.01], aux_weight: [0.0, 1.0]}\n"
                               "racing: {min_seeds: 2, max_seeds: 6, alpha: 0.1}\n")
     assert study.load(str(f2)).digest() != spec.digest()  # a changed race is another study
+
+
+def test_the_reports_racing_section_from_racing_csv():
+    from googlenet_study.report.racing import summarize
+
+    # round 1: 3 configurations at 3 seeds, "slow" eliminated; round 2: the two others at 4 seeds, both go on;
+    # round 3: "b" eliminated at 5 seeds, the race stops with one left
+    rows = [(1, "a", 3, "leader", None, None, ""), (1, "b", 3, "keep", 0.3, 0.3, ""),
+            (1, "slow", 3, "eliminate", 0.0123, 0.0246, ""),
+            (2, "a", 4, "leader", None, None, ""), (2, "b", 4, "keep", 0.2, 0.2, ""),
+            (3, "a", 5, "leader", None, None, "one left"), (3, "b", 5, "eliminate", 0.01, 0.01, "one left")]
+    d = pd.DataFrame(rows, columns=["round", "configuration", "seeds", "decision", "p_value", "p_holm", "stopped_by"])
+    table, totals = summarize(d.assign(max_seeds=10))
+    t = table.set_index("configuration")
+    assert t.loc["slow", ["seeds", "outcome", "round"]].tolist() == [3, "eliminated", 1]
+    assert t.at["slow", "p_holm"] == 0.0246
+    assert t.loc["b", ["seeds", "outcome", "round"]].tolist() == [5, "eliminated", 3]
+    assert t.at["a", "outcome"] == "leader" and math.isnan(t.at["a", "round"])
+    assert totals["runs"] == 13 and totals["uniform"] == 30 and totals["saved"] == pytest.approx(17 / 30)
+    assert totals["stopped_by"] == "one left" and totals["rounds"] == 3
