@@ -143,6 +143,7 @@ def costly(cfg: dict) -> bool:
             or c.device != "cpu")
 
 
+@pytest.mark.slow  # each clean example trains a run
 @pytest.mark.parametrize("how", ["flag", "config file"])
 @E2E
 @given(field=st.sampled_from(FIELDS), value=ANYTHING)

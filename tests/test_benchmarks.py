@@ -164,6 +164,7 @@ def smoke_output(tmp_path_factory) -> dict[str, str]:
     return {k: v + (p.stderr[-3000:] if "=== FAILED" in v else "") for k, v in out.items()}
 
 
+@pytest.mark.slow  # each benchmark script in a fresh process
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_benchmark_runs_on_cpu_and_prints_its_ratio(script, smoke_output):
     out = smoke_output.get(script, "")
@@ -184,6 +185,7 @@ def gpu_check_tiny(tmp_path_factory) -> dict:
     return {"out": tmp / "out", "stdout": p.stdout}
 
 
+@pytest.mark.slow  # benchmarks/gpu_check.sh
 def test_gpu_check_runs_every_part_on_cpu_and_writes_one_table(gpu_check_tiny):
     out, stdout = gpu_check_tiny["out"], gpu_check_tiny["stdout"]
     text = (out / "gpu_check.txt").read_text()
@@ -202,6 +204,7 @@ def test_gpu_check_runs_every_part_on_cpu_and_writes_one_table(gpu_check_tiny):
     assert not (out / "checkpoints").exists()  # run checkpoints and feature caches are removed
 
 
+@pytest.mark.slow
 def test_gpu_check_records_real_runs_on_fake_data_in_its_own_mlflow_store(gpu_check_tiny):
     from mlflow import MlflowClient
 

@@ -77,7 +77,8 @@ def assert_same_results(a: list[dict], b: list[dict], cfg: RunConfig) -> None:
 @pytest.mark.parametrize("arch, over", [
     ("googlenet", {}),
     ("inception_v3", {"image_size": 75, "aux_weight": 0.0, "train_size": 20, "test_size": 10, "batch_size": 5}),
-    ("inception_v3", {"image_size": 299, "train_size": 10, "test_size": 10, "batch_size": 5, "epochs": 1}),
+    pytest.param("inception_v3", {"image_size": 299, "train_size": 10, "test_size": 10, "batch_size": 5,
+                                  "epochs": 1}, marks=pytest.mark.slow),  # 299 px: ~10 s on 2 cores
 ], ids=["googlenet-2-arms", "inception_v3-no-arm-75px", "inception_v3-arm-299px"])
 def test_a_cached_frozen_run_has_the_per_epoch_losses_and_accuracies_of_an_uncached_one(weights, tmp_path, arch,
                                                                                         over):
@@ -111,6 +112,7 @@ def test_the_network_split_into_features_and_heads_is_torchvisions_forward():
         assert torch.equal(main, ref.logits) and all(torch.equal(a, r) for a, r in zip(aux, refs, strict=True))
 
 
+@pytest.mark.slow  # two runs through train()
 def test_a_second_run_through_the_cli_reuses_the_cache_and_is_charged_its_build_time(weights, tracking_uri,
                                                                                     tmp_path):
     cfg = frozen(weights, epochs=2)
@@ -170,6 +172,7 @@ print(tags["feature_cache"], cache.build_s)
 """
 
 
+@pytest.mark.slow  # two processes
 def test_two_racing_processes_build_the_cache_once_and_share_its_build_time(weights, tmp_path):
     cfg = frozen(weights, image_size=32, train_size=100, test_size=50)
     args = [f"{k}={v}" for k, v in cfg.to_params().items()]

@@ -275,6 +275,7 @@ def test_the_command_line_report_pools_on_request_and_its_csvs_carry_hardware_an
     assert [c for c in s.columns if c not in fields and c not in documented] == []
 
 
+@pytest.mark.slow  # trains, twice
 def test_resuming_on_other_hardware_records_hardware_changed(tiny_cfg, tracking_uri, tmp_path):
     cfg = dataclasses.replace(tiny_cfg, epochs=1, batch_size=10, train_size=10, test_size=10)  # one batch
     first = train(cfg, tracking_uri, "moved", hooks=Hooks(should_stop=lambda: True), checkpoint_dir=tmp_path / "ck")
