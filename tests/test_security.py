@@ -10,10 +10,14 @@ import os
 import pickle
 import random
 import sqlite3
+from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mlflow import MlflowClient
 
 from googlenet_study import checkpoint, feature_cache, tracking
@@ -249,3 +253,82 @@ def test_a_password_its_parser_would_misread_is_refused_without_showing_it(uri, 
     with pytest.raises(UserError) as e:
         tracking.check_tracking_uri(tracking.tracking_uri(uri))
     assert words in str(e.value) and "SECRET" not in str(e.value) and "pw" not in str(e.value)
+
+
+# ---- no password in any output, whatever it holds (Hypothesis) --------------------------------------------
+# A password is a random prefix and suffix (the characters URLs reserve among them) around MARK; were any part
+# of the password shown, MARK's neighbourhood would be too. Passwords are written raw, as people type them,
+# %-encoded, and as a ?password= value. Port 1 on 127.0.0.1 refuses at once: every "cannot open" path runs.
+
+MARK = "Zq7SECRET"
+PW_CHARS = st.sampled_from("abcXYZ019/@:%?#&=;+!$*'\"()[],~-._")
+PASSWORDS = st.builds(lambda a, b: a + MARK + b, st.text(PW_CHARS, max_size=10), st.text(PW_CHARS, max_size=10))
+FORMS = ("postgresql://alice:{pw}@127.0.0.1:1/optuna", "postgresql://alice:{q}@127.0.0.1:1/optuna",
+         "postgresql://alice@127.0.0.1:1/optuna?sslmode=disable&password={q}",
+         "http://alice:{pw}@127.0.0.1:1", "http://alice:{q}@127.0.0.1:1/")
+URLS = st.builds(lambda pw, form: (pw, form.format(pw=pw, q=quote(pw, safe=""))), PASSWORDS, st.sampled_from(FORMS))
+LEAK_CHECK = settings(derandomize=True, database=None, deadline=None, max_examples=25,
+                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+def leaks(text: str, pw: str) -> bool:
+    return MARK in text or pw in text or quote(pw, safe="") in text
+
+
+@LEAK_CHECK
+@given(pw_url=URLS)
+def test_no_password_reaches_an_error_or_the_job_script(pw_url, tmp_path, monkeypatch, capsys):
+    pw, url = pw_url
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text("name: s\nbase: {model: googlenet, dataset: digits, weights: none, image_size: 16, "
+                          "epochs: 1}\nspace: {seed: [0, 1]}\nsampler: grid\n")
+    assert not leaks(tracking.redact(f"cannot open {url}: refused"), pw), url
+    db = url.startswith("postgresql")
+    commands = [["train", *cfg_args_tiny(), "--tracking-uri", url], ["reproduce", RUN_A, "--tracking-uri", url],
+                ["report", "--experiment", "e", "--tracking-uri", url]]
+    commands += [["sweep", str(study_file), "--storage", url, "--no-report"]] if db else []
+    for argv in commands:
+        assert main(argv) == 2, (argv, capsys.readouterr())
+        out, err = capsys.readouterr()
+        assert len(err.strip().splitlines()) == 1 and not leaks(out + err, pw), (url, err)
+    script = job_script(str(study_file), url if db else "postgresql://db.lab/optuna",
+                        url if not db else "http://mlflow.lab:5000")
+    assert not leaks(script, pw), script
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def cfg_args_tiny() -> list[str]:
+    return ["--model", "googlenet", "--dataset", "digits", "--weights", "none", "--image-size", "16", "--epochs", "1",
+            "--system-metrics", "false"]
+
+
+def job_script(study_file: str, storage_url: str, uri: str) -> str:
+    """The Slurm job script (sweep/slurm.py) for these URLs, or the line a check refuses them with."""
+    from googlenet_study import study
+    from googlenet_study.sweep import slurm
+
+    try:
+        return slurm.script(slurm.prepare(study.load(study_file), 2, ["nodes=1"], storage_url, uri))
+    except UserError as e:
+        return str(e)
+
+
+@settings(LEAK_CHECK, max_examples=6)
+@given(pw=PASSWORDS)
+def test_no_password_reaches_a_parent_runs_params_tags_or_artifacts(pw, tmp_path, monkeypatch):
+    """What a sweep's parent run records of its storage and tracking URI, read back through MlflowClient."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    c = MlflowClient(uri)
+    for url in (form.format(pw=pw, q=quote(pw, safe="")) for form in FORMS):
+        parent = tracking.start_parent_run("exp", "s", {"optuna_storage": url}, uri)
+        (tmp_path / "study.yaml").write_text(tracking.redact(f"name: s\nstorage: {url}\n"))
+        tracking.log_run_data(parent, uri, params={"storage": url}, tags={"tracking_uri": url},
+                              files=[tmp_path / "study.yaml"])
+        run = c.get_run(parent)
+        recorded = [*run.data.params.values(), *run.data.tags.values()]
+        recorded.append(Path(c.download_artifacts(parent, "study.yaml", str(tmp_path / parent))).read_text())
+        assert not any(leaks(v, pw) for v in recorded), (url, recorded)

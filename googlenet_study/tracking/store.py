@@ -94,14 +94,22 @@ def tracking_uri(explicit: str | None = None) -> str:
     moves into MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, where MLflow's client (and this process's
     workers) read basic-auth credentials, and the URI comes back without them: it is logged and printed."""
     uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    problem = url_problem(uri)  # first: a misread user part would move half a password into the host
+    if problem:
+        raise UserError(f"tracking-uri: {problem}")
     return _credentials_to_environment(uri)
 
 
 def _credentials_to_environment(uri: str) -> str:
     from urllib.parse import unquote, urlsplit, urlunsplit
 
-    u = urlsplit(uri)
-    if u.scheme.lower() not in ("http", "https") or "@" not in u.netloc:
+    if not uri.lower().startswith(("http://", "https://")):
+        return uri
+    try:
+        u = urlsplit(uri)
+    except ValueError:  # an unclosed '[' (IPv6): left to the check, which names the URI redacted
+        return uri
+    if "@" not in u.netloc:
         return uri
     user, _, password = u.netloc.rpartition("@")[0].partition(":")
     os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(user)
@@ -114,7 +122,7 @@ def url_problem(url: str) -> str | None:
     not): white space or control characters, or a password holding a character where that parser ends the
     password: a raw '@' for SQLAlchemy's make_url (it takes the rest for the host, which drivers print), a raw
     '/', '?' or '#' for urllib (http). The answer shows the URL redacted, never the password."""
-    if any(c.isspace() or not c.isprintable() for c in url):
+    if not url.isprintable() or (" " in url and not url.startswith("sqlite:")):  # (a SQLite path may hold a space)
         return "the URL holds white space or a control character; %-encode it (a password too)"
     scheme, _, rest = url.partition("://")
     at = rest.rfind("@")  # read as redact() does: the password runs to the last '@'

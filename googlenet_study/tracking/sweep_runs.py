@@ -32,7 +32,8 @@ def start_parent_run(experiment: str, name: str, tags: dict[str, str], uri: str 
     if attach:
         c.log_batch(attach, tags=as_tags(tags))
         return attach
-    return c.create_run(experiment_id(c, experiment), run_name=name, tags=tags).info.run_id
+    return c.create_run(experiment_id(c, experiment), run_name=name,
+                        tags={t.key: t.value for t in as_tags(tags)}).info.run_id  # credentials redacted
 
 
 def create_child_run(experiment: str, parent_run_id: str, name: str, tags: dict[str, str],
