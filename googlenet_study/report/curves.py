@@ -16,12 +16,10 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .. import schema
-from . import stats, survival
+from . import robust, stats, survival
 
-CONFIDENCE = 0.95
 MAX_GRID = 600  # points per configuration's mean curve: beyond this, an even grid (1,000-run reports)
 
 
@@ -87,10 +85,7 @@ def mean_curve(runs: pd.DataFrame, epochs: pd.DataFrame, x: str = "clock_s") -> 
         v = np.stack([acc[np.searchsorted(xs, grid, side="right") - 1] for xs, acc in hs])
         n = len(hs)
         m = v.mean(axis=0)
-        if n > 1:
-            h = sps.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * v.std(axis=0, ddof=1) / math.sqrt(n)
-        else:
-            h = np.full(len(grid), np.nan)
+        h = robust.t_half_width(v.std(axis=0, ddof=1) if n > 1 else np.nan, np.full(len(grid), n))
         out.append(pd.DataFrame({"configuration": c, x: grid, "n": n, "mean": m, "low": m - h, "high": m + h}))
     cols = ["configuration", x, "n", "mean", "low", "high"]
     d = pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=cols)
