@@ -36,6 +36,10 @@ BEST_ACC, FINAL_ACC = "best_test_acc", "final_test_acc"  # max and last test_acc
 TOTAL_TIME = "total_time_s"                              # s: elapsed_time_s at the last epoch
 SUMMARY_METRICS = (BEST_ACC, FINAL_ACC, TOTAL_TIME)
 TIME_TO_TARGET_PREFIX = "time_to_test_acc_"  # + P: elapsed_time_s of the first epoch with test_acc >= P/100
+# What the report shows of the other per-epoch metrics: each run's mean over its epochs, then per configuration
+# summary.csv's <metric>_n, _mean, _ci_low, _ci_high (reports/README.md) and a column of the report's summary
+# table, headed by the value. A per-epoch metric added here is summarised with no edit to the report.
+PER_EPOCH_MEANS = {EPOCH_TIME: "s / epoch"}
 # By unit (what a valid value is, how it is shown): fractions in [0, 1], and seconds >= 0.
 FRACTIONS = (TRAIN_ACC, ACCURACY, BEST_ACC, FINAL_ACC)
 SECONDS = (EPOCH_TIME, TRAIN_TIME, EVAL_TIME, DATA_TIME, CLOCK, TOTAL_TIME)

@@ -56,7 +56,7 @@ def reached(p: float) -> str:
 
 
 CLOCKS = {"epoch": schema.CLOCK,   # elapsed_time_s: training + evaluation, as recorded
-          "train": "train_time_s"}  # cumulative training seconds only (AlgoPerf: evaluation is off the clock)
+          "train": schema.TRAIN_TIME}  # cumulative training seconds only (AlgoPerf: evaluation is off the clock)
 HARDWARE = "hardware"  # the device_name tag as a configuration key (pooled: every device_name, joined)
 
 
@@ -78,22 +78,22 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
     so a bootstrap resamples the same runs in the same order whatever store they were logged to."""
     ep = on_clock(f.epochs, clock)
     g = ep.groupby("run_id", sort=False)
-    d = pd.DataFrame({"n_epochs": g["epoch"].max(), "epoch_time_s": g["epoch_time_s"].mean(),
+    d = pd.DataFrame({"n_epochs": g["epoch"].max(), **{m: g[m].mean() for m in schema.PER_EPOCH_MEANS},
                       "clock_end_s": g["clock_s"].max(),
                       "_no_clock": g[CLOCKS[clock]].count() < g["epoch"].count()})
     for p in targets:  # the clock at the first epoch with test_acc >= P/100 (NaN: never reached)
-        hit = ep[ep["test_acc"] >= p / 100 - 1e-12].groupby("run_id", sort=False)
+        hit = ep[ep[schema.ACCURACY] >= p / 100 - 1e-12].groupby("run_id", sort=False)
         d[schema.time_to_target(p)] = hit["clock_s"].first()
         d[reached(p)] = d.index.isin(list(hit.groups))
     summaries = f.logged_summary[["run_id", *schema.SUMMARY_METRICS]]
     runs = f.runs.merge(d, left_on="run_id", right_index=True).merge(summaries, on="run_id", how="left")
     bad_acc = set(f.invalid.loc[f.invalid["metric"].isin(ACCURACY_FEEDS), "run_id"])
-    runs.loc[runs["run_id"].isin(bad_acc), ["best_test_acc", "final_test_acc"]] = np.nan
+    runs.loc[runs["run_id"].isin(bad_acc), [schema.BEST_ACC, schema.FINAL_ACC]] = np.nan
     runs["time_excluded"] = time_excluded(runs, f.invalid, clock)
-    times = ["epoch_time_s", "total_time_s", "clock_end_s", *(schema.time_to_target(p) for p in targets)]
+    times = [*TIME_METRICS, "clock_end_s", *(schema.time_to_target(p) for p in targets)]
     runs.loc[runs["time_excluded"] != "", times] = np.nan
     runs = runs.drop(columns="_no_clock")
-    runs[HARDWARE] = runs["device_name"].fillna("").astype(str).replace("", "unknown")
+    runs[HARDWARE] = runs[schema.DEVICE_NAME_TAG].fillna("").astype(str).replace("", "unknown")
     varying = [p for p in f.params if runs[p].nunique(dropna=False) > 1]
     key = varying + ([HARDWARE] if not pool_hardware and runs[HARDWARE].nunique() > 1 else [])
     key.sort(key=lambda p: (FACTOR_ORDER.index(p) if p in FACTOR_ORDER else len(FACTOR_ORDER), p))
@@ -118,7 +118,7 @@ def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: str) -> np.n
     """Per run, why its seconds are left out of every time statistic ("" when they count): resumed on other
     hardware (tag hardware_changed), an invalid time or accuracy (times to target are read off test_acc),
     or an epoch without a value on the clock (e.g. no train_time_s under --clock train)."""
-    changed = runs["hardware_changed"].fillna("").astype(str)
+    changed = runs[schema.HARDWARE_CHANGED_TAG].fillna("").astype(str)
     why = [np.where(changed != "", "resumed on other hardware: " + changed, "")]
     bad = invalid[invalid["metric"].isin((*TIMES, *ACCURACY_FEEDS))]
     text = bad.groupby("run_id", sort=False)["metric"].agg(lambda m: ", ".join(dict.fromkeys(m)))
@@ -131,10 +131,10 @@ def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: str) -> np.n
 
 
 # summary.csv's numbers per configuration (columns in this order): per_run's columns, not schema.SUMMARY_METRICS:
-# epoch_time_s here is a run's mean epoch time.
-SUMMARIZED = ("best_test_acc", "final_test_acc", "epoch_time_s", "total_time_s")
-IQM_METRICS = ("best_test_acc", "final_test_acc", "total_time_s")
-TIME_METRICS = ("epoch_time_s", "total_time_s")
+# a per-epoch metric (schema.PER_EPOCH_MEANS, epoch_time_s among them) here is a run's mean over its epochs.
+SUMMARIZED = (schema.BEST_ACC, schema.FINAL_ACC, *schema.PER_EPOCH_MEANS, schema.TOTAL_TIME)
+IQM_METRICS = (schema.BEST_ACC, schema.FINAL_ACC, schema.TOTAL_TIME)
+TIME_METRICS = (schema.EPOCH_TIME, schema.TOTAL_TIME)
 
 
 def _target_numbers(g: pd.DataFrame, p: float) -> dict:
@@ -230,7 +230,7 @@ def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, cens: tup
 def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) -> pd.DataFrame:
     """Configurations that differ in exactly one param: A vs B on best accuracy, total time, time to target
     (COMPARISON_COLUMNS, the header even when nothing differs in one param)."""
-    metrics = [("best_test_acc", True), ("total_time_s", False)]
+    metrics = [(schema.BEST_ACC, True), (schema.TOTAL_TIME, False)]
     metrics += [(schema.time_to_target(p), False) for p in targets]
     configs = runs.groupby("configuration", observed=True, sort=True)
     keyed = {cfg: (tuple(_label(v) for v in g[varying].iloc[0]), g) for cfg, g in configs}

@@ -122,7 +122,7 @@ def _ci(row, m, pct, scale=100.0) -> str:
 
 
 def _olympic_or_mean(row, m, pct) -> str:
-    o = row[f"{m}_olympic_mean"]
+    o = row.get(f"{m}_olympic_mean", math.nan)  # times only (stats.TIME_METRICS)
     return f"{pct(row[f'{m}_mean'], row[f'{m}_ci_low'], row[f'{m}_ci_high'], 1.0)}" + \
         (f" (olympic {o:.1f})" if not math.isnan(o) else "")
 
@@ -159,7 +159,7 @@ def _summary_rows(summ, targets, pct) -> list[dict]:
                "best acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high),
                "best acc % IQM": _ci(r, "best_test_acc_iqm", pct),
                "final acc % IQM": _ci(r, "final_test_acc_iqm", pct),
-               "s / epoch": _olympic_or_mean(r, "epoch_time_s", pct),
+               **{header: _olympic_or_mean(r, m, pct) for m, header in schema.PER_EPOCH_MEANS.items()},
                "total s IQM": _ci(r, "total_time_s_iqm", pct, 1.0)}
         for p in targets:
             row[f"to {p:g} % (s)"] = _target_cell(r, p, pct)
@@ -169,9 +169,9 @@ def _summary_rows(summ, targets, pct) -> list[dict]:
 
 def _comparison_rows(comp, main_p) -> list[dict]:
     rows = []
-    shown = {"best_test_acc", "total_time_s"} | ({schema.time_to_target(main_p)} if main_p is not None else set())
+    shown = {schema.BEST_ACC, schema.TOTAL_TIME} | ({schema.time_to_target(main_p)} if main_p is not None else set())
     for _, c in comp[comp["metric"].isin(shown)].iterrows() if len(comp) else ():
-        acc, ttt = c["metric"] == "best_test_acc", schema.is_time_to_target(c["metric"])
+        acc, ttt = c["metric"] == schema.BEST_ACC, schema.is_time_to_target(c["metric"])
         scale, d = (100.0, 2) if acc else (1.0, 1)
         p_ci = "" if math.isnan(c["p_A_better_ci_low"]) else \
             f" [{c['p_A_better_ci_low']:.2f}, {c['p_A_better_ci_high']:.2f}]"
