@@ -188,8 +188,26 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from . import sweep
-    return sweep.main(args)
+    from . import tracking
+    from .sweep import command, slurm
+    from .sweep.storage import default_storage
+
+    spec = command.load(args.file, args.set, args.n_trials, args.checkpoint_dir)  # every UserError first
+    given = [f for f, on in (("--dry-run", args.dry_run), ("--wait", args.wait), ("--slurm-option", args.slurm_option))
+             if on]
+    if given and args.slurm_array is None:
+        raise UserError(f"{given[0]}: only with --slurm-array N")
+    if args.slurm_array is None:
+        return command.run(spec, args.workers, args.storage, args.tracking_uri, args.no_report)
+    if args.workers != 1:  # the workers run as a Slurm job array, not here
+        raise UserError("--workers: with --slurm-array every array task is one worker; leave --workers out")
+    uri = tracking.tracking_uri(args.tracking_uri)
+    array = slurm.prepare(spec, args.slurm_array, args.slurm_option, args.storage or default_storage(uri), uri,
+                          args.n_trials, tuple(args.set))
+    if args.dry_run:
+        print(slurm.script(array), end="")
+        return 0
+    return command.run_array(array, args.wait, args.no_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Pruning by wall-clock seconds: `pruner: wallclock_median` in a study file.
+"""A sweep's pruners: PRUNERS (below) maps each `pruner:` name of a study file to its Optuna pruner.
+One of them is this module's own, pruning by wall-clock seconds: `pruner: wallclock_median`.
 
 Optuna's pruners compare trials at the same *step* (here: epoch). This tool asks which trial converges
 fastest per *second*, and a configuration whose epochs take 3x longer reaches a given epoch 3x later:
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -67,3 +69,37 @@ class WallclockMedianPruner(optuna.pruners.BasePruner):
             return False
         best = max(acc for _, _, acc in curve)  # accuracy: higher is better, whatever the objective
         return best < statistics.median(others)
+
+
+# ---- the study file's `pruner:` names -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Kind:
+    """What a `pruner:` name means: its Optuna pruner, made from the trial's steps (epochs x repeats) and
+    the study's pruner_warmup_s (seconds, or None); and whether it compares trials by clock seconds."""
+    make: Callable[[int, float | None], optuna.pruners.BasePruner]
+    by_clock: bool = False  # report (step, elapsed seconds, accuracy) through report(), not step alone
+
+
+NONE = "none"
+BY_CLOCK = "wallclock_median"  # the one that takes pruner_warmup_s
+PRUNERS: dict[str, Kind] = {
+    NONE: Kind(lambda steps, warmup_s: optuna.pruners.NopPruner()),
+    # Optuna's default warm-up (none); 3 finished trials before anything is pruned.
+    "median": Kind(lambda steps, warmup_s: optuna.pruners.MedianPruner(n_startup_trials=N_STARTUP_TRIALS,
+                                                                         n_warmup_steps=0)),
+    "hyperband": Kind(lambda steps, warmup_s: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=steps)),
+    BY_CLOCK: Kind(lambda steps, warmup_s: WallclockMedianPruner(warmup_s=warmup_s), by_clock=True),
+}
+
+
+def make(name: str, steps: int, warmup_s: float | None = None) -> optuna.pruners.BasePruner:
+    """The Optuna pruner for a study file's `pruner:` (validated by study.py against PRUNERS)."""
+    return PRUNERS[name].make(steps, warmup_s)
+
+
+def prunes(name: str) -> bool:
+    return name != NONE
+
+
+def by_clock(name: str) -> bool:
+    return PRUNERS[name].by_clock

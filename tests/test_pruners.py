@@ -8,7 +8,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from googlenet_study import pruners, study, sweep, sweep_trial, tracking
+from googlenet_study import pruners, study, tracking
+from googlenet_study.sweep import setup, worker
+from googlenet_study.sweep import trial as trial_mod
 
 ACCS = [0.5, 0.6, 0.7, 0.8]  # test_acc per epoch, the same for every trial
 
@@ -24,14 +26,14 @@ def load_spec(tmp_path, pruner: str, **top) -> study.StudySpec:
 def make_study(tmp_path, pruner: str, **top) -> optuna.Study:
     """A real SQLite study with the pruner of a real study file."""
     spec = load_spec(tmp_path, pruner, **top)
-    return optuna.create_study(study_name="p", direction="maximize", pruner=sweep.make_pruner(spec),
+    return optuna.create_study(study_name="p", direction="maximize", pruner=worker.make_pruner(spec),
                                storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
 def train_by_hand(st: optuna.Study, epoch_s: float, by_clock: bool, accs=ACCS) -> int | None:
     """One trial whose epochs take epoch_s seconds each; the epoch it was pruned at, or None."""
     trial = st.ask()
-    hook = sweep_trial._pruning_hook(trial, 0, len(accs), by_clock=by_clock)
+    hook = trial_mod._pruning_hook(trial, 0, len(accs), by_clock=by_clock)
     for epoch, acc in enumerate(accs, 1):
         try:
             hook(epoch, {"test_acc": acc, "elapsed_time_s": epoch * epoch_s})
@@ -81,17 +83,17 @@ def test_with_repeats_a_seeds_seconds_continue_from_the_seeds_before_it(tmp_path
     st = make_study(tmp_path, "wallclock_median")
     trial = st.ask()
     for seed_index in (0, 1):  # 2 epochs per seed, 5 s each: the trial's clock runs 5, 10, then 15, 20
-        hook = sweep_trial._pruning_hook(trial, seed_index, 2, by_clock=True)
+        hook = trial_mod._pruning_hook(trial, seed_index, 2, by_clock=True)
         for epoch in (1, 2):
             hook(epoch, {"test_acc": 0.1 * epoch, "elapsed_time_s": 5.0 * epoch})
     assert st.trials[0].user_attrs[pruners.CURVE_ATTR] == [[1, 5.0, 0.1], [2, 10.0, 0.2], [3, 15.0, 0.1],
                                                           [4, 20.0, 0.2]]
     assert st.trials[0].intermediate_values == {1: 0.1, 2: 0.2, 3: 0.1, 4: 0.2}
-    # A trial stopped by a signal is queued again with its user attrs (sweep._requeue); its run resumes
+    # A trial stopped by a signal is queued again with its user attrs (worker._requeue); its run resumes
     # and reports the interrupted epoch again, which replaces that epoch in the carried curve.
     st.enqueue_trial({}, user_attrs=st.trials[0].user_attrs)
     again = st.ask()
-    sweep_trial._pruning_hook(again, 1, 2, by_clock=True)(2, {"test_acc": 0.25, "elapsed_time_s": 10.0})
+    trial_mod._pruning_hook(again, 1, 2, by_clock=True)(2, {"test_acc": 0.25, "elapsed_time_s": 10.0})
     curve = st.trials[1].user_attrs[pruners.CURVE_ATTR]
     assert curve == [[1, 5.0, 0.1], [2, 10.0, 0.2], [3, 15.0, 0.1], [4, 20.0, 0.25]]
     assert [pruners.acc_at(curve, t) for t in (4.9, 5.0, 14.0, 99.0)] == [None, 0.1, 0.2, 0.25]
@@ -102,9 +104,9 @@ def test_the_parent_run_records_the_wall_clock_warm_up(tmp_path, tracking_uri):
     for name, top in (("default", {}), ("set", {"pruner_warmup_s": 90})):
         spec = load_spec(tmp_path, "wallclock_median", **top)
         run_id = tracking.start_parent_run("googlenet-study", name, {}, tracking_uri)
-        sweep._log_parent_start(spec, run_id, "sqlite:///optuna.db", tracking_uri)
+        setup.log_parent_start(spec, run_id, "sqlite:///optuna.db", tracking_uri)
     for r in tracking.search_runs_all("googlenet-study", uri=tracking_uri):
         logged[r["run_name"]] = (r["params"]["pruner"], r["params"]["pruner_warmup_s"])
     assert logged == {"default": ("wallclock_median", "first_epoch"), "set": ("wallclock_median", "90.0")}
-    # A changed warm-up is a changed study: resuming it under the same name is refused (sweep._wait_ready).
+    # A changed warm-up is a changed study: resuming it under the same name is refused (setup._wait_ready).
     assert load_spec(tmp_path, "wallclock_median").digest() != spec.digest()

@@ -26,8 +26,9 @@ from conftest import ROOT, skip_or_fail
 from test_sweep import write_study
 from test_sweep_postgres import mlflow_server
 
-from googlenet_study import sweep
 from googlenet_study.cli import main as cli_main
+from googlenet_study.config import UserError
+from googlenet_study.sweep import slurm, storage
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def study_name(postgres_url):
     name = f"slurm-{uuid.uuid4().hex[:8]}"
     yield name
     try:
-        optuna.delete_study(study_name=name, storage=sweep.open_storage(postgres_url))
+        optuna.delete_study(study_name=name, storage=storage.open_storage(postgres_url))
     except KeyError:
         pass
 
@@ -193,22 +194,16 @@ def _spec(tmp_path: Path, **base):
     return study.load(str(write_study(tmp_path, "gpu-study", {"seed": [0, 1]}, base=base)))
 
 
-def _args(n: int = 8, **kw):
-    import argparse
-    return argparse.Namespace(slurm_array=n, n_trials=kw.get("n_trials"), set=kw.get("set", []))
-
-
 def test_the_job_script_asks_for_a_gpu_only_for_a_cuda_study_and_never_holds_a_password(tmp_path):
-    from googlenet_study import slurm as s
-
     storage, uri = "postgresql://alice:s3cret@db.cluster/optuna", "https://bob:hunter2@mlflow.cluster"
-    text = s.script(_spec(tmp_path, device="cuda"), _args(), storage, uri, {"partition": "gpu"})
+    text = slurm.script(slurm.prepare(_spec(tmp_path, device="cuda"), 8, ["partition=gpu"], storage, uri))
     assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --array=0-7" in text and "#SBATCH --partition=gpu" in text
-    assert "s3cret" not in text and "hunter2" not in text and "alice:***@db.cluster" in text
-    assert '--storage "${GOOGLENET_STUDY_STORAGE}"' in text and '--tracking-uri "${GOOGLENET_STUDY_TRACKING_URI}"' in text
-    cpu = s.script(_spec(tmp_path), _args(2), "postgresql://u@db/o", "http://mlflow:5000", {})
-    assert "--gres" not in cpu and "--storage postgresql://u@db/o" in cpu  # no password: written as given
-    assert cpu.splitlines()[-1].startswith("exec ") and "--workers 1 --no-report" in cpu
+    assert "s3cret" not in text and "hunter2" not in text and "alice" not in text and "bob" not in text
+    assert '--storage="${GOOGLENET_STUDY_STORAGE}"' in text
+    assert '--tracking-uri="${GOOGLENET_STUDY_TRACKING_URI}"' in text
+    cpu = slurm.script(slurm.prepare(_spec(tmp_path), 2, [], "postgresql://u@db/o", "http://mlflow:5000"))
+    assert "--gres" not in cpu and "--storage=postgresql://u@db/o" in cpu  # no password: written as given
+    assert cpu.splitlines()[-1].startswith("exec ") and "--workers=1 --no-report" in cpu
 
 
 @pytest.mark.parametrize("storage, uri, opts, refused", [
@@ -221,24 +216,18 @@ def test_the_job_script_asks_for_a_gpu_only_for_a_cuda_study_and_never_holds_a_p
     ("postgresql://u@db/o", "http://mlflow:5000", {}, None),
 ])
 def test_stores_other_nodes_cannot_reach_are_refused_unless_the_array_stays_on_one_node(storage, uri, opts, refused):
-    from googlenet_study import slurm as s
-    from googlenet_study.config import UserError
-
     if refused is None:
-        s.check_reachable(storage, uri, opts)
+        slurm.check_reachable(storage, uri, opts)
         return
     with pytest.raises(UserError) as e:
-        s.check_reachable(storage, uri, opts)
+        slurm.check_reachable(storage, uri, opts)
     assert str(e.value).startswith(refused) and "nodes=1" in str(e.value)
 
 
 def test_slurm_options_are_key_value_and_leave_ours_alone():
-    from googlenet_study import slurm as s
-    from googlenet_study.config import UserError
-
-    assert s.options(["partition=gpu", "--time=04:00:00", "cpus_per_task=8"]) == {
+    assert slurm.options(["partition=gpu", "--time=04:00:00", "cpus_per_task=8"]) == {
         "partition": "gpu", "time": "04:00:00", "cpus-per-task": "8"}
     for bad, says in (("partition", "expected KEY=VALUE"), ("array=0-3", "set by googlenet-study"),
                       ("signal=B:USR1@60", "set by googlenet-study"), ("time=", "expected KEY=VALUE")):
         with pytest.raises(UserError, match=says):
-            s.options([bad])
+            slurm.options([bad])

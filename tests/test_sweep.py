@@ -24,7 +24,8 @@ from conftest import cli, free_port, http_up, wait_for
 
 from googlenet_study import cli as cli_mod
 from googlenet_study import study as study_mod
-from googlenet_study import sweep, sweep_trial
+from googlenet_study.sweep import setup, storage, worker
+from googlenet_study.sweep import trial as trial_mod
 
 TINY = {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16, "epochs": 2,
         "batch_size": 32, "train_size": 100, "test_size": 50, "system_metrics": False}
@@ -85,7 +86,7 @@ def test_two_workers_every_trial_a_finished_child_of_one_parent(two_worker_sweep
         assert t.value == pytest.approx(run.data.metrics["best_test_acc"])
         assert (int(run.data.params["seed"]), float(run.data.params["aux_weight"])) == \
             (t.params["seed"], t.params["aux_weight"])
-    assert st.user_attrs[sweep.PARENT] == parent.info.run_id
+    assert st.user_attrs[setup.PARENT] == parent.info.run_id
 
     best = max(r.data.metrics["best_test_acc"] for r in children)
     assert parent.data.metrics["best_trial.best_test_acc"] == pytest.approx(best)
@@ -141,7 +142,7 @@ def test_optuna_dashboard_serves_the_study(two_worker_sweep):
 # ---- exactly once under concurrency (the claim, without training) ----------------------------
 def _log_objective(trial, w):
     """Stands in for training: records which grid point this process ran, then 'scores' it."""
-    p = sweep_trial.suggest(trial, w.spec)
+    p = trial_mod.suggest(trial, w.spec)
     with open(Path(w.storage[len("sqlite:///"):]).with_suffix(".log"), "a") as f:
         f.write(f"{p['seed']}/{p['lr']}\n")
     time.sleep(0.01)
@@ -149,13 +150,13 @@ def _log_objective(trial, w):
 
 
 def _race_worker(w):
-    sweep.work(w, _log_objective)
+    worker.work(w, _log_objective)
 
 
 def race(spec, url: str, workers: int) -> None:
     """Start `workers` processes on one study at once and wait for all of them to exit cleanly."""
     ctx = mp.get_context("fork")  # the claim is in the database; fork only saves each worker's imports
-    procs = [ctx.Process(target=_race_worker, args=(sweep.Worker(spec, url, "", "", "", i, i),)) for i in range(workers)]
+    procs = [ctx.Process(target=_race_worker, args=(worker.Worker(spec, url, "", "", "", i, i),)) for i in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
@@ -167,7 +168,7 @@ def test_grid_points_run_exactly_once_with_racing_workers(tmp_path):
     path = write_study(tmp_path, "race", {"seed": list(range(8)), "lr": [0.1, 0.2]})
     spec = study_mod.load(str(path))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    st = optuna.create_study(study_name="race", storage=sweep.open_storage(url))
+    st = optuna.create_study(study_name="race", storage=storage.open_storage(url))
     for i, point in enumerate(spec.grid):
         st.enqueue_trial(point, user_attrs={"grid_point": i})
     race(spec, url, workers=3)
@@ -221,7 +222,7 @@ def test_sampler_budget_is_n_trials_across_racing_workers(tmp_path):
                        sampler="random", n_trials=7)
     spec = study_mod.load(str(path))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    optuna.create_study(study_name="budget", storage=sweep.open_storage(url))
+    optuna.create_study(study_name="budget", storage=storage.open_storage(url))
     race(spec, url, workers=3)
     trials = optuna.load_study(study_name="budget", storage=url).trials
     real = [t for t in trials if not t.user_attrs.get("surplus")]
@@ -238,7 +239,7 @@ def test_unreached_target_is_the_worst_value(tmp_path):
     spec = study_mod.load(str(path))
     summary = {"best_test_acc": 0.6, "final_test_acc": 0.55, "total_time_s": 12.0}
     history = [{"test_acc": 0.6, "test_loss": 1.5}, {"test_acc": 0.55, "test_loss": 1.25}]
-    assert sweep_trial.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]
+    assert trial_mod.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]
 
 
 @pytest.mark.slow

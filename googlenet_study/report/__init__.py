@@ -45,17 +45,20 @@ def default_out(experiment: str, study: str | None) -> Path:
 
 def main(args) -> int:
     with outdir.signals_stop_at_once():  # a report has nothing to checkpoint: SIGTERM/SIGINT end it now
-        return _main(args)
+        return run(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
+                   targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri,
+                   clock_name=getattr(args, "clock", "epoch"), pool_hardware=getattr(args, "pool_hardware", False))
 
 
-def _main(args) -> int:
-    if args.out is not None and dir_problem(args.out):  # build() would replace a file (or /dev/null) by a folder
-        raise UserError(f"--out: {dir_problem(args.out)}")
-    tracking.check_tracking_uri(tracking.tracking_uri(args.tracking_uri))
-    out, timings = build(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
-                         targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri,
-                         clock_name=getattr(args, "clock", "epoch"),
-                         pool_hardware=getattr(args, "pool_hardware", False))
+def run(experiment: str, *, study: str | None = None, parent_run: str | None = None, filter_string: str | None = None,
+        targets: tuple[float, ...] = DEFAULT_TARGETS, out: str | None = None, uri: str | None = None,
+        clock_name: str = "epoch", pool_hardware: bool = False) -> int:
+    """`googlenet-study report` with plain values (the sweep calls it too): check, build, say where it went."""
+    if out is not None and dir_problem(out):  # build() would replace a file (or /dev/null) by a folder
+        raise UserError(f"--out: {dir_problem(out)}")
+    tracking.check_tracking_uri(tracking.tracking_uri(uri))
+    out, timings = build(experiment, study=study, parent_run=parent_run, filter_string=filter_string,
+                         targets=targets, out=out, uri=uri, clock_name=clock_name, pool_hardware=pool_hardware)
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "
           f"({timings['n_runs']} runs, {timings['n_configs']} configurations, {timings['total_s']:.1f} s)"
           + (f"; attached to run {timings['attached_to']} as report/" if timings.get("attached_to") else ""))

@@ -1,5 +1,6 @@
-"""A sweep's worker processes (`--workers N`): each a spawned interpreter running sweep.work, supervised
-by the sweep process, which passes SIGTERM/SIGINT on so that every worker sees each signal once."""
+"""A sweep's workers on this machine: planned (cores and GPUs split between them), then run here
+(`--workers 1`) or each in a spawned interpreter, supervised by the sweep process, which passes
+SIGTERM/SIGINT on so that every worker sees each signal once."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ import signal
 import sys
 import time
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING
 
-from . import outage
-from .config import UserError
-from .engine import STOP
-from .outage import Unavailable
-
-if TYPE_CHECKING:
-    from .sweep import Worker
+from .. import budget, outage
+from ..config import UserError
+from ..stop import STOP
+from ..outage import Unavailable
+from ..study import StudySpec
+from .worker import AGAIN, Worker, work
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # s: before passing a signal on, the time a worker that got it itself (Ctrl-C reaches the whole
@@ -30,8 +29,6 @@ def _worker_main(w: Worker, signals_seen) -> None:
     STOP.install()  # the trial's run ends KILLED at a batch boundary, the trial goes back in the queue
     _count_signals(signals_seen)
     _thread_lock_for_bars()
-    from .sweep import AGAIN, work
-
     try:
         work(w)
     except UserError as e:
@@ -106,3 +103,42 @@ def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return [p.exitcode for p in procs], (received[0] if received else None)
+
+
+def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, experiment: str,
+                 created: bool) -> list[Worker]:
+    """N workers: CPU cores split between them (unless threads is set), one GPU each where there are GPUs."""
+    cores = budget.cores()
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # a Slurm task: its allocation, not the node's
+        cores = int(os.environ["SLURM_CPUS_PER_TASK"])
+    gpus = 0
+    if str(spec.base.get("device", "auto")) in ("auto", "cuda") and "device" not in spec.space:
+        import torch
+        gpus = torch.cuda.device_count()
+    out = []
+    for i in range(n):
+        fixed = {}
+        if "threads" not in spec.base and "threads" not in spec.space:
+            fixed["threads"] = max(1, cores // n)
+        if gpus:
+            fixed["device"] = f"cuda:{i % gpus}"
+        # Reproducible seeds for the process that created the study; joiners (other machines, resumes)
+        # mix in their pid so that two machines do not propose the same first points.
+        seed = spec.sampler_seed + i + (0 if created else 1000 * (os.getpid() % 100_000))
+        out.append(Worker(spec, storage, uri, parent, experiment, i, seed, tuple(fixed.items())))
+    return out
+
+
+def run(workers: list[Worker]) -> tuple[list[int], int | None]:
+    """The workers, run until the study has no work left or a signal stops them: the exit codes of
+    worker processes, and that signal (None if none came)."""
+    if STOP():  # a signal while the study was being set up
+        return [], STOP.signum
+    if len(workers) == 1:
+        try:
+            work(workers[0])  # in this process, under the CLI's STOP handlers
+        except Unavailable as e:
+            print(f"googlenet-study sweep: {e}; {AGAIN}", file=sys.stderr)
+            return [outage.EXIT_STATUS], STOP.signum
+        return [], STOP.signum
+    return supervise(workers)

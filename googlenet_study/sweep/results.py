@@ -1,6 +1,6 @@
 """What a sweep's parent run holds at the end: best value(s) and params, the trials table and
 Optuna's plots (matplotlib, offline). Written by every sweep process whose workers are done; the
-one that finds no trial RUNNING or WAITING ends the parent run FINISHED."""
+one that finds no trial RUNNING or WAITING ends the parent run FINISHED and writes the report."""
 
 from __future__ import annotations
 
@@ -13,8 +13,22 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from . import tracking
-from .study import StudySpec
+from .. import pruners, report, tracking
+from ..study import StudySpec
+
+
+def conclude(spec: StudySpec, storage, parent: str, experiment: str, uri: str, bad: bool, no_report: bool) -> int:
+    """After the workers: the parent run's results (FINISHED when no trial is left), then the report."""
+    res = finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
+    print(f"[{spec.name}] {res['complete']} complete, {res['pruned']} pruned, {res['fail']} failed"
+          + (f" ({res['stopped']} of them stopped by a signal and re-queued)" if res["stopped"] else "")
+          + ("" if res["done"] else f", {res['running']} running and {res['waiting']} waiting elsewhere"),
+          flush=True)
+    if bad or not res["done"] or no_report:
+        return 1 if bad else 0
+    # The report of the finished study, attached to its parent run; its targets are the study file's.
+    targets = tuple(sorted(set(spec.report_targets))) if spec.report_targets else report.DEFAULT_TARGETS
+    return report.run(experiment, study=spec.name, targets=targets, uri=uri)
 
 
 def real_trials(st: optuna.Study) -> list:
@@ -85,7 +99,7 @@ def _plots(st: optuna.Study, spec: StudySpec, complete: list, d: Path) -> list[P
     if len(spec.objectives) == 1:
         jobs["optimization_history.png"] = lambda: vm.plot_optimization_history(st, target_name=spec.metrics[0])
         jobs["param_importances.png"] = lambda: vm.plot_param_importances(st, target_name=spec.metrics[0])
-        if spec.pruner != "none":
+        if pruners.prunes(spec.pruner):
             jobs["intermediate_values.png"] = lambda: vm.plot_intermediate_values(st)
     else:
         if len(spec.objectives) <= 3:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import optuna
 
-from . import outage
-from .config import UserError
-from .tracking import redact
+from .. import outage
+from ..config import UserError
+from ..tracking import redact
 
 # A RUNNING trial writes a heartbeat this often (RDB storages), and is failed (and retried) when none
 # came for GRACE_S. Seconds; the environment may shorten them (tests kill workers and wait for this).
@@ -98,13 +98,18 @@ for _name in RETRIED:
     setattr(PatientStorage, _name, _patient(_name))
 
 
+def check_url(url: str) -> None:
+    """Refuse, in one line and without connecting, a storage URL of a kind Optuna cannot use here."""
+    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql")):
+        raise UserError(f"--storage: {redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
+
+
 def open_storage(url: str, max_retries: int = 0, timeout_s: float = outage.DEFAULT_TIMEOUT_S,
                  stale_callback=None) -> PatientStorage:
     """An RDB storage with heartbeats that waits out outages up to timeout_s; SQLite made safe for
     several processes (see module doc). stale_callback: what to do with a dead worker's trial
     (default: Optuna's retry, up to max_retries)."""
-    if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql")):
-        raise UserError(f"--storage: {redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
+    check_url(url)
     import sqlalchemy
 
     sqlite = url.startswith("sqlite")

@@ -6,21 +6,31 @@ under it; the trial's value is the mean over seeds."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import optuna
 
-from . import pruners, tracking
-from .config import RunConfig
-from .engine import STOP, Hooks
-from .outage import Unavailable
-from .schema import ACCURACY, CLOCK, ROLE_TAG, SEED_INDEX_TAG, STUDY_TAG, TRIAL_TAG
-from .study import Range, StudySpec
-from .train import train
+from .. import pruners, tracking
+from ..config import RunConfig
+from ..engine import Hooks
+from ..stop import STOP
+from ..outage import Unavailable
+from ..schema import ACCURACY, CLOCK, ROLE_TAG, SEED_INDEX_TAG, STUDY_TAG, TRIAL_TAG
+from ..study import Range, StudySpec
+from ..train import train
 
-if TYPE_CHECKING:
-    from .sweep import Worker
+
+@dataclass(frozen=True)
+class Worker:
+    """Everything one worker process needs (picklable: it crosses a process boundary)."""
+    spec: StudySpec
+    storage: str
+    tracking_uri: str
+    parent_run_id: str
+    experiment: str
+    index: int
+    seed: int                        # the sampler's seed in this worker
+    fixed: tuple[tuple[str, object], ...] = ()  # per-worker config fields (threads, device)
 
 
 def run_trial(trial: optuna.Trial, w: Worker) -> list[float] | float:
@@ -65,8 +75,8 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     """One seed's run under `parent` (used by both paths): its objective values, or raise when it was
     pruned, failed or stopped by a signal (ended KILLED by train(); its checkpoint resumes it)."""
     own = w.spec.repeats == 1  # the seed's run is the trial's run: the trial records its id
-    pruning = ([_pruning_hook(trial, seed_index, cfg.epochs, by_clock=w.spec.pruner == "wallclock_median")]
-               if w.spec.pruner != "none" else [])
+    pruning = ([_pruning_hook(trial, seed_index, cfg.epochs, by_clock=pruners.by_clock(w.spec.pruner))]
+               if pruners.prunes(w.spec.pruner) else [])
     try:
         r = train(cfg, w.tracking_uri, w.experiment, parent_run_id=parent, run_name=name, tags=tags,
                   hooks=Hooks(on_epoch=[*pruning, _storage_check(trial, cfg.epochs)], progress=False),

@@ -70,6 +70,13 @@ def end_run(run_id: str, status: str, uri: str | None = None) -> None:
     client(uri).set_terminated(run_id, status)
 
 
+def delete_run(run_id: str, uri: str | None = None) -> None:
+    """Ended KILLED, then moved to MLflow's trash (hidden from searches; `mlflow gc` removes it for good)."""
+    c = client(uri)
+    c.set_terminated(run_id, "KILLED")
+    c.delete_run(run_id)
+
+
 def find_run_ids(experiment: str, tags: dict[str, str], uri: str | None = None) -> list[str]:
     """Ids of the runs of `experiment` carrying all of `tags` (newest first)."""
     c = client(uri)
