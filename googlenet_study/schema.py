@@ -41,7 +41,7 @@ TIME_TO_TARGET_PREFIX = "time_to_test_acc_"  # + P: elapsed_time_s of the first 
 # table, headed by the value. A per-epoch metric added here is summarised with no edit to the report.
 PER_EPOCH_MEANS = {EPOCH_TIME: "s / epoch"}
 # By unit (what a valid value is, how it is shown): fractions in [0, 1], and seconds >= 0.
-FRACTIONS = (TRAIN_ACC, ACCURACY, BEST_ACC, FINAL_ACC)
+FRACTIONS = (ACCURACY, TRAIN_ACC, BEST_ACC, FINAL_ACC)
 SECONDS = (EPOCH_TIME, TRAIN_TIME, EVAL_TIME, DATA_TIME, CLOCK, TOTAL_TIME)
 
 

@@ -37,11 +37,11 @@ def timed(runs: pd.DataFrame, epochs: pd.DataFrame, clock: str = "epoch") -> pd.
 def _histories(runs: pd.DataFrame, epochs: pd.DataFrame, x: str):
     """(configuration, run_id, xs, accs) per run with at least one evaluated epoch, in x order."""
     cfg = dict(zip(runs["run_id"], runs["configuration"]))
-    e = epochs[["run_id", x, "test_acc"]].dropna()
+    e = epochs[["run_id", x, schema.ACCURACY]].dropna()
     e = e[e["run_id"].isin(list(cfg))].sort_values(["run_id", x])
     if not len(e):
         return
-    rid, xs, acc = e["run_id"].to_numpy(), e[x].to_numpy(float), e["test_acc"].to_numpy(float)
+    rid, xs, acc = e["run_id"].to_numpy(), e[x].to_numpy(float), e[schema.ACCURACY].to_numpy(float)
     cut = np.flatnonzero(rid[1:] != rid[:-1]) + 1  # one slice per run: numpy, not 1,000 pandas groups
     for r, xx, aa in zip(rid[np.r_[0, cut]], np.split(xs, cut), np.split(acc, cut)):
         yield cfg[r], r, xx, aa

@@ -20,11 +20,11 @@ from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TA
 
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
 # What a value may be (else the run is listed under "Runs with invalid metrics" and the value is not used):
-ACCURACIES = ("test_acc", "train_acc", "best_test_acc", "final_test_acc")  # fractions in [0, 1]
-TIMES = ("epoch_time_s", "train_time_s", "eval_time_s", "data_time_s", "elapsed_time_s", "total_time_s")  # s >= 0
+ACCURACIES = schema.FRACTIONS  # in [0, 1]
+TIMES = schema.SECONDS         # >= 0
 # An invalid value of one of these leaves the run out of its accuracy statistics (and, since times to target are
 # read off test_acc, out of the time statistics); an invalid time leaves it out of the time statistics.
-ACCURACY_FEEDS = ("test_acc", "best_test_acc", "final_test_acc")
+ACCURACY_FEEDS = (schema.ACCURACY, schema.BEST_ACC, schema.FINAL_ACC)
 INVALID_COLUMNS = ["run_id", "run_name", "metric", "epoch", "value", "problem"]
 STORED_INF = 1.7976931348623157e308  # MLflow's SQL store writes +-inf as +-sys.float_info.max
 
@@ -126,8 +126,8 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
     runs = pd.DataFrame([{"run_id": r["run_id"], "run_name": r["run_name"], "start_time": r["start_time"],
                           "seed": r["params"].get("seed", ""), **{p: r["params"].get(p, "") for p in params},
                           "study": _tag(r, STUDY_TAGS), "trial": _tag(r, TRIAL_TAGS),
-                          "device_name": r["tags"].get("device_name", ""), "host": r["tags"].get("host", ""),
-                          "hardware_changed": r["tags"].get(schema.HARDWARE_CHANGED_TAG, "")} for r in counted])
+                          **{t: r["tags"].get(t, "") for t in (schema.DEVICE_NAME_TAG, schema.HOST_TAG,
+                                                               schema.HARDWARE_CHANGED_TAG)}} for r in counted])
     if "device" in runs:  # sweep workers on one multi-GPU host run on cuda:0, cuda:1, ...: the same hardware
         runs["device"] = runs["device"].str.replace(r"^cuda:\d+$", "cuda", regex=True)
     epochs = pd.DataFrame(rows)
@@ -191,8 +191,9 @@ def summaries(epochs: pd.DataFrame, logged: pd.DataFrame, was_logged: pd.DataFra
     best = the highest test_acc, final = the last epoch's test_acc (NaN when that is NaN: never an earlier
     epoch's), total = the last epoch's elapsed_time_s. `epochs` is in (run_id, epoch) order."""
     g = epochs.groupby("run_id", sort=False)
-    hist = pd.DataFrame({"best_test_acc": g["test_acc"].max(), "final_test_acc": g["test_acc"].last(skipna=False),
-                         "total_time_s": g[schema.CLOCK].last(skipna=False)})
+    hist = pd.DataFrame({schema.BEST_ACC: g[schema.ACCURACY].max(),
+                         schema.FINAL_ACC: g[schema.ACCURACY].last(skipna=False),
+                         schema.TOTAL_TIME: g[schema.CLOCK].last(skipna=False)})
     out = logged.set_index("run_id")
     for k in SUMMARY_METRICS:
         out[k] = out[k].where(was_logged[k].to_numpy(), hist[k].reindex(out.index))
@@ -204,7 +205,7 @@ def nan_metrics(epochs: pd.DataFrame, summary: pd.DataFrame) -> dict[str, list[s
     a summary that is NaN (logged so, or the last epoch's value was NaN)."""
     out: dict[str, list[str]] = {}
     g = epochs.groupby("run_id", sort=False)
-    for k in ("test_acc", schema.CLOCK):
+    for k in (schema.ACCURACY, schema.CLOCK):
         for rid in g[k].count().loc[lambda c: c == 0].index:
             out.setdefault(rid, []).append(f"{k} (NaN at every epoch)")
     for k in SUMMARY_METRICS:
