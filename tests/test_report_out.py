@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from mlflow.entities import Metric, Param
 
 from googlenet_study import csv_cells, report
 from googlenet_study.cli import main as cli_main
-from googlenet_study.config import RunConfig
+from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import outdir
 
-from conftest import wait_for
+from conftest import STATE_TIMEOUT_S, wait_for
 
 FORMULA = '=HYPERLINK("http://x","y")'
 
@@ -145,6 +146,17 @@ def test_the_folder_is_checked_before_the_build(store, tmp_path, capsys):
     assert rc == 2 and "holds files no report wrote" in err and "no-such" not in err, err
 
 
+def test_a_report_written_before_the_marker_existed_may_be_replaced_and_nothing_more(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"):
+        (old / name).write_text("x")
+    outdir.check(old)  # accepted: every file in it is one a report writes
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds files no report wrote"):
+        outdir.check(old)
+
+
 @pytest.mark.parametrize("kind,expected", [
     ("dot", "names a folder by '.' or '..'"),
     ("parent of here", "holds the current folder"),
@@ -200,18 +212,22 @@ def test_a_signal_during_the_build_stops_at_once_and_leaves_the_previous_report(
     proc = subprocess.Popen([sys.executable, "-m", "googlenet_study", "report", "--experiment", "csv", "--targets",
                              "50,60,70", "--out", str(prev)], env={**os.environ, **store["env"]}, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []  # (when, line) of stderr: the interpreter's own exit takes seconds
+    reader = threading.Thread(target=lambda: lines.extend((time.monotonic(), ln) for ln in proc.stderr), daemon=True)
+    reader.start()
     try:
         wait_for(lambda: list(tmp_path.glob(".rep.tmp-*")) or proc.poll() is not None, "the report's build folder")
-        assert proc.poll() is None, proc.communicate()  # the build was still under way
+        assert proc.poll() is None, lines  # the build was still under way
+        sent = time.monotonic()
         proc.send_signal(sig)
-        t0 = time.monotonic()
-        out, err = proc.communicate(timeout=120)
-        took = time.monotonic() - t0
+        proc.wait(timeout=STATE_TIMEOUT_S)
+        reader.join(timeout=60)
     finally:
         proc.kill()
+    err = [ln.strip() for _, ln in lines]
     assert proc.returncode == code, err
-    assert err.strip().splitlines()[-1] == "googlenet-study report: interrupted", err
-    assert took < 10, took  # at once, not after the PDF
-    assert "report:" not in out
+    said = [t for t, ln in lines if ln.strip() == "googlenet-study report: interrupted"]
+    assert said and said[0] - sent < 10, (said, sent, err)  # at once (measured: 30 ms), not after the PDF
+    assert "report:" not in proc.stdout.read()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # the build folder is gone
     assert {p.name: p.read_bytes() for p in prev.iterdir()} == before  # the previous report, as it was

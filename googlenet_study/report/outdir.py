@@ -19,6 +19,8 @@ from pathlib import Path
 from ..config import UserError, dir_problem, short
 
 MARKER = ".googlenet-study-report"  # written last into every report folder: the files it may replace
+# What a report wrote before it wrote MARKER (issue 18): such a folder, holding these names only, is a report.
+_BEFORE_MARKER = {"report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"}
 _HEADER = "# written by googlenet-study report; `report --out` replaces this folder only while it holds\n" \
           "# nothing but the files listed here (one a line, relative to the folder)\n"
 
@@ -66,7 +68,7 @@ def _not_a_report(folder: Path) -> str | None:
         names = os.listdir(folder)
     except OSError as e:
         return f"files that cannot be listed ({e.strerror})"
-    if not names:
+    if not names or ("report.html" in names and set(names) <= _BEFORE_MARKER):
         return None
     if MARKER not in names or not (folder / MARKER).is_file() or (folder / MARKER).is_symlink():
         return f"files no report wrote (no {MARKER} in it, e.g. {short(sorted(names)[0], 60)!r})"
