@@ -11,7 +11,7 @@ import sys
 import time
 from multiprocessing.connection import wait
 
-from .. import budget, outage
+from .. import device, outage
 from ..config import UserError
 from ..stop import STOP
 from ..outage import Unavailable
@@ -108,7 +108,7 @@ def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
 def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, experiment: str,
                  created: bool) -> list[Worker]:
     """N workers: CPU cores split between them (unless threads is set), one GPU each where there are GPUs."""
-    cores = budget.cores()
+    cores = device.cores()
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # a Slurm task: its allocation, not the node's
         cores = int(os.environ["SLURM_CPUS_PER_TASK"])
     gpus = 0
