@@ -177,12 +177,14 @@ def read_yaml_mapping(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     except OSError as e:
         raise UserError(f"{name}: cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
+        if "nesting depth" in str(getattr(e, "problem", "")):  # libyaml stops at 1,000 levels
+            raise UserError(f"{name}: not valid YAML (nested too deeply)") from None
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise UserError(f"{name}: not valid YAML{where}") from None
     except ValueError:  # PyYAML's int() of a number past Python's 4300-digit limit
         raise UserError(f"{name}: not valid YAML (a number of more than 4300 digits)") from None
-    except RecursionError:
+    except RecursionError:  # PyYAML's own (pure Python) parser, where libyaml is missing
         raise UserError(f"{name}: not valid YAML (nested too deeply)") from None
     if data is None:  # empty, or only comments
         data = {}
