@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import pruners, report, tracking
+from .. import csv_cells, pruners, report, tracking
 from ..study import StudySpec
 
 
@@ -82,7 +82,7 @@ def _trials_csv(st: optuna.Study, trials: list, path: Path) -> Path:
                                     "datetime_complete", "duration"))
     if "user_attrs_surplus" in df:
         df = df[df["user_attrs_surplus"] != True].drop(columns="user_attrs_surplus")  # noqa: E712
-    df.to_csv(path, index=False)
+    csv_cells.write_frame(df, path)  # trial params are text a user chose: no cell is a formula
     return path
 
 
