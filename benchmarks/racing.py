@@ -15,8 +15,8 @@ The simulator (fixed before the rule was run against it; not tuned to flatter it
 - "clearly behind" ones alternate between twice as slow (m = 2.0-2.4, q = 0.95) and mostly failing
   (m = 1.2, q = 0.3): a tiny learning rate, or a frozen random backbone that stays near chance.
 
-    .venv/bin/python benchmarks/racing.py                # ~1 min on 2 cores
-    .venv/bin/python benchmarks/racing.py --studies 100 --sigma 0.4
+    .venv/bin/python benchmarks/racing.py                # 1-3 min on 2 cores (100 studies per scenario)
+    .venv/bin/python benchmarks/racing.py --studies 200 --sigma 0.4   # docs/sweeps.md: 200 studies
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def race(runs: pd.DataFrame, names: list[str], rule: racing.Racing) -> tuple[str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--studies", type=int, default=200, help="simulated studies per scenario")
+    ap.add_argument("--studies", type=int, default=100, help="simulated studies per scenario")
     ap.add_argument("--sigma", type=float, default=0.25, help="log-normal spread of a run's time to target")
     ap.add_argument("--min-seeds", type=int, default=3)
     ap.add_argument("--max-seeds", type=int, default=10)

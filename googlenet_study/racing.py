@@ -6,7 +6,7 @@ only to the survivors. Here a candidate is a configuration (a grid point of the 
 instance is a seed. This module is the round decision as a pure function (plain data in, decision out;
 no MLflow, no Optuna), with the report's own statistics on the report's clock:
 
-- the round's target is the report's ranking target (profiles.ranking_target) over the live configurations
+- the round's target is the report's ranking target (report/ranking.py's ranking_target) over the live configurations
   that reached the lowest target in at least half their runs; a live configuration that did not is still
   compared at that target, its runs censored (that is "reaching no target where the leader does");
 - the leader is the live configuration with the smallest ERT to it (survival.ert, COCO's expected running
@@ -120,12 +120,12 @@ def _by_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float]) ->
 
 
 def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float], _data: dict | None = None) -> float | None:
-    """The report's ranking target (profiles.ranking_target on summary-like rows: runs, reached fraction and ERT
+    """The report's ranking target (ranking.ranking_target on summary-like rows: runs, reached fraction and ERT
     per target) over the live configurations that reached the lowest target in at least half their timed runs;
     the others are compared at it, censored."""
     import pandas as pd
 
-    from .report import profiles, survival
+    from .report import ranking, survival
 
     data = _data if _data is not None else _by_target(runs, live, targets)
     lowest = min(targets)
@@ -138,7 +138,7 @@ def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float], 
             row[f"{_ttt(p)}_ert"] = survival.ert(*d[p]) if n else math.nan
         rows.append(row)
     reaching = [r for r in rows if r[f"{_ttt(lowest)}_reached"] >= 0.5]
-    return profiles.ranking_target(pd.DataFrame(reaching), tuple(targets)) if reaching else None
+    return ranking.ranking_target(pd.DataFrame(reaching), tuple(targets)) if reaching else None
 
 
 def logrank_slower(t: np.ndarray, hit: np.ndarray, t_lead: np.ndarray, hit_lead: np.ndarray) -> float:

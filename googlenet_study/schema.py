@@ -112,6 +112,7 @@ RUN_TAGS = (CHECKPOINT_TAG, RESUMED_AT_EPOCH_TAG, RESUMED_AT_BATCH_TAG, HARDWARE
 # A sweep's runs: study_name on every run of a study; sweep_role parent | trial; trial_number on a trial's
 # runs; seed_index on each seed run of a trial with repeats > 1.
 STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG = "study_name", "sweep_role", "trial_number", "seed_index"
+PARENT_ROLE, TRIAL_ROLE = "parent", "trial"  # the values of ROLE_TAG
 RETRY_OF_TAG = "retry_of_trial"       # a trial re-run after a failure: the number of the one it retries
 PRUNED_TAG, PRUNED_AT_TAG = "pruned", "pruned_at"  # a pruned trial's run: true, and the epoch it stopped at
 STORAGE_TAG = "optuna_storage"        # the study's Optuna storage URL (password redacted)
@@ -120,6 +121,10 @@ SWEEP_TAGS = (STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG, RETRY_OF_TAG, PRUN
               STORAGE_TAG, JOINED_PARENT_TAG)
 # Optuna user attribute (not an MLflow name): a trial's MLflow run id, to find its run and checkpoint again.
 MLFLOW_RUN_ID_ATTR = "mlflow_run_id"
+# Optuna user attributes of a sweep's trials: the grid point's index; a trial made when the queue ran dry
+# (never trained, left out everywhere); a FAIL trial that did not fail but was stopped and re-queued.
+GRID_POINT_ATTR, SURPLUS_ATTR = "grid_point", "surplus"
+STOPPED_BY_SIGNAL_ATTR, STOPPED_BY_OUTAGE_ATTR = "stopped_by_signal", "stopped_by_outage"
 STUDY_TAGS = (STUDY_TAG, "study")     # read by the report (either spelling)
 TRIAL_TAGS = (TRIAL_TAG, "trial")
 # A frozen trunk (backbone=frozen) runs other ops for the same math (model.speed_tags).
@@ -136,13 +141,15 @@ FEATURE_CACHE_TAGS = (FEATURE_CACHE_TAG, FEATURE_CACHE_WARNING_TAG, FEATURE_CACH
 FEATURE_CACHE_BUILD_S = "feature_cache_build_s"
 
 # ---- a sweep's parent run (one per study) --------------------------------------------------------------
+STUDY_FILE_PARAM = "study_file"         # the study file's path as given
 PARENT_PARAMS = (STUDY_TAG, "sampler", "sampler_seed", "objectives", "pruner", "n_trials", "max_retries",
-                 "repeats", "optuna_storage", "study_file",
+                 "repeats", STORAGE_TAG, STUDY_FILE_PARAM,
                  "pruner_warmup_s")  # wallclock_median only: seconds, or first_epoch (the default)
 BASE_PREFIX, SPACE_PREFIX = "base.", "space."  # + a config field: the study file's base value, searched values
+N_TRIALS_PREFIX = "n_trials_"           # + an Optuna state: trial counts by state when the sweep ended
+N_PARETO_METRIC = "n_pareto_trials"      # several objectives: size of the Pareto front
 PARENT_METRICS = ("n_trials_complete", "n_trials_pruned", "n_trials_fail", "n_trials_running",
-                  "n_trials_waiting",    # trial counts by Optuna state when the sweep ended
-                  "n_pareto_trials")     # several objectives: size of the Pareto front
+                  "n_trials_waiting", N_PARETO_METRIC)
 BEST_TRIAL_PREFIX = "best_trial."        # + the objective: the best trial's value (one objective)
 BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG = "best_trial_number", "best_mlflow_run_id"  # one objective
 PARETO_TAG = "pareto_trial_numbers"      # several objectives: the Pareto front's trial numbers (JSON)

@@ -12,7 +12,6 @@ import re
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -21,10 +20,10 @@ import pandas as pd
 from .. import schema, tracking
 from ..config import UserError, dir_problem
 from .. import csv_cells
-from . import fetch, figures, outdir, profiles, render, stats
+from . import document, fetch, figures, lecture, outdir, racing, render, stats
+from .fmt import pct as _pct  # noqa: F401 - tests format tables as the report does
 
 DEFAULT_TARGETS = (50.0, 60.0, 70.0, 80.0)  # percent test accuracy
-MAX_FILTER_ROWS = 12  # figure 8 shows at most this many configurations (the best ranked)
 
 
 def parse_targets(text: str | None) -> tuple[float, ...]:
@@ -90,7 +89,8 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
         with plt.rc_context(figures.style()):
             reps = _filters(runs, rank, uri, tmp)
             clock["artifacts_s"] = time.perf_counter()
-            doc = _document(f, runs, varying, summ, comp, rank, main_p, targets, reps)
+            doc = document.build(f, runs, varying, summ, comp, rank, main_p, targets, reps)
+            doc.tables += racing.tables(f, uri)  # a racing study's rounds (report/racing.py)
             clock["figures_s"] = time.perf_counter()
             (tmp / "report.html").write_text(render.to_html(doc), encoding="utf-8")
             clock["html_s"] = time.perf_counter()
@@ -152,7 +152,7 @@ def _tidy(runs: pd.DataFrame, f: fetch.Fetched, targets: tuple[float, ...]) -> p
 def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path) -> list:
     """(configuration, run name, {before, after}) for the median-accuracy run of the best-ranked configurations."""
     reps = []
-    for cfg in list(rank["configuration"])[:MAX_FILTER_ROWS]:
+    for cfg in list(rank["configuration"])[:lecture.MAX_FILTER_ROWS]:
         g = runs[runs["configuration"] == cfg].sort_values(["best_test_acc", "run_id"])
         r = g.iloc[(len(g) - 1) // 2]
         path = tracking.download_artifact(r["run_id"], "filters/filters.pt", tmp / ".artifacts" / r["run_id"], uri)
@@ -166,68 +166,3 @@ def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path)
         except Exception:  # noqa: BLE001 - an unreadable artifact loses one row of one figure, not the report
             continue
     return reps
-
-
-def _pct(m, lo, hi, scale=100.0, digits=1) -> str:
-    if m is None or (isinstance(m, float) and math.isnan(m)):
-        return "-"
-    s = f"{scale * m:.{digits}f}"
-    return s if math.isnan(lo) else f"{s} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
-
-
-def _document(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.Document:
-    from .text import method_paragraphs, scope_facts, tables
-
-    colors = figures.palette(list(runs["configuration"].cat.categories))
-    title = f"googlenet-study report: {f.source['study'] or f.source['experiment']}"
-    facts = scope_facts(f, runs, varying, summ, targets) + \
-        [("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))]
-    clk = f.source.get("clock", "epoch")
-    figs = [
-        ("fig-time", "Test accuracy vs wall-clock time", figures.acc_vs_time(runs, f.epochs, colors, clk),
-         "The main figure. Thin lines: each run's last evaluated test accuracy, held until its next epoch ends, "
-         "and its final accuracy once it has finished. Thick line and band: the mean of all n runs of a "
-         "configuration with its 95 % t-interval, on that configuration's own epoch ends, drawn from the moment "
-         "every one of its runs has been evaluated to the end of its longest run (the set of runs behind a "
-         "mean never changes along it; other configurations do not move it)."),
-        ("fig-reached", "Runs that have reached the ranking target",
-         figures.reached_target(runs, main_p, colors, clk),
-         f"Kaplan-Meier estimate (the one behind the tables' medians) of the fraction of each configuration's runs that have reached "
-         f"{'the ranking target' if main_p is None else f'{main_p:g} %'} by each second, with its 95 % interval; a "
-         "run that never reached it is censored at its end (it counts as not yet there, never as dropped)."),
-        ("fig-profiles", "Performance profiles", figures.profiles(profiles.performance_profile(summ, targets), colors),
-         "Dolan & More: for each workload (model, dataset, target) a configuration's ratio r = its expected "
-         "running time (ERT) to the best configuration's ERT there; the line is rho(tau), the share of workloads "
-         "with r <= tau. High and to the left is better; its area over [1, 4] / 3 is profile_score."),
-        ("fig-epoch", "Test accuracy per epoch", figures.acc_vs_epoch(runs, f.epochs, colors),
-         "Thin lines: runs; thick line and band: the mean of all n runs of a configuration with its 95 % "
-         "t-interval (none when n = 1), where every run has that epoch or has ended (then holding its final "
-         "accuracy)."),
-        ("fig-epoch-time", "Seconds per epoch", figures.epoch_time(runs, varying),
-         "Mean over each run's epochs (training + evaluation), then mean and 95 % t-interval across runs."),
-        ("fig-targets", "Time to target accuracy", figures.time_to_target(runs, targets, colors),
-         "Mean over the runs that reached the target; runs that never reached it are counted on the right."),
-        ("fig-factors", "Effect of each factor", figures.factor_effects(runs, varying, main_p),
-         "Marginal means over all runs at each level of a factor (other factors and seeds pooled)."),
-        ("fig-pareto", "Best accuracy vs total time", figures.pareto(summ, colors),
-         "Dashed: the Pareto front (no configuration is both faster and more accurate than one on it)."),
-        ("fig-lecture", "Losses and accuracies (the lecture's plots)", figures.lecture_plots(runs, f.epochs, colors),
-         "Left: main vs auxiliary training loss (the auxiliary loss is summed over the arms, 0 without arms). "
-         "Right: train vs test accuracy. Means over seeds."),
-        ("fig-filters", "First-conv filters", figures.filters(reps),
-         "Before, after and difference, one representative run per configuration (at most "
-         f"{MAX_FILTER_ROWS}, best ranked first); before/after share one colour scale, the difference is "
-         "centred on grey."),
-        ("fig-reference", "Lecture reference (inception_v3)", figures.lecture_reference(runs, f.epochs, colors),
-         "Dashed black: the lecture's published curve (one run; test accuracy 52.87 ... 79.57 % for epochs 1-8, "
-         "about 466 s per epoch on its GPU), drawn for reference, not averaged in."),
-    ]
-    why = {"fig-factors": "no factor varies", "fig-filters": "no run has a filters/filters.pt artifact",
-           "fig-reached": "no ranking target", "fig-profiles": "no performance profile",
-           "fig-reference": "no inception_v3 runs"}
-    skipped = [f"{t} ({why.get(i, 'nothing to draw')})" for i, t, fig, _ in figs if fig is None]
-    facts.append(("figures not drawn", "; ".join(skipped) or "none"))
-    doc = render.Document(title, facts, method_paragraphs(main_p, targets, f.source["clock"]))
-    doc.figures = [render.Figure(i, t, c, fig) for i, t, fig, c in figs if fig is not None]
-    doc.tables, doc.appendix = tables(f, runs, varying, summ, comp, rank, main_p, targets, _pct)
-    return doc

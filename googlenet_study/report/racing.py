@@ -8,7 +8,7 @@ uniform design of max_seeds per configuration."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import tempfile
 
 import pandas as pd
 
@@ -44,14 +44,15 @@ def _p(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.3g}"
 
 
-def tables(f, uri: str | None, tmp: Path) -> list[render.Table]:
+def tables(f, uri: str | None) -> list[render.Table]:
     """The Racing section as a table, when the report's study raced (its one parent run has racing.csv)."""
     if len(f.source.get("roots", [])) != 1:
         return []
-    path = tracking.download_artifact(f.source["roots"][0], schema.RACING_CSV, tmp / ".racing", uri)
-    if path is None:
-        return []
-    table, t = summarize(pd.read_csv(path, keep_default_na=False, na_values=[""]))
+    with tempfile.TemporaryDirectory() as d:
+        path = tracking.download_artifact(f.source["roots"][0], schema.RACING_CSV, d, uri)
+        if path is None:
+            return []
+        table, t = summarize(pd.read_csv(path, keep_default_na=False, na_values=[""]))
     shown = pd.DataFrame({
         "configuration": table["configuration"], "seeds": table["seeds"].astype(str), "outcome": table["outcome"],
         "eliminated in round": table["round"].map(lambda r: "-" if math.isnan(r) else str(int(r))),

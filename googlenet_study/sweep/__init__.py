@@ -3,6 +3,7 @@ runs of one parent run, trained by the same `train()` as `googlenet-study train`
 
 Modules, each importing only those above it in this list (and stages below the sweep):
   storage    the Optuna storage: SQLite made safe for several processes, outages waited out
+  race       a racing study's rounds: its queue of seeds, round decisions (racing.py) under a study lock
   setup      the study and its parent run, created by exactly one process (the names it writes)
   trial      one trial: the Optuna objective, calling train(); `Worker`, what a worker process needs
   worker     one worker's loop over the study's queue (`work`)

@@ -8,23 +8,26 @@ import json
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
 from .. import csv_cells, pruners, report, tracking
+from ..schema import (BEST_PARAM_PREFIX, BEST_RUN_TAG, BEST_TRIAL_NUMBER_TAG, BEST_TRIAL_PREFIX, MLFLOW_RUN_ID_ATTR,
+                      N_PARETO_METRIC, N_TRIALS_PREFIX, PARETO_TAG, STOPPED_BY_SIGNAL_ATTR, SURPLUS_ATTR)
 from ..study import StudySpec
 
 
 def conclude(spec: StudySpec, storage, parent: str, experiment: str, uri: str, bad: bool, no_report: bool) -> int:
     """After the workers: the parent run's results (FINISHED when no trial is left), then the report."""
-    res = finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
-    print(f"[{spec.name}] {res['complete']} complete, {res['pruned']} pruned, {res['fail']} failed"
-          + (f" ({res['stopped']} of them stopped by a signal and re-queued)" if res["stopped"] else "")
-          + ("" if res["done"] else f", {res['running']} running and {res['waiting']} waiting elsewhere"),
+    n = finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
+    print(f"[{spec.name}] {n.complete} complete, {n.pruned} pruned, {n.fail} failed"
+          + (f" ({n.stopped} of them stopped by a signal and re-queued)" if n.stopped else "")
+          + ("" if n.done else f", {n.running} running and {n.waiting} waiting elsewhere"),
           flush=True)
-    if bad or not res["done"] or no_report:
+    if bad or not n.done or no_report:
         return 1 if bad else 0
     # The report of the finished study, attached to its parent run; its targets are the study file's.
     targets = tuple(sorted(set(spec.report_targets))) if spec.report_targets else report.DEFAULT_TARGETS
@@ -33,18 +36,34 @@ def conclude(spec: StudySpec, storage, parent: str, experiment: str, uri: str, b
 
 def real_trials(st: optuna.Study) -> list:
     """Every trial but the surplus ones (created when the queue ran dry; they never trained)."""
-    return [t for t in st.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
+    return [t for t in st.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
 
 
-def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> dict:
-    """Log results to the parent run; returns the trial counts (`stopped`: FAIL trials that a signal
-    stopped and re-queued) and whether the study is done."""
+@dataclass(frozen=True)
+class Counts:
+    """A study's trials by Optuna state (surplus ones left out)."""
+    complete: int
+    pruned: int
+    fail: int       # of them `stopped`: stopped by a signal and re-queued, not failed
+    running: int
+    waiting: int
+    stopped: int
+
+    @property
+    def done(self) -> bool:
+        return self.running == 0 and self.waiting == 0
+
+
+STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+
+
+def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> Counts:
+    """Log results to the parent run (FINISHED when the study is done); returns the trial counts."""
     trials = real_trials(st)
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in
-              (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)}
-    done = counts["running"] == 0 and counts["waiting"] == 0
-    stopped = sum(t.state == TrialState.FAIL and "stopped_by_signal" in t.user_attrs for t in trials)
-    metrics = {f"n_trials_{k}": v for k, v in counts.items()}
+    by_state = {s.name.lower(): sum(t.state == s for t in trials) for s in STATES}
+    n = Counts(**by_state, stopped=sum(t.state == TrialState.FAIL and STOPPED_BY_SIGNAL_ATTR in t.user_attrs
+                                       for t in trials))
+    metrics = {N_TRIALS_PREFIX + k: v for k, v in by_state.items()}
     tags: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -52,29 +71,29 @@ def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> dict:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete and len(spec.objectives) == 1:
             best = st.best_trial
-            metrics[f"best_trial.{spec.metrics[0]}"] = best.value
-            tags.update({"best_trial_number": str(best.number),
-                         "best_mlflow_run_id": str(best.user_attrs.get("mlflow_run_id", "")),
-                         **{f"best_param.{k}": str(v) for k, v in best.params.items()}})
+            metrics[BEST_TRIAL_PREFIX + spec.metrics[0]] = best.value
+            tags.update({BEST_TRIAL_NUMBER_TAG: str(best.number),
+                         BEST_RUN_TAG: str(best.user_attrs.get(MLFLOW_RUN_ID_ATTR, "")),
+                         **{BEST_PARAM_PREFIX + k: str(v) for k, v in best.params.items()}})
             best_json = [_trial_json(best, spec)]
         elif complete:
             front = st.best_trials
-            metrics["n_pareto_trials"] = len(front)
-            tags["pareto_trial_numbers"] = ",".join(str(t.number) for t in front)
+            metrics[N_PARETO_METRIC] = len(front)
+            tags[PARETO_TAG] = ",".join(str(t.number) for t in front)
             best_json = [_trial_json(t, spec) for t in front]
         else:
             best_json = []
         (d / "best_trials.json").write_text(json.dumps(best_json, indent=2, default=str))
         files += [d / "best_trials.json"] + _plots(st, spec, complete, d)
         tracking.log_run_data(parent, uri, metrics=metrics, tags=tags, files=files)
-    if done:
+    if n.done:
         tracking.end_run(parent, "FINISHED", uri)
-    return {**counts, "stopped": stopped, "done": done}
+    return n
 
 
 def _trial_json(t, spec: StudySpec) -> dict:
     return {"number": t.number, "values": dict(zip(spec.metrics, t.values)), "params": t.params,
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+            MLFLOW_RUN_ID_ATTR: t.user_attrs.get(MLFLOW_RUN_ID_ATTR)}
 
 
 def _trials_csv(st: optuna.Study, trials: list, path: Path) -> Path:

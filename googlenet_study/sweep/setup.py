@@ -15,8 +15,10 @@ from .. import study as study_mod
 from .. import tracking
 from ..config import UserError
 from ..stop import STOP
-from ..schema import ROLE_TAG, STUDY_TAG
+from ..schema import (BASE_PREFIX, GRID_POINT_ATTR, JOINED_PARENT_TAG, PARENT_ROLE, ROLE_TAG, SPACE_PREFIX,
+                      STORAGE_TAG, STUDY_FILE_PARAM, STUDY_TAG)
 from ..study import StudySpec
+from . import race
 from . import storage as storage_mod
 
 READY_TIMEOUT_S = 300     # how long a joining process waits for the creator to set the study up
@@ -60,7 +62,7 @@ def open_study(spec: StudySpec, uri: str, storage_url: str,
                         "use the --tracking-uri of the study's first run")
     own = os.environ.get("MLFLOW_RUN_ID")
     if own and own != parent:  # `mlflow run` made a run for us but the study already has its parent
-        tracking.set_run_tags(own, {"joined_parent_run_id": parent, STUDY_TAG: spec.name}, uri)
+        tracking.set_run_tags(own, {JOINED_PARENT_TAG: parent, STUDY_TAG: spec.name}, uri)
     return st, created
 
 
@@ -82,13 +84,14 @@ def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: st
         check_stop()
         st.set_metric_names(spec.metrics)
         parent = tracking.start_parent_run(spec.experiment, spec.name, {
-            STUDY_TAG: spec.name, ROLE_TAG: "parent", "optuna_storage": tracking.redact(storage_url)}, uri)
+            STUDY_TAG: spec.name, ROLE_TAG: PARENT_ROLE, STORAGE_TAG: tracking.redact(storage_url)}, uri)
         experiment = tracking.run_experiment(parent, uri) or spec.experiment
         log_parent_start(spec, parent, storage_url, uri)
-        for i, point in enumerate(spec.grid):
+        queue = race.first_queue(spec) if spec.racing else [(p, {GRID_POINT_ATTR: i}) for i, p in enumerate(spec.grid)]
+        for i, (point, attrs) in enumerate(queue):
             if i % 100 == 0:
                 check_stop()
-            st.enqueue_trial(point, user_attrs={"grid_point": i})
+            st.enqueue_trial(point, user_attrs=attrs)
         st.set_user_attr(PARENT, parent)
         st.set_user_attr(EXPERIMENT, experiment)
         st.set_user_attr(DIGEST, spec.digest())
@@ -138,12 +141,12 @@ def log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) -
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "study.yaml").write_text(tracking.redact(spec.text))
         (Path(d) / "search_space.yaml").write_text(study_mod.dump_space(spec))
-        params = {"study_name": spec.name, "sampler": spec.sampler, "sampler_seed": spec.sampler_seed,
+        params = {STUDY_TAG: spec.name, "sampler": spec.sampler, "sampler_seed": spec.sampler_seed,
                   "objectives": ", ".join(f"{d} {m}" for d, m in spec.objectives), "pruner": spec.pruner,
                   "n_trials": spec.n_trials, "max_retries": spec.max_retries, "repeats": spec.repeats,
-                  "optuna_storage": storage_url, "study_file": spec.path,
+                  STORAGE_TAG: storage_url, STUDY_FILE_PARAM: spec.path,
                   **({"pruner_warmup_s": spec.pruner_warmup_s if spec.pruner_warmup_s is not None else "first_epoch"}
                      if pruners.by_clock(spec.pruner) else {}),
-                  **{f"base.{k}": v for k, v in spec.base.items()},
-                  **{f"space.{k}": v for k, v in spec.space_dict().items()}}
+                  **{BASE_PREFIX + k: v for k, v in spec.base.items()},
+                  **{SPACE_PREFIX + k: v for k, v in spec.space_dict().items()}}
         tracking.log_run_data(run_id, uri, params=params, files=[Path(d) / "study.yaml", Path(d) / "search_space.yaml"])

@@ -15,9 +15,11 @@ from ..config import RunConfig
 from ..engine import Hooks
 from ..stop import STOP
 from ..outage import Unavailable
-from ..schema import ACCURACY, CLOCK, ROLE_TAG, SEED_INDEX_TAG, STUDY_TAG, TRIAL_TAG
+from ..schema import (ACCURACY, CLOCK, MLFLOW_RUN_ID_ATTR, PRUNED_AT_TAG, PRUNED_TAG, RETRY_OF_TAG, ROLE_TAG,
+                      SEED_INDEX_TAG, STUDY_TAG, TRIAL_ROLE, TRIAL_TAG)
 from ..study import Range, StudySpec
 from ..train import train
+from . import race
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,9 @@ def run_trial(trial: optuna.Trial, w: Worker) -> list[float] | float:
     """The objective: train the trial's config as a child run (repeats > 1: one run per seed)."""
     params = suggest(trial, w.spec)
     cfg = w.spec.config(params, **dict(w.fixed))
-    tags = {STUDY_TAG: w.spec.name, TRIAL_TAG: str(trial.number), ROLE_TAG: "trial"}
-    if "retry_of_trial" in trial.user_attrs:
-        tags["retry_of_trial"] = str(trial.user_attrs["retry_of_trial"])
+    tags = {STUDY_TAG: w.spec.name, TRIAL_TAG: str(trial.number), ROLE_TAG: TRIAL_ROLE}
+    if RETRY_OF_TAG in trial.user_attrs:  # an Optuna user attr of the same name
+        tags[RETRY_OF_TAG] = str(trial.user_attrs[RETRY_OF_TAG])
     name = f"{w.spec.name}-t{trial.number}"
     if w.spec.repeats == 1:
         values = _train_seed(trial, w, cfg, w.parent_run_id, name, tags, 0)
@@ -54,12 +56,12 @@ def _train_seeds(trial: optuna.Trial, w: Worker, cfg: RunConfig, params: dict, n
     uri, seeds = w.tracking_uri, [cfg.seed + k for k in range(w.spec.repeats)]
     run = tracking.create_child_run(w.experiment, w.parent_run_id, name, tags, uri)
     tracking.log_run_data(run, uri, params={**params, "repeats": w.spec.repeats, "seeds": ",".join(map(str, seeds))})
-    trial.set_user_attr("mlflow_run_id", run)
+    trial.set_user_attr(MLFLOW_RUN_ID_ATTR, run)
     try:
         results = [_train_seed(trial, w, replace(cfg, seed=s), run, f"{name}-seed{s}",
                                {**tags, SEED_INDEX_TAG: str(k)}, k) for k, s in enumerate(seeds)]
     except optuna.TrialPruned as e:
-        tracking.set_run_tags(run, {"pruned": "true", "pruned_at": str(e)}, uri)
+        tracking.set_run_tags(run, {PRUNED_TAG: "true", PRUNED_AT_TAG: str(e)}, uri)
         tracking.end_run(run, "KILLED", uri)
         raise
     except BaseException:
@@ -84,14 +86,16 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     except BaseException as e:
         run_ids = tracking.find_run_ids(w.experiment, tags, w.tracking_uri)[:1]  # train() raised: no result
         if own and run_ids:
-            trial.set_user_attr("mlflow_run_id", run_ids[0])
+            trial.set_user_attr(MLFLOW_RUN_ID_ATTR, run_ids[0])
         if isinstance(e, optuna.TrialPruned) and run_ids:
-            tracking.set_run_tags(run_ids[0], {"pruned": "true", "pruned_at": str(e)}, w.tracking_uri)
+            tracking.set_run_tags(run_ids[0], {PRUNED_TAG: "true", PRUNED_AT_TAG: str(e)}, w.tracking_uri)
         raise
     if own:
-        trial.set_user_attr("mlflow_run_id", r.run_id)
+        trial.set_user_attr(MLFLOW_RUN_ID_ATTR, r.run_id)
     if r.status != "FINISHED":
         raise RuntimeError(f"run {r.run_id} {r.status}: {r.failure_reason}")
+    if w.spec.racing is not None:  # what the round decisions read (sweep/race.py)
+        trial.set_user_attr(race.CURVE_ATTR, race.curve(r.history))
     return objective_values(w.spec, r.summary, r.history)
 
 
@@ -128,7 +132,7 @@ def _pruning_hook(trial: optuna.Trial, seed_index: int, epochs: int, by_clock: b
 
 def _storage_check(trial: optuna.Trial, epochs: int):
     """After a run's last epoch, before train() ends it FINISHED: a write to the study's database, waited
-    for through an outage (optuna_storage.PatientStorage). Past storage_timeout_s it raises Unavailable:
+    for through an outage (storage.PatientStorage). Past storage_timeout_s it raises Unavailable:
     the run ends KILLED, resumable, instead of FINISHED with a trial Optuna never hears of."""
     def on_epoch(epoch: int, metrics: dict) -> None:
         if epoch == epochs:
@@ -147,6 +151,8 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict:
                 params[k] = trial.suggest_float(k, float(d.low), float(d.high), step=d.step, log=d.log)
         else:
             params[k] = trial.suggest_categorical(k, list(d))
+    if spec.racing is not None:  # the racing dimension: the queued (configuration, seed)'s seed
+        params["seed"] = trial.suggest_int("seed", 0, spec.racing.max_seeds - 1)
     return params
 
 

@@ -13,8 +13,10 @@ from optuna.trial import TrialState
 from .. import pruners, tracking
 from ..stop import STOP
 from ..outage import Unavailable
-from ..schema import STUDY_TAG, TRIAL_TAG
+from ..schema import (END_REASON_TAG, MLFLOW_RUN_ID_ATTR, RETRY_OF_TAG, STOPPED_BY_OUTAGE_ATTR, STOPPED_BY_SIGNAL_ATTR,
+                      STUDY_TAG, SURPLUS_ATTR, TRIAL_TAG)
 from ..study import StudySpec
+from . import race
 from .storage import open_storage
 from .trial import Worker, run_trial
 
@@ -30,7 +32,7 @@ def _close_dead_attempt(w: Worker, dead_trial: int) -> None:
     for run_id in tracking.find_run_ids(w.experiment, {STUDY_TAG: w.spec.name, TRIAL_TAG: str(dead_trial)},
                                         w.tracking_uri):
         if tracking.run_status(w.tracking_uri, run_id) == "RUNNING":
-            tracking.set_run_tags(run_id, {"end_reason": "its worker died; the trial was retried"}, w.tracking_uri)
+            tracking.set_run_tags(run_id, {END_REASON_TAG: "its worker died; the trial was retried"}, w.tracking_uri)
             tracking.end_run(run_id, "KILLED", w.tracking_uri)
 
 
@@ -54,10 +56,10 @@ def _is_surplus(trials: list, spec: StudySpec, me) -> bool:
     return spec.sampler == "grid" or sum(1 for t in trials if t.number < me.number and _is_fresh(t)) >= spec.n_trials
 
 
-STOPPED = ("stopped_by_signal", "stopped_by_outage")  # user attrs of a FAIL trial that did not fail
+STOPPED = (STOPPED_BY_SIGNAL_ATTR, STOPPED_BY_OUTAGE_ATTR)  # user attrs of a FAIL trial that did not fail
 
 
-def _requeue(st: optuna.Study, trial: optuna.Trial, me, why: str = "stopped_by_signal", value=None) -> None:
+def _requeue(st: optuna.Study, trial: optuna.Trial, me, why: str = STOPPED_BY_SIGNAL_ATTR, value=None) -> None:
     """A trial stopped by a signal or an outage, back in the queue as it was: its run resumes from its
     checkpoint."""
     trial.set_user_attr(why, STOP.signum if value is None else value)  # FAIL to Optuna, but not a failure
@@ -66,7 +68,7 @@ def _requeue(st: optuna.Study, trial: optuna.Trial, me, why: str = "stopped_by_s
 
 def _enqueue_again(st: optuna.Study, params: dict | None, user_attrs: dict, number: int) -> None:
     if params:  # else a sampler's trial stopped before it suggested anything: nothing to resume
-        attrs = {k: v for k, v in user_attrs.items() if k not in ("mlflow_run_id", *STOPPED)}
+        attrs = {k: v for k, v in user_attrs.items() if k not in (MLFLOW_RUN_ID_ATTR, *STOPPED)}
         st.enqueue_trial(params, user_attrs={**attrs, "resumes_trial": number})
 
 
@@ -101,12 +103,12 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
         trials = st.get_trials(deepcopy=False)
         me = next(t for t in trials if t.number == trial.number)
         if _is_surplus(trials, spec, me):
-            trial.set_user_attr("surplus", True)  # the queue ran dry between our check and our ask
+            trial.set_user_attr(SURPLUS_ATTR, True)  # the queue ran dry between our check and our ask
             exhausted.append(trial.number)
             raise optuna.TrialPruned("surplus: no grid point or budget left")
         retry_of = me.system_attrs.get("failed_trial")
         if retry_of is not None:  # its heartbeat proved the worker dead: its run is KILLED, so this resumes it
-            trial.set_user_attr("retry_of_trial", retry_of)
+            trial.set_user_attr(RETRY_OF_TAG, retry_of)
             _close_dead_attempt(w, retry_of)
         try:
             return objective(trial, w)
@@ -114,11 +116,11 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
             if STOP():  # stopped by a signal, not failed: no retry used up
                 _requeue(st, trial, me)
             elif isinstance(e, Unavailable):  # the tracking server (else this write waits in vain too)
-                _requeue(st, trial, me, "stopped_by_outage", str(e)[:500])
+                _requeue(st, trial, me, STOPPED_BY_OUTAGE_ATTR, str(e)[:500])
             raise
 
     def after(study: optuna.Study, t) -> None:
-        if t.user_attrs.get("surplus"):
+        if t.user_attrs.get(SURPLUS_ATTR):
             return
         if t.state == TrialState.FAIL and not STOP() and not any(k in t.user_attrs for k in STOPPED):
             retry(study, t)  # a stopped trial is back in the queue (fn)
@@ -126,7 +128,7 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
 
     ran = 0
     try:
-        while not exhausted and not STOP() and has_work(st, spec):
+        while not exhausted and not STOP() and (race.has_work(st, storage, w) if spec.racing else has_work(st, spec)):
             st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
             ran += 1
     except Exception as e:  # Optuna's tell may turn it into an UnboundLocalError: find the outage
@@ -164,5 +166,5 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 
 def _print_trial(spec: StudySpec, t) -> None:
     vals = "" if not t.values else " " + " ".join(f"{m}={v:.4g}" for m, v in zip(spec.metrics, t.values))
-    run = t.user_attrs.get("mlflow_run_id", "-")
+    run = t.user_attrs.get(MLFLOW_RUN_ID_ATTR, "-")
     print(f"[{spec.name}] trial {t.number} {t.state.name}{vals} params={t.params} run={run}", flush=True)

@@ -45,11 +45,12 @@ def create_child_run(experiment: str, parent_run_id: str, name: str, tags: dict[
 
 
 def log_run_data(run_id: str, uri: str | None = None, params: dict | None = None, metrics: dict | None = None,
-                 tags: dict | None = None, files: list | tuple = (), artifact_path: str | None = None) -> None:
-    """Params, metrics (non-finite ones skipped), tags and files, with credentials redacted."""
+                 tags: dict | None = None, files: list | tuple = (), artifact_path: str | None = None,
+                 step: int = 0) -> None:
+    """Params, metrics (non-finite ones skipped; at `step`), tags and files, with credentials redacted."""
     c = client(uri)
     now = int(time.time() * 1000)
-    ms = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
+    ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
     ps = [Param(k, redact(str(v))[:PARAM_VALUE_MAX]) for k, v in (params or {}).items()]
     for i in range(0, max(len(ms), len(ps), 1), BATCH):
         c.log_batch(run_id, metrics=ms[i:i + BATCH], params=ps[i:i + BATCH], tags=as_tags(tags or {}) if i == 0 else [])
