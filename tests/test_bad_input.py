@@ -134,7 +134,7 @@ CASES = {
                                        ["target_accs", "comma-separated integers"]),
     "checkpoint dir a file": (["train", *TINY, "--checkpoint-dir", "/dev/null"], ["--checkpoint-dir", "not a folder"]),
     "experiment empty": (["train", *TINY, "--experiment", ""], ["--experiment"]),
-    "resume empty": (["train", *TINY, "--resume", ""], ["--resume", "empty"]),
+    "resume empty": (["train", *TINY, "--resume", ""], ["--resume: '' is not allowed", "auto | never"]),
     "run name too long": (["train", *TINY, "--run-name", "r" * 300], ["--run-name", "250 characters"]),
     "sweep file a directory": (lambda t: ["sweep", str(t)], ["is a directory"]),
     "sweep path empty": (["sweep", ""], ["an empty path"]),
@@ -153,9 +153,35 @@ CASES = {
                                                       "dataset: digits, weights: none, image_size: 16}\n"
                                                       "space: {lr: [0.1, 0.01]}\nrepeats: 1000000\n")],
                                            ["r.yaml", "repeats: 1000000 seeds x 2 trials", "at most 100,000"]),
+    # -- issue 18: escapes, each one line --
+    "resume a glob": (["train", *TINY, "--resume", "*"], ["--resume: '*' is not allowed", "32 hexadecimal digits"]),
+    "resume a path out of the folder": (["train", *TINY, "--resume", "../../etc/passwd"], ["--resume", "auto | never"]),
+    "resume of 5000 characters": (["train", *TINY, "--resume", "r" * 5000], ["--resume: 'rrrr", "...", "auto | never"]),
+    "checkpoint dir a symlink loop": (lambda t: ["train", *TINY, "--checkpoint-dir", symlink_loop(t)],
+                                      ["--checkpoint-dir", "loop", "a symlink that does not resolve"]),
+    "train into a deleted experiment": (lambda t: ["train", *TINY, "--experiment", deleted_experiment(t)],
+                                        ["--experiment: 'gone' is a deleted experiment", "restore"]),
+    "reproduce with a tracking uri of no kind": (["reproduce", "a" * 32, "--tracking-uri", "foo://bar"],
+                                                 ["tracking-uri: 'foo://bar'", "sqlite:///"]),
+    "reproduce into a missing sqlite folder": (lambda t: ["reproduce", "a" * 32, "--tracking-uri",
+                                                          f"sqlite:///{t}/missing/dir/x.db"],
+                                               ["missing/dir/x.db", "folder for the SQLite file does not exist"]),
+    "reproduce of a run id that is a path": (["reproduce", "../x"], ["run_id: '../x'", "32 hexadecimal digits"]),
     "report out a file": (lambda t: ["report", "--experiment", "nope", "--out", write(t / "f", "mine")],
                           ["--out", "not a folder"]),
 }
+
+
+def symlink_loop(t: Path) -> str:
+    (t / "loop").symlink_to(t / "loop")  # exists() is False on ELOOP: it once passed the check and trained
+    return str(t / "loop")
+
+
+def deleted_experiment(t: Path) -> str:
+    from mlflow import MlflowClient
+    c = MlflowClient(f"sqlite:///{t / 'mlflow.db'}")
+    c.delete_experiment(c.create_experiment("gone"))
+    return "gone"
 
 
 def write_bytes(path: Path, data: bytes) -> str:

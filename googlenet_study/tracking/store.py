@@ -176,8 +176,11 @@ def _check_database(uri: str, shown: str) -> None:
 
 
 def _check_server(uri: str, shown: str) -> None:
+    """The server answers, and takes the basic-auth credentials MLflow's client will send (a server without
+    auth ignores them): one read request, as the client makes it."""
+    from base64 import b64encode
     from urllib.error import HTTPError
-    from urllib.request import urlopen
+    from urllib.request import Request, urlopen
 
     try:
         urlopen(uri.rstrip("/") + "/health", timeout=10)
@@ -186,6 +189,21 @@ def _check_server(uri: str, shown: str) -> None:
     except OSError as e:
         reason = getattr(e, "reason", e)
         raise UserError(f"tracking-uri: cannot reach {shown} ({reason}); start the server or fix the URI") from None
+    req = Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        req.add_header("Authorization", "Basic " + b64encode(pair).decode())
+    try:
+        urlopen(req, timeout=60)  # s: a basic-auth server hashes the password on every request (slow when busy)
+    except HTTPError as e:
+        if e.code == 401:
+            given = ("refused the user and password given (in the URI, or MLFLOW_TRACKING_USERNAME / _PASSWORD)"
+                     if user else "asks for a user and password: set MLFLOW_TRACKING_USERNAME and "
+                     "MLFLOW_TRACKING_PASSWORD (or write http://USER:PASSWORD@HOST:PORT)")
+            raise UserError(f"tracking-uri: {shown} {given}") from None
+    except OSError:
+        pass  # answered /health: a slow or odd answer here is left to the client's own retries
 
 
 def client(uri: str | None = None) -> MlflowClient:
