@@ -159,8 +159,9 @@ def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) 
                **{p: g[p].iloc[0] for p in profiles.WORKLOAD_PARAMS if p in g and p not in varying},
                HARDWARE: g[HARDWARE].iloc[0], "n_runs": len(g), "n_timed": int((g["time_excluded"] == "").sum())}
         for m in SUMMARIZED:  # m_n: the runs with a value, i.e. the n of m's mean, interval and IQM
-            row[f"{m}_n"] = int(np.isfinite(g[m].to_numpy(dtype=float)).sum())
-            row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval(g[m])
+            v = g[m] if m in g else pd.Series(np.nan, index=g.index)  # a per-epoch mean no run here has
+            row[f"{m}_n"] = int(np.isfinite(v.to_numpy(dtype=float)).sum())
+            row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval(v)
         for m in IQM_METRICS:
             row[f"{m}_iqm"], row[f"{m}_iqm_ci_low"], row[f"{m}_iqm_ci_high"] = robust.iqm_interval(g[m])
         for m in TIME_METRICS:
