@@ -212,7 +212,7 @@ def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dic
         run = c.get_run(run_id)
     except MlflowException:
         raise UserError(f"run_id: no run {run_id!r} in {redact(tracking_uri(uri))}") from None
-    if run.data.tags.get(schema.ROLE_TAG) == "parent":
+    if run.data.tags.get(schema.ROLE_TAG) == schema.PARENT_ROLE:
         exp = run.info.experiment_id
         trials = c.search_runs([exp], f"tags.mlflow.parentRunId = '{run_id}'", max_results=20,
                                order_by=["attributes.start_time ASC"])
