@@ -90,11 +90,15 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def tiny_cfg() -> RunConfig:
+def tiny_config() -> RunConfig:
     """The real config, shrunk: GoogLeNet on offline digits at 32 px, random init, 2 epochs."""
     return RunConfig(model="googlenet", dataset="digits", weights="none", image_size=32, epochs=2,
                      batch_size=32, train_size=200, test_size=100, threads=2, system_metrics=False)
+
+
+@pytest.fixture
+def tiny_cfg() -> RunConfig:
+    return tiny_config()
 
 
 @pytest.fixture(scope="session")

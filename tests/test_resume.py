@@ -17,7 +17,7 @@ from googlenet_study import checkpoint
 from googlenet_study.engine import Hooks
 from googlenet_study.train import train
 
-from conftest import cli, wait_for
+from conftest import cli, tiny_config, wait_for
 
 KEYS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")
 
@@ -72,16 +72,21 @@ def assert_each_epoch_once_and_identical(h: dict, reference: dict, epochs: int) 
         assert [m.value for m in h[k]] == [m.value for m in reference[k]], k
 
 
-@pytest.fixture
-def det_cfg(tiny_cfg):
-    return dataclasses.replace(tiny_cfg, deterministic=True, threads=2, epochs=3, train_size=240, test_size=60,
+@pytest.fixture(scope="module")
+def det_cfg():
+    return dataclasses.replace(tiny_config(), deterministic=True, threads=2, epochs=3, train_size=240, test_size=60,
                                aux_weight=0.3)
 
 
-@pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(det_cfg, tracking_uri, tmp_path):
-    reference = reference_run(det_cfg, tmp_path)
+@pytest.fixture(scope="module")
+def reference(det_cfg, tmp_path_factory) -> dict[str, list]:
+    """det_cfg run once, uninterrupted, in its own store: what each interrupted and resumed run must equal."""
+    return reference_run(det_cfg, tmp_path_factory.mktemp("reference"))
 
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(det_cfg, reference, tracking_uri,
+                                                                                 tmp_path):
     p = start(det_cfg, tmp_path)
     run_id = wait_for_epochs(tracking_uri, 1, p)  # epoch 1 checkpointed, then logged: the process is in epoch 2
     p.send_signal(signal.SIGKILL)
@@ -103,9 +108,8 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical_to_an_uninterrupted_run(d
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_batch_checkpoints_it_ends_killed_exit_143_and_resumes_there(det_cfg, tracking_uri,
-                                                                                         tmp_path):
-    reference = reference_run(det_cfg, tmp_path)
+def test_sigterm_finishes_the_batch_checkpoints_it_ends_killed_exit_143_and_resumes_there(det_cfg, reference,
+                                                                                         tracking_uri, tmp_path):
     p = start(det_cfg, tmp_path, "--keep-checkpoints")
     run_id = wait_for_epochs(tracking_uri, 1, p)
     p.send_signal(signal.SIGTERM)  # lands in epoch 2 (of 3; 8 batches of ~0.1 s)
@@ -146,8 +150,8 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_killed_between_checkpoint_and_log_the_resume_logs_that_epoch_once(det_cfg, tracking_uri, tmp_path):
-    reference = reference_run(det_cfg, tmp_path)
+def test_killed_between_checkpoint_and_log_the_resume_logs_that_epoch_once(det_cfg, reference, tracking_uri,
+                                                                          tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     p = subprocess.run([sys.executable, "-c", _DIE_BEFORE_LOGGING_EPOCH_2, "train", *cfg_args(det_cfg)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
