@@ -192,11 +192,16 @@ def test_pdf_is_the_html_typeset_with_bookmarks_and_tables_as_text(made, tmp_pat
     outline = pypdf.PdfReader(pdf).outline
     assert outline[0].title == "googlenet-study report: rep"
     assert [b.title for b in outline[1]] == [unescape(t) for t in contents]
-    # A page per section (the contents page first), A4; wide tables get landscape pages.
+    # The verdict first: the HTML's first section and the PDF's first page, before Contents, Scope and Method.
+    assert contents[0] == "Verdict" and html.index('<section id="verdict">') < html.index("<nav>")
+    first = subprocess.run(["pdftotext", "-f", "1", "-l", "1", str(pdf), "-"], capture_output=True, text=True,
+                           check=True).stdout
+    assert first.index("Verdict") < first.index("Contents") and "First by" in first
+    # Short sections share A4 pages (once a page each: 1 + len(contents) pages); wide tables get landscape pages.
     reader = pypdf.PdfReader(pdf)
-    assert len(reader.pages) >= 1 + len(contents)
-    sizes = {tuple(round(float(v)) for v in pg.mediabox[2:]) for pg in reader.pages}
-    assert sizes <= {(595, 842), (842, 595)} and (595, 842) in sizes
+    assert len(reader.pages) < len(contents)
+    sizes = [tuple(round(float(v)) for v in pg.mediabox[2:]) for pg in reader.pages]
+    assert set(sizes) == {(595, 842), (842, 595)} and sizes[0] == (595, 842)
     # Tables are text, not pictures of text: the excluded runs' ids and reasons can be searched and copied.
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
     assert made["ids"]["failed"] in text and "status FAILED" in text and XSS_NAME in text

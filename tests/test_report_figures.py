@@ -62,17 +62,20 @@ def test_a_configurations_curve_is_unaffected_by_a_much_slower_configuration():
                                       f2.reset_index(drop=True).astype({"configuration": str}))
     with plt.rc_context(figures.style()):
         colors = figures.palette(["fast", "slow"])
-        one = figures.acc_vs_time(*alone, colors)
-        two = figures.acc_vs_time(*both, colors)
-        ep1, ep2 = figures.acc_vs_epoch(*alone, colors), figures.acc_vs_epoch(*both, colors)
+        one = figures.acc_vs_time(*alone, colors).fig
+        two = figures.acc_vs_time(*both, colors).fig
+        ep1, ep2 = figures.acc_vs_epoch(*alone, colors).fig, figures.acc_vs_epoch(*both, colors).fig
     try:
         np.testing.assert_array_equal(mean_line(one, "fast"), mean_line(two, "fast"))
         np.testing.assert_array_equal(mean_line(ep1, "fast"), mean_line(ep2, "fast"))
         assert mean_line(two, "fast")[:, 1].tolist() == pytest.approx([50.0, 170 / 3, 200 / 3])
         assert two.axes[0].get_xscale() == "log"  # 45 s beside 2,300 s: the fast curve is not squashed
-        # One thin line per run under the means (seaborn units=): 3 + 2 runs.
-        thin = [ln for ln in two.axes[0].get_lines() if not str(ln.get_gid()).startswith("mean:")]
-        assert len(thin) == 5
+        # One thin line per run under the means, in one collection: 3 + 2 runs, each a step line holding its
+        # accuracy until its next epoch ends (run "a": 0.9 from 10 s, its final 0.9 held to its configuration's 45 s).
+        (thin,) = [c for c in two.axes[0].collections if c.get_gid() == "runs"]
+        assert len(thin.get_segments()) == 5
+        assert thin.get_segments()[0][:, 0].tolist() == [10.0, 40.0, 40.0, 45.0, 45.0]
+        assert set(thin.get_segments()[0][:, 1]) == {90.0}
     finally:
         for f in (one, two, ep1, ep2):
             plt.close(f)
@@ -96,7 +99,11 @@ def test_reached_target_curve_keeps_unreached_runs_as_censored():
     assert d.loc[10.0, "reached"] == pytest.approx(1 / 3) and d.loc[20.0, "reached"] == pytest.approx(2 / 3)
     assert d["reached"].max() == pytest.approx(2 / 3) and set(d["n"]) == {3}  # never 1: c is not dropped
     with plt.rc_context(figures.style()):
-        fig = figures.reached_target(runs, 60, figures.palette(["x"]))
+        drawn = figures.reached_target(runs, 60, figures.palette(["x"]))
+        fig = drawn.fig
+    # The caption is written with the figure and says what it draws: the target and the clock.
+    assert drawn.title == "Runs that have reached the ranking target"
+    assert "reached 60 % by each second on the epoch clock" in drawn.caption
     try:
         (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "reached:x"]
         assert line.get_ydata().max() == pytest.approx(200 / 3)

@@ -1,28 +1,35 @@
 """Report stage 3: the figures (seaborn on matplotlib). Every curve is aggregated before it is drawn (curves.py,
-stats.py), so a figure costs about the same for 10 runs or 1,000. Each function returns a Figure or None.
-Layouts are matplotlib's constrained layout, so titles, labels and legends stay inside the frame."""
+stats.py), so a figure costs about the same for 10 runs or 1,000. Each function returns a Drawn (title,
+caption, figure) or None: a figure's caption is written beside the code that draws it. The lecture's own
+figures are in lecture.py. Layouts are matplotlib's constrained layout, so titles, labels and legends stay
+inside the frame."""
 
 from __future__ import annotations
 
 import math
 import textwrap
+from typing import NamedTuple
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: figures become PNG and PDF pages
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as mticker  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import schema  # noqa: E402
-from . import curves, stats  # noqa: E402
+from . import curves, fmt, stats  # noqa: E402
 
-# The lecture's published inception_v3 run (CIFAR-10, ImageNet weights, 299 px, batch 32, adam, aux 1, full):
-LECTURE_TEST_ACC = (52.87, 64.35, 68.81, 73.92, 75.29, 78.28, 79.34, 79.57)  # percent, epochs 1-8
-LECTURE_EPOCH_S = 466.0  # seconds per epoch, about (the lecture's GPU)
 LOG_X_SPREAD = 20.0  # log time axis when configurations' longest runs differ by more than this factor
+
+
+class Drawn(NamedTuple):
+    title: str      # the section's heading
+    caption: str    # what the figure shows and how it was computed, for the reader
+    fig: plt.Figure
 
 
 def style() -> dict:
@@ -81,15 +88,31 @@ def _title(fig, text: str, size: float = 10.0) -> None:
     fig.suptitle(textwrap.fill(text, chars), fontsize=size)
 
 
+def _run_lines(ax, thin: pd.DataFrame, x: str, colors: dict, step: bool) -> None:
+    """Every run as one thin line, all in one LineCollection (gid "runs"): 1,000 Line2D artists took seconds
+    to draw and to lay out (constrained layout measures every artist)."""
+    rid = thin["run_id"].to_numpy()
+    cut = np.flatnonzero(rid[1:] != rid[:-1]) + 1  # run_steps gives each run's points together, in x order
+    cfg = thin["configuration"].to_numpy()
+    segs, cols = [], []
+    for start, xs, ys in zip(np.r_[0, cut], np.split(thin[x].to_numpy(float), cut),
+                             np.split(100 * thin["acc"].to_numpy(float), cut)):
+        if step:  # steps-post: hold each value until the next x
+            xs, ys = np.repeat(xs, 2)[1:], np.repeat(ys, 2)[:-1]
+        segs.append(np.column_stack([xs, ys]))
+        cols.append(colors[cfg[start]])
+    ax.add_collection(LineCollection(segs, colors=cols, linewidths=0.8, alpha=0.45, gid="runs"))
+    ax.autoscale_view()
+
+
 def _accuracy_curves(ax, runs, epochs, x: str, colors: dict, step: bool) -> pd.DataFrame:
-    """Thin per-run lines (seaborn units=) under each configuration's mean and 95 % band; returns the mean
-    frame drawn (curves.mean_curve)."""
+    """Thin per-run lines under each configuration's mean and 95 % band; returns the mean frame drawn
+    (curves.mean_curve)."""
     thin = curves.run_steps(runs, epochs, x)
     mean = curves.mean_curve(runs, epochs, x)
     kw = {"drawstyle": "steps-post"} if step else {}
     if len(thin):
-        sns.lineplot(data=thin.assign(acc=100 * thin["acc"]), x=x, y="acc", hue="configuration", units="run_id",
-                     estimator=None, palette=colors, lw=0.8, alpha=0.45, legend=False, ax=ax, sort=False, **kw)
+        _run_lines(ax, thin, x, colors, step)
     for cfg, g in mean.groupby("configuration", observed=True, sort=True):
         ax.plot(g[x], 100 * g["mean"], color=colors[cfg], lw=1.8, label=f"{cfg} (n={g['n'].iloc[0]})",
                 gid=f"mean:{cfg}", **(kw or {"marker": "o", "ms": 3}))
@@ -98,27 +121,37 @@ def _accuracy_curves(ax, runs, epochs, x: str, colors: dict, step: bool) -> pd.D
     return mean
 
 
-def acc_vs_epoch(runs, epochs, colors) -> plt.Figure:
+def acc_vs_epoch(runs, epochs, colors) -> Drawn:
     fig, ax = _figure(len(colors))
     _accuracy_curves(ax, runs, epochs, "epoch", colors, step=False)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)",
            title="Test accuracy per epoch (thin: runs; thick: mean of all n runs, 95 % t-interval)")
     _legend(fig, ax, len(colors))
-    return fig
+    return Drawn("Test accuracy per epoch",
+                 "Thin lines: runs; thick line and band: the mean of all n runs of a configuration with its 95 % "
+                 "t-interval (none when n = 1), where every run has that epoch or has ended (then holding its final "
+                 "accuracy).", fig)
 
 
-def acc_vs_time(runs, epochs, colors, clock: str = "epoch") -> plt.Figure:
+def acc_vs_time(runs, epochs, colors, clock: str = "epoch") -> Drawn:
     fig, ax = _figure(len(colors))
     mean = _accuracy_curves(ax, runs, curves.timed(runs, epochs, clock), "clock_s", colors, step=True)
     _log_x_if_spread(ax, mean.groupby("configuration", observed=True)["clock_s"].max())
     ax.set(xlabel=curves.CLOCK_LABEL[clock] + (", log scale" if ax.get_xscale() == "log" else ""),
            ylabel="test accuracy (%)",
-           title="Test accuracy vs time (thin: runs; thick: mean of all n runs, 95 % t-interval)")
+           title=f"Test accuracy vs time on the {fmt.clock_name(clock)} (thin: runs; thick: mean of all n runs, "
+                 "95 % t-interval)")
     _legend(fig, ax, len(colors))
-    return fig
+    return Drawn("Test accuracy vs wall-clock time" if clock == "epoch" else "Test accuracy vs training time",
+                 f"The main figure, on the {fmt.clock_name(clock)} ({curves.CLOCK_LABEL[clock]}). Thin lines: each "
+                 "run's last evaluated test accuracy, held until its next epoch ends, and its final accuracy once it "
+                 "has finished. Thick line and band: the mean of all n runs of a configuration with its 95 % "
+                 "t-interval, on that configuration's own epoch ends, drawn from the moment every one of its runs has "
+                 "been evaluated to the end of its longest run (the set of runs behind a mean never changes along "
+                 "it; other configurations do not move it).", fig)
 
 
-def reached_target(runs, target, colors, clock: str = "epoch") -> plt.Figure | None:
+def reached_target(runs, target, colors, clock: str = "epoch") -> Drawn | None:
     """Kaplan-Meier: the fraction of each configuration's runs that have reached `target` % by time t."""
     if target is None:
         return None
@@ -136,10 +169,14 @@ def reached_target(runs, target, colors, clock: str = "epoch") -> plt.Figure | N
     if not _log_x_if_spread(ax, d.groupby("configuration", observed=True)["t"].max()):
         ax.set_xlim(left=0)
     _legend(fig, ax, len(colors))
-    return fig
+    return Drawn("Runs that have reached the ranking target",
+                 f"Kaplan-Meier estimate (the one behind the tables' medians) of the fraction of each configuration's "
+                 f"timed runs that have reached {target:g} % by each second on the {fmt.clock_name(clock)}, with its "
+                 "95 % interval; a run that never reached it is censored at its end (it counts as not yet there, "
+                 "never as dropped).", fig)
 
 
-def profiles(prof: pd.DataFrame | None, colors) -> plt.Figure | None:
+def profiles(prof: pd.DataFrame | None, colors, clock: str = "epoch") -> Drawn | None:
     """Performance profiles (Dolan & More): rho(tau), the fraction of workloads whose ERT is within a factor
     tau of the best configuration's; `prof` is stats.performance_profile's frame (configuration, tau, rho)."""
     if prof is None or not len(prof):
@@ -152,10 +189,14 @@ def profiles(prof: pd.DataFrame | None, colors) -> plt.Figure | None:
            ylabel="workloads (%)", title="Performance profiles: the share of workloads (model, dataset, target) "
                                           "on which a configuration is within tau of the best ERT")
     _legend(fig, ax, len(colors))
-    return fig
+    return Drawn("Performance profiles",
+                 "Dolan & More: for each workload (model, dataset, target) a configuration's ratio r = its expected "
+                 f"running time (ERT, {fmt.clock_name(clock)}) to the best configuration's ERT there; the line is "
+                 "rho(tau), the share of workloads with r <= tau. High and to the left is better; its area over "
+                 "[1, 4] / 3 is profile_score.", fig)
 
 
-def epoch_time(runs, varying) -> plt.Figure:
+def epoch_time(runs, varying) -> Drawn:
     x = "batch_size" if "batch_size" in varying else (varying[0] if varying else "configuration")
     hue = "backbone" if "backbone" in varying and x != "backbone" else None
     col = "aux_weight" if "aux_weight" in varying and x != "aux_weight" else None
@@ -166,15 +207,16 @@ def epoch_time(runs, varying) -> plt.Figure:
         d = runs if lv is None else runs[runs[col] == lv]
         sns.barplot(data=d, x=x, y="epoch_time_s", hue=hue, errorbar=_tci, capsize=0.1, ax=ax,
                     palette="deep" if hue else None, legend=ax is axes[0][-1])
-        ax.set(title=f"{col}={lv}" if col else "", ylabel="seconds per epoch (mean over epochs)")
+        ax.set(title=f"{col}={lv}" if col else "", ylabel="seconds per epoch (epoch clock)")
         if x == "configuration":
             ax.tick_params(axis="x", rotation=80, labelsize=6)
     _title(fig, "Seconds per epoch" + (f" by {x}" if x != "configuration" else "")
            + (f" x {hue}" if hue else "") + (f" x {col}" if col else "") + " (mean, 95 % t-interval)")
-    return fig
+    return Drawn("Seconds per epoch", "epoch_time_s (the epoch clock: training + evaluation, whatever the report's "
+                 "clock): the mean over each run's epochs, then the mean and 95 % t-interval across runs.", fig)
 
 
-def time_to_target(runs, targets, colors) -> plt.Figure:
+def time_to_target(runs, targets, colors, clock: str = "epoch") -> Drawn:
     configs = list(colors)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * len(configs) * max(1, len(targets)) ** 0.5), layout="constrained")
     tcol = sns.color_palette("viridis", len(targets))
@@ -196,19 +238,20 @@ def time_to_target(runs, targets, colors) -> plt.Figure:
     ax.set_yticks(range(len(configs)), [str(c) for c in configs], fontsize=7 if len(configs) <= 20 else 5)
     ax.invert_yaxis()
     ax.set_xlim(0, xmax * 1.35)
-    ax.set(xlabel="elapsed time to reach the target test accuracy (s)",
+    ax.set(xlabel=f"time to reach the target test accuracy (s, {fmt.clock_name(clock)})",
            title="Time to target accuracy (mean over runs that reached it, 95 % t-interval; x: not reached)")
     ax.legend(title="target", loc="lower right", fontsize=7)
-    return fig
+    return Drawn("Time to target accuracy", f"Seconds on the {fmt.clock_name(clock)}: the mean over the timed runs "
+                 "that reached the target; runs that never reached it are counted on the right.", fig)
 
 
-def factor_effects(runs, varying, main_target) -> plt.Figure | None:
+def factor_effects(runs, varying, main_target, clock: str = "epoch") -> Drawn | None:
     factors = [f for f in stats.FACTORS if f in varying] or varying[:3]
     if not factors:
         return None
-    ys = [("best_test_acc", "best test accuracy (%)", 100.0), ("total_time_s", "total time (s)", 1.0)]
+    ys = [("best_test_acc", "best test accuracy (%)", 100.0), ("total_time_s", "total time (s, epoch clock)", 1.0)]
     if main_target is not None:
-        ys.append((schema.time_to_target(main_target), f"time to {main_target:g} % (s, runs that reached it)", 1.0))
+        ys.append((schema.time_to_target(main_target), f"time to {main_target:g} % (s, {fmt.clock_name(clock)}; runs that reached it)", 1.0))
     fig, axes = plt.subplots(len(ys), len(factors), figsize=(max(7.5, 3.4 * len(factors) + 1), 2.6 * len(ys)), squeeze=False,
                              layout="constrained")
     for j, f in enumerate(factors):
@@ -217,10 +260,11 @@ def factor_effects(runs, varying, main_target) -> plt.Figure | None:
             sns.pointplot(data=d, x=f, y="v", errorbar=_tci, capsize=0.15, ax=axes[i][j], color="C0")
             axes[i][j].set(xlabel=f, ylabel=label if j == 0 else "")
     _title(fig, "Effect of each factor, averaged over the other factors and seeds (mean, 95 % t-interval)")
-    return fig
+    return Drawn("Effect of each factor", "Marginal means over all runs at each level of a factor (other factors and "
+                 "seeds pooled); total time on the epoch clock.", fig)
 
 
-def pareto(summ, colors) -> plt.Figure:
+def pareto(summ, colors) -> Drawn:
     fig, ax = _figure(len(colors) + 1, height=4.5)
     x, y = summ["total_time_s_mean"], 100 * summ["best_test_acc_mean"]
     for _, r in summ.iterrows():
@@ -238,77 +282,8 @@ def pareto(summ, colors) -> plt.Figure:
             front.append(i)
             best = y.iloc[i]
     ax.plot(x.iloc[front], y.iloc[front], "k--", lw=1, drawstyle="steps-post", label="Pareto front")
-    ax.set(xlabel="total training time (s)", ylabel="best test accuracy (%)",
+    ax.set(xlabel="total time (s, epoch clock)", ylabel="best test accuracy (%)",
            title="Best accuracy vs total time per configuration (mean, 95 % t-interval)")
     _legend(fig, ax, len(colors) + 1)
-    return fig
-
-
-def lecture_plots(runs, epochs, colors) -> plt.Figure:
-    fig, (a, b) = _figure(len(colors), 11, 4.2, panels=2)
-    for metric, ls in (("train_loss", "-"), ("train_aux_loss", "--")):
-        if epochs[metric].notna().any():
-            for cfg, g in stats.by_epoch(runs, epochs, metric).groupby("configuration", observed=True):
-                a.plot(g["epoch"], g["mean"], ls, color=colors[cfg], lw=1.2, marker="o", ms=2)
-    a.set(xlabel="epoch", ylabel="cross-entropy", title="main (solid) vs auxiliary (dashed) training loss")
-    for metric, ls in (("train_acc", "--"), ("test_acc", "-")):
-        for cfg, g in stats.by_epoch(runs, epochs, metric).groupby("configuration", observed=True):
-            b.plot(g["epoch"], 100 * g["mean"], ls, color=colors[cfg], lw=1.2, marker="o", ms=2,
-                   label=str(cfg) if metric == "test_acc" else None)
-    b.set(xlabel="epoch", ylabel="accuracy (%)", title="train (dashed) vs test (solid) accuracy")
-    _legend(fig, b, len(colors))
-    _title(fig, "The lecture's two plots, mean over seeds per configuration")
-    return fig
-
-
-def _montage(w: np.ndarray, lo: float, hi: float, cols: int = 8) -> np.ndarray:
-    """(C, 3, k, k) -> one RGB image of C tiles, scaled with one range so grids compare."""
-    c, _, k, _ = w.shape
-    rows = math.ceil(c / cols)
-    img = np.ones((rows * (k + 1) + 1, cols * (k + 1) + 1, 3))
-    w = np.clip((w - lo) / ((hi - lo) or 1.0), 0, 1)
-    for i in range(c):
-        r, q = divmod(i, cols)
-        img[1 + r * (k + 1):1 + r * (k + 1) + k, 1 + q * (k + 1):1 + q * (k + 1) + k] = w[i].transpose(1, 2, 0)
-    return img
-
-
-def filters(reps: list[tuple[str, str, dict]]) -> plt.Figure | None:
-    """reps: (configuration, run name, {"before", "after"} arrays (C, 3, k, k)) per configuration."""
-    if not reps:
-        return None
-    fig, axes = plt.subplots(len(reps), 3, figsize=(9, 1.9 * len(reps) + 0.6), squeeze=False, layout="constrained")
-    for row, (cfg, name, f) in zip(axes, reps):
-        before, after = np.asarray(f["before"], float), np.asarray(f["after"], float)
-        lo, hi = min(before.min(), after.min()), max(before.max(), after.max())
-        d = after - before
-        lim = float(np.abs(d).max()) or 1.0
-        for ax, img, t in ((row[0], _montage(before, lo, hi), "before"), (row[1], _montage(after, lo, hi), "after"),
-                           (row[2], _montage(d, -lim, lim), f"after - before (max |d| {lim:.2g})")):
-            ax.imshow(img, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(t, fontsize=7)
-        row[0].set_ylabel(f"{cfg}\n{name}"[:80], fontsize=6, rotation=0, ha="right", va="center")
-    _title(fig, "First-conv filters of one representative run per configuration (the run with the median "
-           "best accuracy)", 9)
-    return fig
-
-
-def lecture_reference(runs, epochs, colors) -> plt.Figure | None:
-    if "model" not in runs or not (runs["model"].astype(str) == "inception_v3").any():
-        return None
-    inc = runs[runs["model"].astype(str) == "inception_v3"]
-    ep = epochs[epochs["run_id"].isin(inc["run_id"])]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    _accuracy_curves(a, inc, ep, "epoch", colors, step=False)
-    _accuracy_curves(b, inc, curves.timed(inc, ep), "clock_s", colors, step=True)
-    e = np.arange(1, len(LECTURE_TEST_ACC) + 1)
-    for ax, x in ((a, e), (b, e * LECTURE_EPOCH_S)):
-        ax.plot(x, LECTURE_TEST_ACC, "k--", marker="s", ms=4, lw=1.5,
-                label=f"lecture (published; about {LECTURE_EPOCH_S:.0f} s/epoch)")
-        ax.set(ylabel="test accuracy (%)")
-    a.set(xlabel="epoch", title="inception_v3 runs vs the lecture, per epoch")
-    b.set(xlabel="elapsed wall-clock time (s)", title="... and per second of training")
-    a.legend(fontsize=7)
-    return fig
+    return Drawn("Best accuracy vs total time", "total_time_s on the epoch clock. Dashed: the Pareto front (no "
+                 "configuration is both faster and more accurate than one on it).", fig)

@@ -1,6 +1,11 @@
 """Report stage 4: HTML (one self-contained file: inline CSS, figures as data URIs, no script) and PDF (the
-same HTML typeset by WeasyPrint: its print style sheet gives A4 pages, a page per section, running headers
-and page numbers, and WeasyPrint turns the h1/h2 headings into the PDF's bookmarks).
+same HTML typeset by WeasyPrint: its print style sheet gives A4 pages that short sections share, landscape
+pages for wide tables, running headers and page numbers, and WeasyPrint turns the h1/h2 headings into the
+PDF's bookmarks). The verdict comes first, before Contents, Scope and Method.
+
+Byte-reproducible: the figures are PNGs without metadata (no software version, no time), the only time in
+the page is Document.written (SOURCE_DATE_EPOCH when set, document.written), which also dates the PDF
+(dcterms.created/modified -> CreationDate/ModDate); WeasyPrint writes no file identifier.
 
 Every string that came from MLflow goes through `esc` before it reaches the HTML."""
 
@@ -12,12 +17,15 @@ import io
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from ..config import UserError  # noqa: E402
 
@@ -39,10 +47,14 @@ class Figure:
     _png: bytes | None = field(default=None, repr=False)
 
     def png(self) -> bytes:
-        """The figure as PNG, drawn once (the HTML and the PDF embed the same image)."""
+        """The figure as an RGB PNG without metadata, drawn once (the HTML and the PDF embed the same image).
+        RGB, not matplotlib's RGBA: WeasyPrint splits an alpha channel into a second image it compresses again."""
         if self._png is None:
+            self.fig.set_dpi(PNG_DPI)
+            self.fig.canvas.draw()  # Agg (matplotlib.use above); runs the constrained layout as savefig would
+            rgb = np.asarray(self.fig.canvas.buffer_rgba())[..., :3]
             buf = io.BytesIO()
-            self.fig.savefig(buf, format="png", dpi=PNG_DPI)
+            Image.fromarray(rgb, "RGB").save(buf, format="png", dpi=(PNG_DPI, PNG_DPI))
             self._png = buf.getvalue()
         return self._png
 
@@ -63,6 +75,8 @@ class Document:
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)   # shown before the figures
     appendix: list[Table] = field(default_factory=list)  # shown after them (excluded runs, comparisons ...)
+    verdict: list[str] = field(default_factory=list)    # sentences, first thing after the title
+    written: datetime | None = None                     # dates the PDF (None: undated)
 
 
 def esc(x) -> str:
@@ -86,7 +100,8 @@ grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:600}dd{margin
 @page wide{size:A4 landscape}
 body{font-size:9.5pt;max-width:none;margin:0;padding:0}h1{string-set:title content()}
 nav h2{bookmark-level:none}nav ol{columns:1}nav a{color:inherit;text-decoration:none}
-section{break-before:page}section.wide{page:wide}h2{margin-top:0}
+section.wide{page:wide}h2{margin-top:1.2em;break-after:avoid}section.fig{break-inside:avoid}
+#verdict{border:1px solid #999;padding:0 3mm;margin:3mm 0}
 table{display:table;font-size:7pt;width:100%}th,td{white-space:normal;padding:2px 4px}
 thead{display:table-header-group}tr{break-inside:avoid}
 figure{margin:0;break-inside:avoid}img{width:100%;max-height:225mm;object-fit:contain;border:0}
@@ -112,16 +127,22 @@ def _table_html(t: Table, max_rows: int | None = None) -> str:
 
 def to_html(doc: Document, max_rows: int | None = None) -> str:
     """The report page; `max_rows` bounds each table (the PDF's copy)."""
-    toc = [("facts", "Scope"), ("method", "Method")] + [(t.id, t.title) for t in doc.tables] + \
-        [(f.id, f.title) for f in doc.figures] + [(t.id, t.title) for t in doc.appendix]
+    toc = [("verdict", "Verdict")] * bool(doc.verdict) + [("facts", "Scope"), ("method", "Method")] + \
+        [(t.id, t.title) for t in doc.tables] + [(f.id, f.title) for f in doc.figures] + \
+        [(t.id, t.title) for t in doc.appendix]
+    # WeasyPrint dates the PDF from these (W3C dates); without them the PDF has no date at all.
+    w3c = "" if doc.written is None else doc.written.strftime("%Y-%m-%dT%H:%M:%SZ")
+    dated = "".join(f'<meta name=dcterms.{k} content="{w3c}">' for k in ("created", "modified")) if w3c else ""
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         # No network and no script, whatever the data contains.
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">",
-        f"<title>{esc(doc.title)}</title><meta name=generator content=\"googlenet-study report\">",
+        f"<title>{esc(doc.title)}</title><meta name=generator content=\"googlenet-study report\">{dated}",
         f"<style>{CSS}</style></head><body>",
         f"<h1>{esc(doc.title)}</h1>",
+        '<section id="verdict"><h2>Verdict</h2>' + "".join(f"<p>{esc(v)}</p>" for v in doc.verdict) + "</section>"
+        if doc.verdict else "",
         "<nav><h2>Contents</h2><ol>" + "".join(f'<li><a href="#{esc(i)}">{esc(t)}</a></li>' for i, t in toc)
         + "</ol></nav>",
         '<section id="facts"><h2>Scope</h2><dl class=facts>'
@@ -131,7 +152,7 @@ def to_html(doc: Document, max_rows: int | None = None) -> str:
     parts += [_table_html(t, max_rows) for t in doc.tables]
     for f in doc.figures:
         data = base64.b64encode(f.png()).decode()
-        parts.append(f'<section id="{esc(f.id)}"><h2>{esc(f.title)}</h2><figure>'
+        parts.append(f'<section id="{esc(f.id)}" class=fig><h2>{esc(f.title)}</h2><figure>'
                      f'<img src="data:image/png;base64,{data}" alt="{esc(f.title)}">'
                      f"<figcaption>{esc(f.caption)}</figcaption></figure></section>")
     parts += [_table_html(t, max_rows) for t in doc.appendix]

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .. import schema
-from . import profiles, render, robust, stats
+from . import fmt, profiles, render, robust, stats
 
 
 CLOCK_WORDS = {"epoch": "epoch: elapsed_time_s, the sum of epoch times (training + evaluation), as recorded",
@@ -96,29 +96,10 @@ def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: s
     ]
 
 
-def _f(x, digits: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _inf(x) -> str:
-    """An ERT: empty (NaN) means no run reached the target, an infinite expected time."""
-    return "∞" if math.isnan(x) else f"{x:.1f}"
-
-
 def _reached(row, p) -> str:
     """k/n: how many of the configuration's timed runs reached p %."""
     k, n = schema.time_to_target(p), row["n_timed"]
     return "-" if n == 0 else f"{round(row[f'{k}_reached'] * n)}/{n}"
-
-
-def _ci(row, m, pct, scale=100.0) -> str:
-    """m [low, high] from summary columns m, m_ci_low, m_ci_high; an empty high is unbounded."""
-    v, lo, hi = row[m], row[f"{m}_ci_low"], row[f"{m}_ci_high"]
-    if isinstance(v, float) and math.isnan(v):
-        return "∞" if m.endswith("_ert") else "-"
-    if not math.isnan(lo) and math.isnan(hi):
-        return f"{scale * v:.1f} [{scale * lo:.1f}, ∞]"
-    return pct(v, lo, hi, scale)
 
 
 def _olympic_or_mean(row, m, pct) -> str:
@@ -131,43 +112,48 @@ def _target_cell(r, p, pct) -> str:
     """KM median [CI] · ERT (k/n) for one target."""
     k = schema.time_to_target(p)
     ert = r[f"{k}_ert"]
-    return f"{_ci(r, f'{k}_median', pct, 1.0)} · ERT {_inf(ert)} ({_reached(r, p)})"
+    return f"{fmt.ci(r, f'{k}_median', pct, 1.0)} · ERT {fmt.ert(ert)} ({_reached(r, p)})"
 
 
-def _ranking_rows(rank, main_p, pct) -> list[dict]:
-    rows = []
+def _ranking_rows(rank, main_p, pct, clock: str = "epoch") -> list[dict]:
+    rows, sec = [], fmt.seconds(clock)
     for _, r in rank.iterrows():
         row = {"rank": r["rank"] or "not ranked", "rank_by": r["rank_by"], "configuration": r["configuration"],
                "hardware": r[stats.HARDWARE], "n (timed)": f"{r['n_runs']} ({r['n_timed']})"}
         if main_p is not None:
             k = schema.time_to_target(main_p)
             row[f"reached {main_p:g} %"] = _reached(r, main_p)
-            row[f"ERT to {main_p:g} % (s)"] = _ci(r, f"{k}_ert", pct, 1.0) if r["n_timed"] else "-"
-            row[f"median to {main_p:g} % (s)"] = _ci(r, f"{k}_median", pct, 1.0)
-        row["profile score"] = _f(r["profile_score"], 3)
-        row["best test acc % IQM"] = _ci(r, "best_test_acc_iqm", pct)
+            row[f"ERT to {main_p:g} % {sec}"] = fmt.ci(r, f"{k}_ert", pct, 1.0) if r["n_timed"] else "-"
+            row[f"median to {main_p:g} % {sec}"] = fmt.ci(r, f"{k}_median", pct, 1.0)
+        row["profile score"] = fmt.num(r["profile_score"], 3)
+        row["best test acc % IQM"] = fmt.ci(r, "best_test_acc_iqm", pct)
         row["rank by accuracy"] = r["rank_best_acc"]
         rows.append(row)
     return rows
 
 
-def _summary_rows(summ, targets, pct) -> list[dict]:
-    rows = []
+def _summary_rows(summ, targets, pct, clock: str = "epoch") -> list[dict]:
+    rows, epoch_sec = [], fmt.seconds("epoch")  # s / epoch and totals stay on the epoch clock under --clock train
     for _, r in summ.iterrows():
         row = {"configuration": r["configuration"], "hardware": r[stats.HARDWARE],
                "n (timed)": f"{r['n_runs']} ({r['n_timed']})",
                "best acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high),
-               "best acc % IQM": _ci(r, "best_test_acc_iqm", pct),
-               "final acc % IQM": _ci(r, "final_test_acc_iqm", pct),
-               **{header: _olympic_or_mean(r, m, pct) for m, header in schema.PER_EPOCH_MEANS.items()},
-               "total s IQM": _ci(r, "total_time_s_iqm", pct, 1.0)}
+               "best acc % IQM": fmt.ci(r, "best_test_acc_iqm", pct),
+               "final acc % IQM": fmt.ci(r, "final_test_acc_iqm", pct),
+               **{_header(m, header): _olympic_or_mean(r, m, pct) for m, header in schema.PER_EPOCH_MEANS.items()},
+               f"total IQM {epoch_sec}": fmt.ci(r, "total_time_s_iqm", pct, 1.0)}
         for p in targets:
-            row[f"to {p:g} % (s)"] = _target_cell(r, p, pct)
+            row[f"to {p:g} % {fmt.seconds(clock)}"] = _target_cell(r, p, pct)
         rows.append(row)
     return rows
 
 
-def _comparison_rows(comp, main_p) -> list[dict]:
+def _header(m: str, header: str) -> str:
+    """A per-epoch mean's header, with the clock of its seconds: "s / epoch (epoch clock)"."""
+    return f"{header} (epoch clock)" if m in fmt.EPOCH_CLOCK_METRICS else header
+
+
+def _comparison_rows(comp, main_p, clock: str = "epoch") -> list[dict]:
     rows = []
     shown = {schema.BEST_ACC, schema.TOTAL_TIME} | ({schema.time_to_target(main_p)} if main_p is not None else set())
     for _, c in comp[comp["metric"].isin(shown)].iterrows() if len(comp) else ():
@@ -176,16 +162,16 @@ def _comparison_rows(comp, main_p) -> list[dict]:
         p_ci = "" if math.isnan(c["p_A_better_ci_low"]) else \
             f" [{c['p_A_better_ci_low']:.2f}, {c['p_A_better_ci_high']:.2f}]"
         rows.append({"factor": c["factor"], "A": c["A"], "B": c["B"], "other params": c["others"],
-                     "metric": c["metric"] + (" (%)" if acc else " (s)"),
+                     "metric": c["metric"] + (" (%)" if acc else " " + fmt.seconds(clock if ttt else "epoch")),
                      "n A/B": f"{c['reached_A']}/{c['n_A']} vs {c['reached_B']}/{c['n_B']} reached" if ttt
                      else f"{c['n_A']}/{c['n_B']}",
-                     "mean or KM median A": _f(scale * (c["median_A"] if ttt else c["mean_A"]), d),
-                     "mean or KM median B": _f(scale * (c["median_B"] if ttt else c["mean_B"]), d),
-                     "A - B or ERT A / B": f"{_inf(c['ert_A'])} / {_inf(c['ert_B'])}" if ttt
-                     else _f(scale * c["diff_A_minus_B"], d),
-                     "Cohen's d": "-" if ttt else _f(c["cohens_d"], 2),
-                     "p (Welch; log-rank)": _f(c["logrank_p"] if ttt else c["welch_p"], 3),
-                     "P(A better) [CI]": _f(c["p_A_better"], 2) + p_ci})
+                     "mean or KM median A": fmt.num(scale * (c["median_A"] if ttt else c["mean_A"]), d),
+                     "mean or KM median B": fmt.num(scale * (c["median_B"] if ttt else c["mean_B"]), d),
+                     "A - B or ERT A / B": f"{fmt.ert(c['ert_A'])} / {fmt.ert(c['ert_B'])}" if ttt
+                     else fmt.num(scale * c["diff_A_minus_B"], d),
+                     "Cohen's d": "-" if ttt else fmt.num(c["cohens_d"], 2),
+                     "p (Welch; log-rank)": fmt.num(c["logrank_p"] if ttt else c["welch_p"], 3),
+                     "P(A better) [CI]": fmt.num(c["p_A_better"], 2) + p_ci})
     return rows
 
 
@@ -202,10 +188,11 @@ def ranking_caption(main_p: float | None, clock: str) -> str:
         "[ ]: 95 % bootstrap intervals, ∞: unbounded or never reached."
 
 
-def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct) -> tuple[list, list]:
-    """The report's tables: (main, appendix)."""
-    r_rows, s_rows, c_rows = _ranking_rows(rank, main_p, pct), _summary_rows(summ, targets, pct), \
-        _comparison_rows(comp, main_p)
+def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> tuple[list, list]:
+    """The report's tables: (main, appendix). Every header of seconds names its clock (fmt.seconds)."""
+    clk = f.source.get("clock", "epoch")
+    r_rows, s_rows, c_rows = _ranking_rows(rank, main_p, pct, clk), _summary_rows(summ, targets, pct, clk), \
+        _comparison_rows(comp, main_p, clk)
 
     def frame(rows, cols=None) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=cols).astype(str) if rows or cols else pd.DataFrame()

@@ -1,0 +1,67 @@
+"""Report stage 3b: the document a reader meets, in order — the verdict, Scope, Method, the tables, the
+figures (each with the caption its figure function wrote) and the appendix — assembled from stage 2's
+numbers; render.py turns it into HTML and PDF.
+
+Reproducible: the "written" time is SOURCE_DATE_EPOCH when it is set (the reproducible-builds convention,
+https://reproducible-builds.org/specs/source-date-epoch/), so the same runs give the same bytes."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+
+from ..config import UserError
+from . import figures, lecture, profiles, render
+from .text import method_paragraphs, scope_facts, tables
+from .verdict import verdict
+
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # seconds since 1970-01-01 UTC, an integer
+
+# Figures that may be missing, with the reason the Scope gives (any other: "nothing to draw").
+NOT_DRAWN = {"fig-reached": ("Runs that have reached the ranking target", "no ranking target"),
+             "fig-profiles": ("Performance profiles", "no performance profile"),
+             "fig-factors": ("Effect of each factor", "no factor varies"),
+             "fig-filters": ("First-conv filters", "no run has a filters/filters.pt artifact"),
+             "fig-reference": ("Lecture reference (inception_v3)", "no inception_v3 runs")}
+
+
+def written(env=os.environ) -> datetime:
+    """When the report was written: SOURCE_DATE_EPOCH if set, else now (UTC)."""
+    text = env.get(SOURCE_DATE_EPOCH)
+    if text is None or text == "":
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        return datetime.fromtimestamp(int(text), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise UserError(f"{SOURCE_DATE_EPOCH}: got {text!r}; allowed: an integer, seconds since "
+                        "1970-01-01 00:00 UTC (or unset: now)") from None
+
+
+def build(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.Document:
+    """The whole report as a render.Document; reps: the filters figure's representative runs."""
+    colors = figures.palette(list(runs["configuration"].cat.categories))
+    clk = f.source.get("clock", "epoch")
+    when = written()
+    title = f"googlenet-study report: {f.source['study'] or f.source['experiment']}"
+    facts = scope_facts(f, runs, varying, summ, targets) + [("written", when.strftime("%Y-%m-%d %H:%M UTC"))]
+    drawn = {
+        "fig-time": figures.acc_vs_time(runs, f.epochs, colors, clk),
+        "fig-reached": figures.reached_target(runs, main_p, colors, clk),
+        "fig-profiles": figures.profiles(profiles.performance_profile(summ, targets), colors, clk),
+        "fig-epoch": figures.acc_vs_epoch(runs, f.epochs, colors),
+        "fig-epoch-time": figures.epoch_time(runs, varying),
+        "fig-targets": figures.time_to_target(runs, targets, colors, clk),
+        "fig-factors": figures.factor_effects(runs, varying, main_p, clk),
+        "fig-pareto": figures.pareto(summ, colors),
+        "fig-lecture": lecture.lecture_plots(runs, f.epochs, colors),
+        "fig-filters": lecture.filters(reps),
+        "fig-reference": lecture.lecture_reference(runs, f.epochs, colors),
+    }
+    skipped = [f"{NOT_DRAWN.get(i, (i, ''))[0]} ({NOT_DRAWN.get(i, ('', 'nothing to draw'))[1]})"
+               for i, d in drawn.items() if d is None]
+    facts.append(("figures not drawn", "; ".join(skipped) or "none"))
+    doc = render.Document(title, facts, method_paragraphs(main_p, targets, clk),
+                          verdict=verdict(rank, runs, main_p, clk), written=when)
+    doc.figures = [render.Figure(i, d.title, d.caption, d.fig) for i, d in drawn.items() if d is not None]
+    doc.tables, doc.appendix = tables(f, runs, varying, summ, comp, rank, main_p, targets)
+    return doc
