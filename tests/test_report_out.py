@@ -182,7 +182,7 @@ def test_odd_out_paths_are_one_line_exit_2_and_nothing_touched(kind, expected, s
     assert (work / "keep.txt").read_text() == "keep"
 
 
-def test_a_previous_report_and_an_empty_folder_are_replaced(store, tmp_path, capsys):
+def test_a_previous_report_is_replaced_by_the_new_one(store, tmp_path, capsys):
     import shutil
     prev = tmp_path / "prev"
     shutil.copytree(store["first"], prev)
@@ -195,9 +195,19 @@ def test_a_previous_report_and_an_empty_folder_are_replaced(store, tmp_path, cap
     listed = [ln for ln in (prev / outdir.MARKER).read_text().splitlines() if not ln.startswith("#")]
     assert sorted(listed) == sorted(p.name for p in prev.iterdir() if p.name != outdir.MARKER)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prev"]  # no .prev.old-* or .prev.tmp-* left
+
+
+def test_an_empty_folder_is_replaced_and_a_failed_build_leaves_the_folder_as_it_was(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert report_cli(store, str(tmp_path / "empty"), capsys)[0] == 0
-    assert (tmp_path / "empty" / "report.html").exists()
+    with outdir.building(tmp_path / "empty") as tmp:
+        (tmp / "report.html").write_text("new")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == [outdir.MARKER, "report.html"]
+    with pytest.raises(ZeroDivisionError):
+        with outdir.building(tmp_path / "empty") as tmp:
+            (tmp / "report.html").write_text("half")
+            1 / 0
+    assert (tmp_path / "empty" / "report.html").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # the build folder is gone
 
 
 # ---- signals win ------------------------------------------------------------------------------------
