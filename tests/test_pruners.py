@@ -110,3 +110,15 @@ def test_the_parent_run_records_the_wall_clock_warm_up(tmp_path, tracking_uri):
     assert logged == {"default": ("wallclock_median", "first_epoch"), "set": ("wallclock_median", "90.0")}
     # A changed warm-up is a changed study: resuming it under the same name is refused (setup._wait_ready).
     assert load_spec(tmp_path, "wallclock_median").digest() != spec.digest()
+
+
+def test_every_pruner_a_study_file_may_name_has_one_constructor():
+    # study.py validates the names (it sits on pruners' floor, so it cannot import the table); one table makes them.
+    assert set(study.PRUNERS) == set(pruners.PRUNERS)
+    for name in pruners.PRUNERS:
+        made = pruners.make(name, steps=6, warmup_s=2.0)
+        assert isinstance(made, optuna.pruners.BasePruner)
+        assert pruners.prunes(name) == (not isinstance(made, optuna.pruners.NopPruner))
+    assert isinstance(pruners.make("wallclock_median", 6, 2.0), pruners.WallclockMedianPruner)
+    assert pruners.make("wallclock_median", 6, 2.0).warmup_s == 2.0 and pruners.by_clock("wallclock_median")
+    assert pruners.make("hyperband", 6)._max_resource == 6  # epochs x repeats
