@@ -409,9 +409,10 @@ def test_the_same_runs_logged_into_two_stores_give_byte_identical_csvs(tmp_path)
         c = MlflowClient(uri)
         exp = c.create_experiment("twice")
         t0 = 1_700_000_000_000
-        for i in range(12):  # 6 configurations x 2 runs of one seed, different numbers
-            accs = [0.3 + 0.05 * i, 0.5 + 0.03 * (i % 5), 0.6 + 0.02 * (i % 7)]
-            log(c, exp, f"r{i}", accs, 5.0 + i % 4, H100, seed=0, batch_size=16 * (1 + i // 2), start_time=t0 + i)
+        for i in range(16):  # 2 configurations x 8 runs, two of each seed, different numbers (with 2 runs
+            accs = [0.3 + 0.011 * i, 0.5 + 0.013 * (i % 5), 0.6 + 0.017 * (i % 7)]  # a config's bounds never moved)
+            log(c, exp, f"r{i}", accs, 5.0 + 0.7 * (i % 5), H100, seed=(i % 8) // 2, batch_size=16 * (1 + i // 8),
+                start_time=t0 + i)
         runs, _, summ, comp, *_ = report.numbers(fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS)
         csvs.append((summ.to_csv(index=False), comp.to_csv(index=False),
                      report._tidy(runs, fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS)

@@ -165,7 +165,7 @@ def refuse_invalid(epochs: pd.DataFrame, logged: pd.DataFrame,
             if k not in frame:
                 continue
             v = frame[k].to_numpy(dtype=float)
-            v = np.where(np.abs(v) >= STORED_INF, np.sign(v) * np.inf, v)
+            v = np.where(v >= STORED_INF, np.inf, np.where(v <= -STORED_INF, -np.inf, v))
             with np.errstate(invalid="ignore"):
                 out = (v < 0) | (v > 1) if k in ACCURACIES else v < 0
             problem = np.where(np.isinf(v), "not finite", "outside [0, 1]" if k in ACCURACIES else "negative")
