@@ -3,6 +3,8 @@ numbers recomputed by hand, the HTML opened in Chromium, the PDF turned into pag
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 import re
@@ -27,7 +29,7 @@ from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import fetch, stats
 
-from conftest import ARTIFACTS, cli, http_up, skip_or_fail, wait_for
+from conftest import ARTIFACTS, http_up, skip_or_fail, wait_for
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
@@ -92,7 +94,7 @@ def populate(c: MlflowClient) -> dict:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """One store, one report written through the real command line (a fresh process)."""
+    """One store, one report written through the real command line (in this process: the fast tier)."""
     root = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cwd = os.getcwd()
@@ -102,9 +104,14 @@ def made(tmp_path_factory):
     finally:
         os.chdir(cwd)
     env = {"MLFLOW_TRACKING_URI": uri, "GOOGLENET_STUDY_CACHE": str(root / "cache")}
-    r = cli("report", "--experiment", "rep", "--targets", "50,60,80", env=env, cwd=root)
-    assert r.returncode == 0, r.stderr
-    return {"root": root, "out": root / "reports" / "rep", "uri": uri, "ids": ids, "env": env, "stdout": r.stdout}
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):  # the real CLI, in this process
+        mp.chdir(root)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert cli_main(["report", "--experiment", "rep", "--targets", "50,60,80"]) == 0
+    return {"root": root, "out": root / "reports" / "rep", "uri": uri, "ids": ids, "env": env,
+            "stdout": out.getvalue()}
 
 
 def test_writes_the_four_files_into_reports_experiment(made):
@@ -179,6 +186,7 @@ def test_comparisons_give_effect_size_and_probability(made):
     assert t80["reached_A"] == 3 and t80["reached_B"] == 0 and t80["p_A_better"] == 1.0
 
 
+@pytest.mark.slow  # poppler's pdftotext and pdftoppm
 def test_pdf_is_the_html_typeset_with_bookmarks_and_tables_as_text(made, tmp_path):
     import pypdf
 
@@ -240,7 +248,7 @@ def test_html_in_chromium_shows_every_figure_and_runs_no_script(made, chromium):
     assert dialogs == []
 
 
-def test_second_report_reads_the_cache_and_agrees(made, tmp_path, monkeypatch):
+def test_second_report_reads_the_cache_and_agrees(made, tmp_path, monkeypatch, no_pdf):
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", str(made["root"] / "cache"))
     assert list((made["root"] / "cache").glob("histories-*.pkl"))
     out, t = report.build("rep", targets=(50, 60, 80), out=tmp_path / "again", uri=made["uri"])
