@@ -24,7 +24,7 @@ from .config import RunConfig
 from .device import autocast, place, sync
 from .model import Network
 from .schema import ACCURACY, CLOCK, time_to_target
-from .stop import STOP, StopFlag  # noqa: F401 - StopFlag: part of this module's interface
+from .stop import STOP
 
 
 class NonFiniteLoss(RuntimeError):
