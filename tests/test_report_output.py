@@ -11,6 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from googlenet_study import report
+from googlenet_study.config import UserError
+from googlenet_study.report import document, fetch, text
 from googlenet_study.tracking import bulk, read
 
 
@@ -40,3 +43,66 @@ def test_bulk_history_read_equals_mlflows_public_per_run_history(tmp_path):
             assert all((math.isnan(a) and math.isnan(b)) or a == b for (_, a, _), (_, b, _) in zip(have, want))
     assert math.isnan(got[ids[0]]["test_acc"][1][1]) and got[ids[0]]["test_acc"][-1] == (2, 0.9, now + 9)
     assert got[ids[1]]["elapsed_time_s"][2][1] > 1e308  # MLflow stores inf as the largest double
+
+
+@pytest.fixture(scope="module")
+def example_store(tmp_path_factory):
+    """The worked example of docs/reports.md (tests/test_verdicts.py), with a loser and a run without the
+    training clock, in a real SQLite store."""
+    from test_verdicts import EXAMPLE, log
+
+    root = tmp_path_factory.mktemp("output")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("example")
+    for i, (b, hw, sec, accs, tags) in enumerate(EXAMPLE):
+        log(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
+    return {"uri": uri, "root": root}
+
+
+def test_the_same_runs_and_source_date_epoch_give_byte_identical_html_and_pdf(example_store, tmp_path, monkeypatch):
+    import pypdf
+
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
+    monkeypatch.delenv("GOOGLENET_STUDY_PDF", raising=False)
+    monkeypatch.setenv(document.SOURCE_DATE_EPOCH, "1700000000")  # 2023-11-14 22:13:20 UTC
+    outs = [report.build("example", out=tmp_path / f"r{i}", uri=example_store["uri"])[0] for i in (1, 2)]
+    for name in ("report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    html = (outs[0] / "report.html").read_text()
+    assert "<dt>written</dt><dd>2023-11-14 22:13 UTC</dd>" in html
+    meta = pypdf.PdfReader(outs[0] / "report.pdf").metadata
+    assert meta["/CreationDate"].startswith("D:20231114221320") and meta["/ModDate"] == meta["/CreationDate"]
+    # The figures are PNGs without metadata: no matplotlib version, no time.
+    assert b"Software" not in (outs[0] / "report.html").read_bytes() and "Matplotlib" not in html
+
+
+def test_a_bad_source_date_epoch_is_one_line_naming_it_and_writes_nothing(example_store, tmp_path, monkeypatch):
+    monkeypatch.setenv(document.SOURCE_DATE_EPOCH, "yesterday")
+    with pytest.raises(UserError, match=r"^SOURCE_DATE_EPOCH: got 'yesterday'; allowed: an integer"):
+        report.build("example", out=tmp_path / "r", uri=example_store["uri"])
+    assert not (tmp_path / "r").exists()
+    assert document.written({}).tzinfo is not None  # unset: now, in UTC
+    assert document.written({document.SOURCE_DATE_EPOCH: "0"}).isoformat() == "1970-01-01T00:00:00+00:00"
+
+
+def test_every_time_header_names_its_clock_and_epoch_seconds_stay_on_the_epoch_clock(example_store, monkeypatch):
+    """Under --clock train, times to target (ERT, medians) are training seconds; s / epoch and the totals are
+    epoch_time_s and total_time_s as recorded (the epoch clock), and their headers say so."""
+    monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
+    f = fetch.fetch("example", uri=example_store["uri"])
+    runs, varying, summ, comp, rank, main_p = report.numbers(f, (50.0, 80.0), "train")
+    main, appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, (50.0, 80.0))
+    ranking, summary = main[0].frame, main[1].frame
+    assert main_p == 50.0 and "ERT to 50 % (s, train clock)" in ranking and "median to 50 % (s, train clock)" in ranking
+    assert {"s / epoch (epoch clock)", "total IQM (s, epoch clock)", "to 50 % (s, train clock)",
+            "to 80 % (s, train clock)"} <= set(summary)
+    for t in main + appendix:  # no header of seconds without its clock
+        assert not [c for c in t.frame.columns if "(s" in c and "clock)" not in c], t.id
+    metrics = set(next(t for t in appendix if t.id == "comparisons").frame["metric"])
+    assert {"total_time_s (s, epoch clock)", "time_to_test_acc_50 (s, train clock)"} <= metrics
+    # The ERT in the train clock's column is training seconds: batch 32 on the H100 reached 50 % after 20, 10
+    # and 20 s of epochs, 0.75 of them training: (15 + 7.5 + 15) / 3 = 12.5 s (the epoch clock would say 16.7).
+    row = ranking.set_index("configuration").loc["batch_size=32, hardware=NVIDIA H100 80GB HBM3"]
+    assert row["ERT to 50 % (s, train clock)"].split()[0] == "12.5"
+    assert row["n (timed)"] == "3 (3)"

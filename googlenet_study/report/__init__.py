@@ -73,6 +73,7 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     pool_hardware: runs of equal params on different hardware make one configuration."""
     if clock_name not in stats.CLOCKS:
         raise UserError(f"--clock: got {clock_name!r}; allowed: {' | '.join(stats.CLOCKS)}")
+    document.written()  # a bad SOURCE_DATE_EPOCH is refused before any work
     out, out_label = (Path(out), "--out") if out else (default_out(experiment, study), "report folder")
     outdir.check(out, out_label)  # before the build: a folder the report may not replace costs nothing
     clock = {"start": time.perf_counter()}
