@@ -220,9 +220,10 @@ REDACTED = {
     "postgresql://alice:p@ss@db/x": "postgresql://alice:***@db/x",
     "postgresql+psycopg://alice:p%40ss:w@db:5432/x": "postgresql+psycopg://alice:***@db:5432/x",
     "postgresql://db/optuna?sslmode=require&password=SECRET": "postgresql://db/optuna?sslmode=require&password=***",
-    "mysql://u@db/x?pwd=S&token=T;api_key=K": "mysql://u@db/x?pwd=***&token=***;api_key=***",
+    "mysql://u@db/x?pwd=S&api_key=K&db=x": "mysql://u@db/x?pwd=***&api_key=***&db=x",
+    "mysql://u@db/x?token=T;x=1": "mysql://u@db/x?token=***",  # make_url reads "T;x=1" as the token: all hidden
     "'http://alice:s3cret@mlflow:5000/' is": "'http://alice:***@mlflow:5000/' is",
-    "https://h/api?access_token=abc#top": "https://h/api?access_token=***#top",
+    "https://h/api?access_token=abc&x=1": "https://h/api?access_token=***&x=1",
     # credential-free URLs come back as they were (the job script writes those literally)
     "sqlite:////shared/lab/mlflow.db": "sqlite:////shared/lab/mlflow.db",
     "postgresql://alice@db:5432/optuna?sslmode=require": "postgresql://alice@db:5432/optuna?sslmode=require",
@@ -255,6 +256,15 @@ def test_a_password_its_parser_would_misread_is_refused_without_showing_it(uri, 
     with pytest.raises(UserError) as e:
         tracking.check_tracking_uri(tracking.tracking_uri(uri))
     assert words in str(e.value) and "SECRET" not in str(e.value) and "pw" not in str(e.value)
+
+
+def test_a_storage_password_with_a_raw_at_sign_is_refused_without_showing_it():
+    from googlenet_study.sweep.storage import check_url
+
+    with pytest.raises(UserError) as e:
+        check_url("postgresql://alice:pw@SECRET@127.0.0.1:1/optuna")
+    assert str(e.value).startswith("--storage: postgresql://alice:***@127.0.0.1:1/optuna: its password holds a raw @")
+    check_url("postgresql://alice:pw%40SECRET@127.0.0.1:1/optuna")  # %-encoded: what SQLAlchemy reads right
 
 
 # ---- no password in any output, whatever it holds (Hypothesis) --------------------------------------------

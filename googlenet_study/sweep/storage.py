@@ -22,7 +22,7 @@ import optuna
 
 from .. import outage
 from ..config import UserError
-from ..tracking import redact
+from ..tracking import redact, url_problem
 
 # A RUNNING trial writes a heartbeat this often (RDB storages), and is failed (and retried) when none
 # came for GRACE_S. Seconds; the environment may shorten them (tests kill workers and wait for this).
@@ -102,6 +102,9 @@ def check_url(url: str) -> None:
     """Refuse, in one line and without connecting, a storage URL of a kind Optuna cannot use here."""
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg://", "mysql")):
         raise UserError(f"--storage: {redact(url)!r}: use sqlite:///FILE or postgresql://USER@HOST/DB")
+    problem = url_problem(url)  # a raw '@' in the password: SQLAlchemy would send half and print the rest
+    if problem:
+        raise UserError(f"--storage: {problem}")
 
 
 def open_storage(url: str, max_retries: int = 0, timeout_s: float = outage.DEFAULT_TIMEOUT_S,
