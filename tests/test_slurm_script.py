@@ -190,3 +190,9 @@ def test_a_newline_in_a_slurm_option_is_refused_and_nothing_is_written_or_run(dr
 def test_a_job_component_word_in_an_sbatch_value_is_refused(spec):
     with pytest.raises(UserError, match="heterogeneous job"):
         _array(spec, {**DEFAULTS, "option_value": "gpu HETJOB"})
+
+
+def test_a_refused_url_is_named_without_its_password(spec):
+    with pytest.raises(UserError) as e:
+        _array(spec, {**DEFAULTS, "storage": "postgresql://alice:s3cret@db/optuna\ntouch x"})
+    assert "s3cret" not in str(e.value) and str(e.value).startswith("--storage: holds '\\n'")

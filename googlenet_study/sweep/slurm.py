@@ -89,7 +89,7 @@ def one_line(what: str, value: str) -> None:
     if not value.isprintable():
         bad = next(c for c in value if not c.isprintable())
         raise UserError(f"{what}: holds {bad!r}, which a job script cannot carry; allowed: printable characters "
-                        f"(no newline, tab or other control character), got {shown(value)}")
+                        f"(no newline, tab or other control character), got {shown(tracking.redact(value))}")
 
 
 def sbatch_safe(what: str, value: str) -> None:
