@@ -26,10 +26,10 @@ def write(path: Path, text: str) -> str:
     return str(path)
 
 
-def study(tmp: Path, body: str) -> str:
+def study(tmp: Path, body: str, space: str = "{seed: [0, 1]}") -> str:
     f = tmp / "study.yaml"
     f.write_text("name: s\nbase: {model: googlenet, dataset: digits, weights: none, image_size: 16, epochs: 1}\n"
-                 "space: {seed: [0, 1]}\nsampler: grid\nobjectives: [{maximize: best_test_acc}]\n" + body)
+                 f"space: {space}\nsampler: grid\nobjectives: [{{maximize: best_test_acc}}]\n" + body)
     return str(f)
 
 
@@ -139,7 +139,7 @@ CASES = {
     "sweep file a directory": (lambda t: ["sweep", str(t)], ["is a directory"]),
     "sweep path empty": (["sweep", ""], ["an empty path"]),
     "sweep with 10000 workers": (lambda t: ["sweep", study(t, ""), "--workers", "10000"], ["--workers: 10000", "cores"]),
-    "sweep point too large for memory": (lambda t: ["sweep", study(t, "space: {image_size: [16, 100000]}\n")],
+    "sweep point too large for memory": (lambda t: ["sweep", study(t, "", space="{image_size: [16, 100000]}")],
                                          ["space point image_size=100000", "available", "would fit"]),
     # -- issue 18: strict YAML and limits --
     "config file with a key twice": (lambda t: ["train", "--config", write(t / "c.yaml", "lr: 0.1\nepochs: 1\nlr: 1\n")],
@@ -148,7 +148,7 @@ CASES = {
                                                                                  "  seed: [1]\n")],
                                          ["s.yaml", "space.seed: duplicate key (lines 3 and 4)"]),
     "sweep file over 1 MiB": (lambda t: ["sweep", write(t / "big.yaml", "name: s\n" + "#" * 2_000_000 + "\n")],
-                              ["big.yaml", "2,000,008 bytes", "at most 1,048,576 bytes"]),
+                              ["big.yaml", "2,000,009 bytes", "at most 1,048,576 bytes"]),
     "sweep repeats beyond the trial cap": (lambda t: ["sweep", write(t / "r.yaml", "name: s\nbase: {model: googlenet, "
                                                       "dataset: digits, weights: none, image_size: 16}\n"
                                                       "space: {lr: [0.1, 0.01]}\nrepeats: 1000000\n")],
