@@ -216,7 +216,8 @@ def _save(path: Path, sig: dict, build_s: float, tensors: dict[str, torch.Tensor
 
 
 def _load(path: Path, sig: dict, data: Dataset, device: torch.device) -> tuple[Cache | None, str | None]:
-    """The cache at `path` if it is whole and for `sig`; else None and what is wrong (None: no file)."""
+    """The cache at `path` if it is whole and for `sig`; else None and what is wrong (None: no file).
+    Read as bytes and a JSON header only: the folder may be shared, and nothing in a file is unpickled or run."""
     try:
         with open(path, "rb") as f:
             if f.read(len(MAGIC)) != MAGIC:
