@@ -142,8 +142,8 @@ CASES = {
     "sweep point too large for memory": (lambda t: ["sweep", study(t, "", space="{image_size: [16, 100000]}")],
                                          ["space point image_size=100000", "available", "would fit"]),
     # -- issue 18: strict YAML and limits --
-    "config file with a key twice": (lambda t: ["train", "--config", write(t / "c.yaml", "lr: 0.1\nepochs: 1\nlr: 1\n")],
-                                     ["c.yaml", "lr: duplicate key (lines 1 and 3)"]),
+    "config file with a key twice": (lambda t: ["train", "--config", write(t / "c.yaml", "lr: 0.1\nlr: 1\n")],
+                                     ["c.yaml", "lr: duplicate key (lines 1 and 2)"]),
     "sweep file with space.seed twice": (lambda t: ["sweep", write(t / "s.yaml", "name: s\nspace:\n  seed: [0]\n"
                                                                                  "  seed: [1]\n")],
                                          ["s.yaml", "space.seed: duplicate key (lines 3 and 4)"]),

@@ -187,7 +187,7 @@ def _log_round(spec: StudySpec, parent: str, uri: str, rounds: list[dict], trial
             out.writerow(CSV_COLUMNS)
             for r in rounds:
                 for row in r["rows"]:
-                    out.writerow(map(csv_cells.cell, [r["round"], row["configuration"], row["seeds"], row["reached"], row["ert"],
-                                  row["p_value"], row["p_holm"], row["decision"], r["target"],
-                                  r["stopped_by"] or "", spec.racing.max_seeds]))
+                    out.writerow(map(csv_cells.cell, [
+                        r["round"], row["configuration"], row["seeds"], row["reached"], row["ert"], row["p_value"],
+                        row["p_holm"], row["decision"], r["target"], r["stopped_by"] or "", spec.racing.max_seeds]))
         tracking.log_run_data(parent, uri, files=[path])
