@@ -2,7 +2,7 @@
 reason that passes (connection refused, server restarting) is retried with exponential backoff, each
 wait said on one line on stderr, until it succeeds or the outage has lasted `timeout_s`; then it
 raises `Unavailable`, which ends the run KILLED (never FAILED: the run did nothing wrong) and leaves
-the trial for a retry. No MLflow or Optuna here: optuna_storage.py and tracking/ say what is transient."""
+the trial for a retry. No MLflow or Optuna here: sweep/storage.py and tracking/ say what is transient."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ EXIT_STATUS = 75  # EX_TEMPFAIL: a sweep that gave up on an outage; the same com
 
 class Unavailable(RuntimeError):
     """A store stayed unreachable for longer than its timeout."""
-    PREFIX = "outage: "  # how the end_reason tag of a run it ended starts (sweep.py looks for it)
+    PREFIX = "outage: "  # how the end_reason tag of a run it ended starts (sweep/worker.py looks for it)
 
     def __init__(self, what: str, waited_s: float, timeout_s: float, reason: str) -> None:
         super().__init__(f"{what} unreachable for {waited_s:.0f} s (storage_timeout_s = {timeout_s:g}): {reason}")
