@@ -23,58 +23,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .schema import ACCURACY, CLOCK
 from .schema import time_to_target as _ttt
+from .study import RACING_KEYS as KEYS  # noqa: F401 - the block's type and parser live with the study file's
+from .study import Racing
+from .study import parse_racing as parse  # noqa: F401
 
 if TYPE_CHECKING:  # pandas and the report load in the functions: study.py validates a racing: block without them
     import pandas as pd
 
-KEYS = ("min_seeds", "max_seeds", "alpha", "budget_s")
-MAX_SEEDS = 1000                                    # seeds per configuration: trials are enqueued one per seed
 ELIMINATE, KEEP, LEADER = "eliminate", "keep", "leader"
 ONE_LEFT, MAX_SEEDS_REACHED, BUDGET = "one left", "max_seeds", "budget_s"  # tag racing_stopped_by
-
-
-@dataclass(frozen=True)
-class Racing:
-    """The study file's `racing:` block."""
-    min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
-    max_seeds: int = 10           # no configuration gets more seeds
-    alpha: float = 0.05           # family-wise error (per round) of eliminating a configuration that is not slower
-    budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
-
-
-def parse(v: Any, err: Callable[[str, str], Exception]) -> Racing:
-    """The `racing:` block, validated; err(key, message) makes the one-line error."""
-    if not isinstance(v, dict):
-        raise err("racing", "must be a mapping like {min_seeds: 3, max_seeds: 10, alpha: 0.05, budget_s: null}")
-    unknown = [k for k in v if k not in KEYS]
-    if unknown:
-        raise err(f"racing.{unknown[0]}", f"unknown key; allowed: {', '.join(KEYS)}")
-    d = Racing()
-
-    def count(k: str, low: int) -> int:
-        x = v.get(k, getattr(d, k))
-        if isinstance(x, bool) or not isinstance(x, int) or not low <= x <= MAX_SEEDS:
-            raise err(f"racing.{k}", f"must be an integer in [{low}, {MAX_SEEDS}], got {x!r}")
-        return x
-
-    lo = count("min_seeds", 2)  # one seed per configuration gives a log-rank test nothing to compare
-    hi = count("max_seeds", 2)
-    if hi < lo:
-        raise err("racing.max_seeds", f"must be >= min_seeds ({lo}), got {hi}")
-    alpha = v.get("alpha", d.alpha)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise err("racing.alpha", f"must be a number in (0, 1), e.g. 0.05, got {alpha!r}")
-    budget = v.get("budget_s")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                               or not math.isfinite(budget) or budget <= 0):
-        raise err("racing.budget_s", f"must be a number of seconds > 0, or null, got {budget!r}")
-    return Racing(lo, hi, float(alpha), None if budget is None else float(budget))
 
 
 def holm(p: Sequence[float]) -> np.ndarray:

@@ -17,7 +17,6 @@ import yaml
 
 from . import schema
 from .config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
-from .racing import Racing, parse as parse_racing
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
         "n_trials", "max_retries", "repeats", "checkpoint_dir", "storage_timeout_s", "pruner_warmup_s",
@@ -64,7 +63,7 @@ class StudySpec:
     storage_timeout_s: float = 600.0            # s: how long a worker waits out its database or tracking server
     pruner_warmup_s: float | None = None        # s: wallclock_median prunes nothing before; None: one epoch
     report_targets: tuple[float, ...] | None = None  # percent: the final report's targets; None: its defaults
-    racing: Racing | None = None                # racing.py: seeds 0, 1, ... raced over the grid; None: no race
+    racing: Racing | None = None                # seeds 0, 1, ... raced over the grid (racing.py); None: no race
 
     @property
     def directions(self) -> list[str]:
@@ -242,6 +241,48 @@ def _repeats(raw: dict, base_cfg: RunConfig, space: dict, err) -> int:
     if base_cfg.seed + repeats - 1 > MAX_SEED:
         raise err("repeats", f"seeds base.seed .. base.seed+repeats-1 must stay <= {MAX_SEED}, got {repeats}")
     return repeats
+
+
+RACING_KEYS = ("min_seeds", "max_seeds", "alpha", "budget_s")
+MAX_RACING_SEEDS = 1000  # seeds per configuration: trials are enqueued one per seed
+
+
+@dataclass(frozen=True)
+class Racing:
+    """The study file's `racing:` block (racing.py decides the rounds, docs/sweeps.md explains them)."""
+    min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
+    max_seeds: int = 10           # no configuration gets more seeds
+    alpha: float = 0.05           # family-wise error (per round) of eliminating a configuration that is not slower
+    budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
+
+
+def parse_racing(v: Any, err: Callable[[str, str], Exception]) -> Racing:
+    """The `racing:` block, validated; err(key, message) makes the one-line error."""
+    if not isinstance(v, dict):
+        raise err("racing", "must be a mapping like {min_seeds: 3, max_seeds: 10, alpha: 0.05, budget_s: null}")
+    unknown = [k for k in v if k not in RACING_KEYS]
+    if unknown:
+        raise err(f"racing.{unknown[0]}", f"unknown key; allowed: {', '.join(RACING_KEYS)}")
+    d = Racing()
+
+    def count(k: str, low: int) -> int:
+        x = v.get(k, getattr(d, k))
+        if isinstance(x, bool) or not isinstance(x, int) or not low <= x <= MAX_RACING_SEEDS:
+            raise err(f"racing.{k}", f"must be an integer in [{low}, {MAX_RACING_SEEDS}], got {x!r}")
+        return x
+
+    lo = count("min_seeds", 2)  # one seed per configuration gives a log-rank test nothing to compare
+    hi = count("max_seeds", 2)
+    if hi < lo:
+        raise err("racing.max_seeds", f"must be >= min_seeds ({lo}), got {hi}")
+    alpha = v.get("alpha", d.alpha)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise err("racing.alpha", f"must be a number in (0, 1), e.g. 0.05, got {alpha!r}")
+    budget = v.get("budget_s")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 0):
+        raise err("racing.budget_s", f"must be a number of seconds > 0, or null, got {budget!r}")
+    return Racing(lo, hi, float(alpha), None if budget is None else float(budget))
 
 
 def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: dict, space: dict, n_grid: int,
