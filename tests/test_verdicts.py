@@ -373,6 +373,10 @@ def test_nan_final_accuracy_is_missing_never_an_earlier_epochs(hard):
     assert (s["n_runs"], s["best_test_acc_n"], s["final_test_acc_n"]) == (4, 3, 1)
     assert s["final_test_acc_mean"] == pytest.approx(0.7)  # "fine" only
     assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.8, 0.7, 0.7]))  # all-nan has none
+    main = text.tables(f, runs, [], summ, pd.DataFrame(columns=stats.COMPARISON_COLUMNS),
+                       report.numbers(f, TARGETS)[4], None, TARGETS)[0]
+    shown = next(t for t in main if t.id == "summary").frame
+    assert shown["n (timed)"].iloc[0] == "4 (4); best acc n = 3, final acc n = 1"  # where a run was left out
     missing = f.incomplete.set_index("run_name")["missing"]
     assert "test_acc (NaN at every epoch)" in missing["all-nan"] and "final_test_acc (NaN)" in missing["nan-final"]
 

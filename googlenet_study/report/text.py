@@ -132,11 +132,18 @@ def _ranking_rows(rank, main_p, pct, clock: str = "epoch") -> list[dict]:
     return rows
 
 
+def _fewer(r) -> str:
+    """Where an accuracy statistic used fewer runs than n (a NaN or invalid value): its own n."""
+    parts = [f"{w} n = {r[f'{m}_n']}" for m, w in ((schema.BEST_ACC, "best acc"), (schema.FINAL_ACC, "final acc"))
+             if f"{m}_n" in r and r[f"{m}_n"] != r["n_runs"]]
+    return f"; {', '.join(parts)}" if parts else ""
+
+
 def _summary_rows(summ, targets, pct, clock: str = "epoch") -> list[dict]:
     rows, epoch_sec = [], fmt.seconds("epoch")  # s / epoch and totals stay on the epoch clock under --clock train
     for _, r in summ.iterrows():
         row = {"configuration": r["configuration"], "hardware": r[stats.HARDWARE],
-               "n (timed)": f"{r['n_runs']} ({r['n_timed']})",
+               "n (timed)": f"{r['n_runs']} ({r['n_timed']})" + _fewer(r),
                "best acc %": pct(r.best_test_acc_mean, r.best_test_acc_ci_low, r.best_test_acc_ci_high),
                "best acc % IQM": fmt.ci(r, "best_test_acc_iqm", pct),
                "final acc % IQM": fmt.ci(r, "final_test_acc_iqm", pct),
