@@ -204,6 +204,27 @@ def test_the_reports_racing_section_from_racing_csv():
     assert totals["stopped_by"] == "one left" and totals["rounds"] == 3
 
 
+def test_the_benchmark_races_the_same_draws_as_the_uniform_design():
+    """benchmarks/racing.py's pieces on one simulated study: what the race spends is within [K min_seeds,
+    K max_seeds], and a race that runs every survivor to max_seeds saw the uniform design's data for them."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "racing.py"
+    spec = importlib.util.spec_from_file_location("racing_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfgs = bench.configurations(2, 2)
+    assert [m for m, _ in cfgs] == [1.0, 1.1, 2.0, 1.2] and [q for _, q in cfgs] == [0.95, 0.95, 0.95, 0.3]
+    runs = bench.draw(np.random.default_rng(0), cfgs, 10, 0.25)
+    assert len(runs) == 40 and (runs["clock_end_s"] == 3.0).all()
+    assert (runs["time_to_test_acc_80"].dropna() <= 3.0).all()  # unreached past the end: censored there
+    names = ["c0", "c1", "c2", "c3"]
+    winner, spent, why = bench.race(runs, names, Racing())
+    assert 4 * 3 <= spent <= 4 * 10 and why in (racing.ONE_LEFT, racing.MAX_SEEDS_REACHED)
+    assert winner in names
+
+
 # ---- real racing sweeps on digits (slow: they train) -------------------------------------------------------
 # Tiny runs that learn: lr 3e-3 and 1e-3 pass 20 % test accuracy in epoch 2 or 3 (measured: 0.28-0.44 by
 # epoch 3); lr 1e-9 never leaves its initial accuracy (0.10-0.12): the clear loser. 4 epochs, so that the
@@ -294,17 +315,28 @@ def test_a_racing_sweep_stopped_by_sigterm_resumes_the_same_round(tmp_path):
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, "-m", "googlenet_study", "sweep", str(path), "--tracking-uri", uri, "--no-report"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
 
     def states() -> Counter:
+        """Trial states read straight from the study's SQLite file, read-only: opening it through Optuna
+        would create its tables under the sweep that is creating them."""
+        import sqlite3
+
+        db = tmp_path / "optuna.db"
+        if not db.exists():
+            return Counter()
         try:
-            return Counter(t.state.name for t in optuna.load_study(study_name="resumed", storage=storage).trials)
-        except Exception:  # noqa: BLE001 - the study does not exist yet
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+                return Counter(dict(con.execute("select state, count(*) from trials group by state").fetchall()))
+        except sqlite3.OperationalError:  # no trials table yet
             return Counter()
 
-    wait_for(lambda: states()["COMPLETE"] >= 1 and states()["RUNNING"] == 1, "round 1: one trial done, one running")
+    wait_for(lambda: first.poll() is not None or (states()["COMPLETE"] >= 1 and states()["RUNNING"] == 1),
+             "round 1: one trial done, one running")
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
     first.send_signal(signal.SIGTERM)
-    assert first.wait(timeout=600) == 143, first.stderr.read()[-3000:]
+    assert first.wait(timeout=600) == 143, (tmp_path / "first.log").read_text()[-3000:]
     st = optuna.load_study(study_name="resumed", storage=storage)
     assert "RUNNING" not in Counter(t.state.name for t in st.trials)
     assert "racing_round_1" not in st.user_attrs  # the round is still open
