@@ -42,7 +42,8 @@ REQUIRED = ("format", "epoch", "model", "optimizer", "rng", "history", "config_h
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id (uuid4().hex): the only run ids --resume takes
 # Checkpoints written before the RNG states became tensors hold numpy's MT19937 key as an ndarray: these
 # three numpy names rebuild a plain array and nothing else (a subtype must itself be allowed).
-_OLD_NUMPY = (np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType)
+_NP_CORE = np._core if hasattr(np, "_core") else np.core  # numpy 2 | 1.26
+_OLD_NUMPY = (_NP_CORE.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType)
 
 
 @dataclass(frozen=True)

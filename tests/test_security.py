@@ -384,3 +384,19 @@ def test_a_user_and_password_in_an_http_tracking_uri_reach_a_basic_auth_server_a
         assert not any(leaks(v, pw) for v in [*run.data.params.values(), *run.data.tags.values()])
     finally:
         stop_server(server)
+
+
+@pytest.mark.slow
+def test_reproduce_records_its_run_in_the_experiment_it_is_given(tiny_cfg, tracking_uri, capsys):
+    """Issue 18: reproduce ignored --experiment (the rerun went to the original's experiment)."""
+    from googlenet_study.train import train
+
+    first = train(dataclasses.replace(tiny_cfg, deterministic=True, epochs=1, train_size=64, test_size=32),
+                  experiment="original")
+    assert main(["reproduce", first.run_id, "--experiment", "reruns"]) == 0
+    assert "bit-identical" in capsys.readouterr().out
+    c = MlflowClient(tracking_uri)
+    (rerun,) = c.search_runs([c.get_experiment_by_name("reruns").experiment_id])
+    assert rerun.data.tags["reproduces_run_id"] == first.run_id and rerun.info.status == "FINISHED"
+    assert [r.info.run_id for r in c.search_runs([c.get_experiment_by_name("original").experiment_id])] == \
+        [first.run_id]
