@@ -16,6 +16,8 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from conftest import wait_for
+
 from test_sweep import write_study
 
 
@@ -33,22 +35,20 @@ def test_sigkilled_worker_is_retried_and_resumes_its_child_run(when, tmp_path):
     first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
     c = MlflowClient(uri)
-    victim = None
-    for _ in range(3000):
-        exp = c.get_experiment_by_name("googlenet-study")
-        children = c.search_runs([exp.experiment_id], "tags.mlflow.parentRunId != ''") if exp else []
-        for r in children:  # an epoch done and its checkpoint written, or just started
-            if when == "before the first epoch" or list((tmp_path / ".checkpoints").rglob(f"{r.info.run_id}.ckpt")):
-                victim = r.info.run_id
-        if victim:
-            break
+
+    def victim() -> str | None:  # a trial's run that has started, or that has checkpointed an epoch
         assert first.poll() is None, first.stderr.read()[-2000:]
-        time.sleep(0.2)
-    assert victim, "no trial finished an epoch"
+        for r in _children(c):
+            if when == "before the first epoch" or list((tmp_path / ".checkpoints").rglob(f"{r.info.run_id}.ckpt")):
+                return r.info.run_id
+        return None
+    victim = wait_for(victim, "a trial's run to start" if when == "before the first epoch"
+                      else "a trial's epoch-1 checkpoint (<run id>.ckpt)")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert c.get_run(victim).info.status == "RUNNING"  # what MLflow alone leaves behind
-    time.sleep(6)  # past the grace period: the trial's heartbeat is stale
+    wait_for(lambda: _stale_trials(tmp_path / "optuna.db"), "the dead worker's trial to miss its heartbeat "
+             "for the grace period (GOOGLENET_STUDY_GRACE_S = 4)", every=0.5)
 
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -99,6 +99,15 @@ def test_four_workers_on_the_default_local_stores_lose_nothing(tmp_path):
 
 
 
+def _stale_trials(db) -> list[int]:
+    """Trials whose heartbeat is older than the grace period, as Optuna judges it (the database's clock)."""
+    s = optuna.storages.RDBStorage(f"sqlite:///{db}", heartbeat_interval=1, grace_period=4)
+    try:
+        return s._get_stale_trial_ids(s.get_study_id_from_name("killed"))
+    finally:
+        s.engine.dispose()
+
+
 def _children(c: MlflowClient) -> list:
     exp = c.get_experiment_by_name("googlenet-study")
     return c.search_runs([exp.experiment_id], "tags.mlflow.parentRunId != ''") if exp else []
@@ -107,13 +116,11 @@ def _children(c: MlflowClient) -> list:
 def _epochs_logged(c: MlflowClient, proc: subprocess.Popen, before: dict[str, int]) -> dict[str, int]:
     """Wait until two child runs exist and each has logged an epoch more than `before` says: both
     workers are mid-trial. Returns how many epochs each has logged."""
-    for _ in range(3000):
-        logged = {r.info.run_id: len(c.get_metric_history(r.info.run_id, "test_acc")) for r in _children(c)}
-        if len(logged) == 2 and all(n > before.get(run_id, 0) for run_id, n in logged.items()):
-            return logged
+    def logged() -> dict[str, int] | None:
         assert proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.2)
-    pytest.fail("the two workers never both finished an epoch")
+        n = {r.info.run_id: len(c.get_metric_history(r.info.run_id, "test_acc")) for r in _children(c)}
+        return n if len(n) == 2 and all(k > before.get(run_id, 0) for run_id, k in n.items()) else None
+    return wait_for(logged, f"two trial runs each logging an epoch beyond {before or 'none'}", every=0.2)
 
 
 def _stop(proc: subprocess.Popen, send, signum: int, c: MlflowClient, storage: str) -> set[str]:
