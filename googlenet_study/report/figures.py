@@ -251,9 +251,10 @@ def factor_effects(runs, varying, main_target, clock: str = "epoch") -> Drawn | 
         return None
     ys = [("best_test_acc", "best test accuracy (%)", 100.0), ("total_time_s", "total time (s, epoch clock)", 1.0)]
     if main_target is not None:
-        ys.append((schema.time_to_target(main_target), f"time to {main_target:g} % (s, {fmt.clock_name(clock)}; runs that reached it)", 1.0))
-    fig, axes = plt.subplots(len(ys), len(factors), figsize=(max(7.5, 3.4 * len(factors) + 1), 2.6 * len(ys)), squeeze=False,
-                             layout="constrained")
+        ys.append((schema.time_to_target(main_target),
+                   f"time to {main_target:g} % (s, {fmt.clock_name(clock)}; runs that reached it)", 1.0))
+    fig, axes = plt.subplots(len(ys), len(factors), figsize=(max(7.5, 3.4 * len(factors) + 1), 2.6 * len(ys)),
+                             squeeze=False, layout="constrained")
     for j, f in enumerate(factors):
         for i, (m, label, scale) in enumerate(ys):
             d = runs[[f, m]].dropna().assign(v=lambda d: scale * d[m])
