@@ -225,6 +225,56 @@ def test_the_benchmark_races_the_same_draws_as_the_uniform_design():
     assert winner in names
 
 
+def _finished(st, params: dict, grid_point: int, curve: list) -> None:
+    import optuna
+
+    dist = {"lr": optuna.distributions.CategoricalDistribution([0.001, 0.01, 1e-9]),
+            "seed": optuna.distributions.IntDistribution(0, 4)}
+    st.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=curve[-1][2], params=params,
+                                           distributions=dist, user_attrs={"grid_point": grid_point,
+                                                                           "racing_curve": curve}))
+
+
+def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monkeypatch):
+    """sweep/race.step on a real Optuna study (SQLite) and a real MLflow parent run: round 1 of 3 configurations
+    eliminates the one that never reaches 50 %, records itself and queues seed 3 of the two others; a second
+    worker that saw the same end of round (step again) changes nothing."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from googlenet_study import study, tracking
+    from googlenet_study.sweep import race
+    from googlenet_study.sweep.storage import open_storage
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    f = tmp_path / "r.yaml"
+    f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01, 1.0e-9]}\nreport_targets: [50]\n"
+                             "racing: {min_seeds: 3, max_seeds: 5}\n")
+    spec = study.load(str(f))
+    uri, url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
+    storage = open_storage(url)
+    st = optuna.create_study(study_name="r", storage=storage, direction="maximize")
+    for params, attrs in race.first_queue(spec):  # round 1 finished: 50 % at ~10 s, the loser never (ends at 20 s)
+        i, s = attrs["grid_point"], params["seed"]
+        acc = 0.1 if params["lr"] == 1e-9 else 0.6
+        _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, acc], [2, 20.0 + s, acc]])
+    assert race.step(st, spec, parent, uri) is True
+    queued = sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials if t.state.name == "WAITING")
+    assert queued == [(0.001, 3), (0.01, 3)]
+    assert race.step(st, spec, parent, uri) is True  # the second decider: the seeds are queued already
+    assert len([t for t in st.trials if t.state.name == "WAITING"]) == 2
+    assert [k for k in st.user_attrs if k.startswith("racing_round_")] == ["racing_round_1"]
+    rows = {r["configuration"]: r for r in st.user_attrs["racing_round_1"]["rows"]}
+    assert rows["lr=1e-09"]["decision"] == "eliminate" and rows["lr=0.001"]["decision"] == "leader"
+    assert rows["lr=1e-09"]["p_holm"] == pytest.approx(2 * 0.012301, abs=1e-5)
+    c = MlflowClient(uri)
+    assert [(m.step, m.value) for m in c.get_metric_history(parent, "racing_live_configurations")] == [(1, 3.0)]
+    assert [(m.step, m.value) for m in c.get_metric_history(parent, "racing_seeds_spent")] == [(1, 9.0)]
+    csv_rows = pd.read_csv(c.download_artifacts(parent, "racing.csv", str(tmp_path)))
+    assert list(csv_rows["decision"]) == ["leader", "keep", "eliminate"] and set(csv_rows["round"]) == {1}
+
+
 # ---- real racing sweeps on digits (slow: they train) -------------------------------------------------------
 # Tiny runs that learn: lr 3e-3 and 1e-3 pass 20 % test accuracy in epoch 2 or 3 (measured: 0.28-0.44 by
 # epoch 3); lr 1e-9 never leaves its initial accuracy (0.10-0.12): the clear loser. 4 epochs, so that the
