@@ -1,7 +1,8 @@
 """Report stage 2: numbers. Per-run summaries, configurations, mean and 95 % t-intervals across seeds,
 olympic means, IQMs with bootstrap intervals (robust.py), times to target as censored data (survival.py),
 one-factor comparisons (P(A better than B) with its interval, Cohen's d, Welch; log-rank for times to
-target), performance profiles and the ranking (profiles.py).
+target), performance profiles (profiles.py) and the ranking (ranking.py). Which runs' seconds count
+(time_excluded) is decided once, in per_run, and every time statistic follows it.
 
 A configuration is the set of runs whose config params are equal except `seed`, on the same hardware (the
 device_name tag; `device` cuda:N counts as cuda) unless the report pools hardware. docs/reports.md explains
