@@ -193,3 +193,17 @@ def test_the_verdict_of_a_study_without_a_target_or_a_ranked_configuration_is_st
     one = runs_frame({"a": [LOSER[0]]})
     rank, p = ranking.ranking(stats.summary(one, [], TARGETS), TARGETS)
     assert verdict.verdict(rank, one, p)[0].startswith("No configuration has 2 or more")
+
+
+def test_the_bootstrap_is_scipys_percentile_bootstrap_number_for_number():
+    """robust._bootstrap reuses scipy.stats.bootstrap's resample indices (a fresh seed-0 generator per interval)
+    without its per-call set-up; if scipy ever draws them differently, this says so."""
+    a, b = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0]), np.array([6.0, 5.0, 3.0, 5.0])
+    for samples, statistic, paired in (((a,), robust.iqm, False),
+                                       ((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), False),
+                                       ((a, (a > 2).astype(float)), lambda t, h, axis=-1: t.sum(axis) / (1 + h.sum(axis)),
+                                        True)):
+        ref = sps.bootstrap(samples, statistic, n_resamples=robust.BOOTSTRAP_RESAMPLES, vectorized=True,
+                            paired=paired, confidence_level=robust.CONFIDENCE, method="percentile",
+                            rng=np.random.default_rng(robust.BOOTSTRAP_SEED)).confidence_interval
+        assert robust._bootstrap(samples, statistic, paired) == (ref.low, ref.high)

@@ -8,6 +8,7 @@ with BOOTSTRAP_SEED, so a report is the same byte for byte from the same runs, w
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -63,12 +64,34 @@ def iqm_interval(x) -> tuple[float, float, float]:
     return m, lo, hi
 
 
+@functools.lru_cache(maxsize=256)
+def _indices(sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """The resample indices scipy.stats.bootstrap draws from a fresh BOOTSTRAP_SEED generator: one
+    (BOOTSTRAP_RESAMPLES, n) block per sample, in order. They depend on the sizes alone, so they are drawn
+    once per sizes and shared (read-only) by every statistic of a report."""
+    rng = _rng()
+    out = tuple(rng.integers(0, n, (BOOTSTRAP_RESAMPLES, n)) for n in sizes)
+    for i in out:
+        i.flags.writeable = False
+    return out
+
+
 def _bootstrap(samples: tuple, statistic, paired: bool = False) -> tuple[float, float]:
-    with warnings.catch_warnings():  # a degenerate resample distribution (all runs equal) warns; the interval is a point
+    """Percentile bootstrap interval of statistic(*samples, axis=-1), exactly as scipy.stats.bootstrap(samples,
+    statistic, vectorized=True, paired=paired, method="percentile", rng=default_rng(BOOTSTRAP_SEED)) computes
+    it (tests/test_report_stats_unit.py compares them), without its per-call set-up: a 1,000-run report asks
+    for some 400 intervals."""
+    samples = tuple(np.asarray(x) for x in samples)
+    if paired:  # scipy resamples the runs' indices once, for every sample alike
+        (i,) = _indices((samples[0].shape[-1],))
+        theta = statistic(*(x[i] for x in samples), axis=-1)
+    else:
+        theta = statistic(*(x[i] for x, i in zip(samples, _indices(tuple(x.shape[-1] for x in samples)))), axis=-1)
+    alpha = (1 - CONFIDENCE) / 2
+    with warnings.catch_warnings():  # a degenerate resample distribution (all runs equal): the interval is a point
         warnings.simplefilter("ignore")
-        r = stats.bootstrap(samples, statistic, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=True, paired=paired,
-                            confidence_level=CONFIDENCE, method="percentile", rng=_rng())
-    return float(r.confidence_interval.low), float(r.confidence_interval.high)
+        lo, hi = stats.quantile(np.asarray(theta, dtype=float), np.array([alpha, 1 - alpha]), axis=-1)
+    return float(lo), float(hi)
 
 
 def lose_missing(x, higher_is_better: bool) -> np.ndarray:
