@@ -110,7 +110,8 @@ def main() -> None:
         total = a.studies * a.max_seeds * len(cfgs)
         print(f"| {name} | {spent / a.studies:.1f} / {total / a.studies:.0f} | {100 * (1 - spent / total):.1f} % "
               f"| {100 * same / a.studies:.1f} % | {100 * race_right / a.studies:.0f} % / "
-              f"{100 * uniform_right / a.studies:.0f} % | {stops[racing.ONE_LEFT]} / {stops[racing.MAX_SEEDS_REACHED]} |",
+              f"{100 * uniform_right / a.studies:.0f} % "
+              f"| {stops[racing.ONE_LEFT]} / {stops[racing.MAX_SEEDS_REACHED]} |",
               flush=True)
     print(f"({time.perf_counter() - t0:.0f} s)")
 

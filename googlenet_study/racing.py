@@ -82,7 +82,8 @@ def _by_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float]) ->
     return {c: {p: _censored(groups.get(c, empty), p) for p in targets} for c in live}
 
 
-def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float], _data: dict | None = None) -> float | None:
+def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float],
+                 _data: dict | None = None) -> float | None:
     """The report's ranking target (ranking.ranking_target on summary-like rows: runs, reached fraction and ERT
     per target) over the live configurations that reached the lowest target in at least half their timed runs;
     the others are compared at it, censored."""

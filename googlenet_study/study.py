@@ -303,7 +303,8 @@ def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: di
     if n_trials is not None or "n_trials" in raw:
         raise err("--n-trials" if n_trials is not None else "n_trials", "not with racing: the race decides the trials")
     if n_grid * r.max_seeds > MAX_TRIALS:
-        raise err("racing.max_seeds", f"{n_grid} configurations x {r.max_seeds} seeds is more than {MAX_TRIALS:,} trials")
+        raise err("racing.max_seeds",
+                  f"{n_grid} configurations x {r.max_seeds} seeds is more than {MAX_TRIALS:,} trials")
     return r
 
 

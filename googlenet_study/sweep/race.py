@@ -31,7 +31,7 @@ from ..stop import STOP
 from ..study import StudySpec
 
 ROUND_ATTR = "racing_round_"   # + k: study user attr, round k's decision (JSON-able dict)
-STOPPED_ATTR = "racing_stopped_by"
+STOPPED_ATTR = schema.RACING_STOPPED_BY_TAG  # also a study user attr: the race is over
 CURVE_ATTR = "racing_curve"    # trial user attr: [[epoch, elapsed_time_s, test_acc], ...] of its finished run
 POLL_S = 1.0                   # s between looks while another worker trains the round's last seeds
 CSV_COLUMNS = ("round", "configuration", "seeds", "reached", "ert_s", "p_value", "p_holm", "decision", "target",
@@ -41,7 +41,8 @@ CSV_COLUMNS = ("round", "configuration", "seeds", "reached", "ert_s", "p_value",
 def first_queue(spec: StudySpec) -> list[tuple[dict, dict]]:
     """(params, user attrs) of the trials the creator enqueues: seeds 0 .. min_seeds-1 of every configuration,
     seed by seed (round 1 fills evenly whatever the number of workers)."""
-    return [({**p, "seed": s}, {"grid_point": i}) for s in range(spec.racing.min_seeds) for i, p in enumerate(spec.grid)]
+    return [({**p, "seed": s}, {schema.GRID_POINT_ATTR: i})
+            for s in range(spec.racing.min_seeds) for i, p in enumerate(spec.grid)]
 
 
 def label(point: dict) -> str:
@@ -150,7 +151,7 @@ def _decide(trials: list, spec: StudySpec, live: list[int]) -> racing.Round:
     names = [label(p) for p in spec.grid]
     done = [t for t in trials if t.state == TrialState.COMPLETE and CURVE_ATTR in t.user_attrs]
     curves = {str(t.number): t.user_attrs[CURVE_ATTR] for t in done}
-    config = {str(t.number): names[int(t.user_attrs["grid_point"])] for t in done}
+    config = {str(t.number): names[int(t.user_attrs[schema.GRID_POINT_ATTR])] for t in done}
     targets = tuple(spec.report_targets or DEFAULT_TARGETS)
     runs = racing.runs_from_curves(curves, config, targets)
     spent = float(runs["clock_end_s"].sum()) if len(runs) else 0.0
@@ -169,7 +170,7 @@ def _enqueue(st: optuna.Study, spec: StudySpec, record: dict) -> bool:
     for i in record["survivors"]:
         params = {**spec.grid[i], "seed": seed}
         if json.dumps(params, sort_keys=True, default=str) not in have:
-            st.enqueue_trial(params, user_attrs={"grid_point": i}, skip_if_exists=True)
+            st.enqueue_trial(params, user_attrs={schema.GRID_POINT_ATTR: i}, skip_if_exists=True)
             added = True
     return added
 
