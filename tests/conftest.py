@@ -42,7 +42,8 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = STATE_TIMEO
 
 
 # The fast tier (`make test-fast`, `pytest -m fast`): every test not marked slow, postgres, browser or gpu.
-# A test that trains through train(), starts a process or a server, or waits on one is marked `slow`.
+# A test that trains through train(), starts a process or a server, waits on one, or takes seconds of CPU
+# (whole reports with their PDF, Inception-v3) is marked `slow`.
 NOT_FAST = ("slow", "postgres", "browser", "gpu")
 
 

@@ -57,7 +57,7 @@ def _pair(tiny_cfg, **over):
     return plain, folded
 
 
-@pytest.mark.parametrize("arch", ["googlenet", "inception_v3"])
+@pytest.mark.parametrize("arch", ["googlenet", pytest.param("inception_v3", marks=pytest.mark.slow)])  # 8 s CPU
 def test_folded_frozen_model_gives_the_unfolded_outputs(tiny_cfg, arch):
     over = {"model": arch} if arch == "googlenet" else {"model": arch, "image_size": 75, "aux_weight": 0.0}
     plain, folded = _pair(tiny_cfg, **over)

@@ -60,6 +60,7 @@ def example_store(tmp_path_factory):
     return {"uri": uri, "root": root}
 
 
+@pytest.mark.slow  # two whole reports with their PDFs: 11 s of CPU
 def test_the_same_runs_and_source_date_epoch_give_byte_identical_html_and_pdf(example_store, tmp_path, monkeypatch):
     import pypdf
 

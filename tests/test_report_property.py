@@ -94,6 +94,7 @@ def test_every_random_study_gives_numbers_tables_and_a_verdict_without_a_warning
         stats.performance_profile(summ, TARGETS)
 
 
+@pytest.mark.slow  # three whole reports with their PDFs
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(study=STUDY)
 def test_every_random_study_builds_every_report_file(client, study, tmp_path_factory):
