@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 
+from .. import schema
+
 CLOCK_NAMES = {"epoch": "epoch clock", "train": "train clock"}  # report --clock NAME -> the words in headers
-EPOCH_CLOCK_METRICS = ("epoch_time_s", "total_time_s", "elapsed_time_s")  # on the epoch clock whatever --clock
+EPOCH_CLOCK_METRICS = (schema.EPOCH_TIME, schema.TOTAL_TIME, schema.CLOCK)  # on the epoch clock whatever --clock
 
 
 def missing(x) -> bool:

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .. import schema  # noqa: E402
 from . import curves, stats  # noqa: E402
 from .figures import Drawn, _accuracy_curves, _figure, _legend, _title  # noqa: E402
 
@@ -23,15 +24,15 @@ MAX_FILTER_ROWS = 12  # the filters figure shows at most this many configuration
 
 def lecture_plots(runs, epochs, colors) -> Drawn:
     fig, (a, b) = _figure(len(colors), 11, 4.2, panels=2)
-    for metric, ls in (("train_loss", "-"), ("train_aux_loss", "--")):
+    for metric, ls in ((schema.TRAIN_LOSS, "-"), (schema.TRAIN_AUX_LOSS, "--")):
         if epochs[metric].notna().any():
             for cfg, g in stats.by_epoch(runs, epochs, metric).groupby("configuration", observed=True):
                 a.plot(g["epoch"], g["mean"], ls, color=colors[cfg], lw=1.2, marker="o", ms=2)
     a.set(xlabel="epoch", ylabel="cross-entropy", title="main (solid) vs auxiliary (dashed) training loss")
-    for metric, ls in (("train_acc", "--"), ("test_acc", "-")):
+    for metric, ls in ((schema.TRAIN_ACC, "--"), (schema.ACCURACY, "-")):
         for cfg, g in stats.by_epoch(runs, epochs, metric).groupby("configuration", observed=True):
             b.plot(g["epoch"], 100 * g["mean"], ls, color=colors[cfg], lw=1.2, marker="o", ms=2,
-                   label=str(cfg) if metric == "test_acc" else None)
+                   label=str(cfg) if metric == schema.ACCURACY else None)
     b.set(xlabel="epoch", ylabel="accuracy (%)", title="train (dashed) vs test (solid) accuracy")
     _legend(fig, b, len(colors))
     _title(fig, "The lecture's two plots, mean over seeds per configuration")
