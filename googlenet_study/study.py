@@ -114,7 +114,7 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
     space = {k: _dimension(k, v, base, err) for k, v in space_raw.items()}
     sampler = _sampler(raw, space, err)
     sampler_seed = _int(raw.get("sampler_seed", 0), "sampler_seed", err, low=0, high=MAX_SAMPLER_SEED)
-    objectives = _objectives(raw.get("objectives", [{"maximize": "best_test_acc"}]), base_cfg, err)
+    objectives = _objectives(raw.get("objectives", [{"maximize": schema.BEST_ACC}]), base_cfg, err)
     pruner = _pruner(raw, len(objectives), err)
     max_retries = _int(raw.get("max_retries", 0), "max_retries", err, low=0)
     repeats = _repeats(raw, base_cfg, space, err)

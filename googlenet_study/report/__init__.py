@@ -145,7 +145,7 @@ def _tidy(runs: pd.DataFrame, f: fetch.Fetched, targets: tuple[float, ...]) -> p
     metric."""
     per_target = [c for p in targets for c in (schema.time_to_target(p), stats.reached(p))]
     cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in f.params if p != "seed"] + \
-        ["study", "trial", "device_name", "host", stats.HARDWARE, "time_excluded", *per_target]
+        ["study", "trial", schema.DEVICE_NAME_TAG, schema.HOST_TAG, stats.HARDWARE, "time_excluded", *per_target]
     tidy = runs[cols].merge(f.epochs, on="run_id")
     return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
 
@@ -154,7 +154,7 @@ def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path)
     """(configuration, run name, {before, after}) for the median-accuracy run of the best-ranked configurations."""
     reps = []
     for cfg in list(rank["configuration"])[:lecture.MAX_FILTER_ROWS]:
-        g = runs[runs["configuration"] == cfg].sort_values(["best_test_acc", "run_id"])
+        g = runs[runs["configuration"] == cfg].sort_values([schema.BEST_ACC, "run_id"])
         r = g.iloc[(len(g) - 1) // 2]
         path = tracking.download_artifact(r["run_id"], "filters/filters.pt", tmp / ".artifacts" / r["run_id"], uri)
         if path is None:

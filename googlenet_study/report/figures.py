@@ -205,7 +205,7 @@ def epoch_time(runs, varying) -> Drawn:
                              layout="constrained")
     for ax, lv in zip(axes[0], levels):
         d = runs if lv is None else runs[runs[col] == lv]
-        sns.barplot(data=d, x=x, y="epoch_time_s", hue=hue, errorbar=_tci, capsize=0.1, ax=ax,
+        sns.barplot(data=d, x=x, y=schema.EPOCH_TIME, hue=hue, errorbar=_tci, capsize=0.1, ax=ax,
                     palette="deep" if hue else None, legend=ax is axes[0][-1])
         ax.set(title=f"{col}={lv}" if col else "", ylabel="seconds per epoch (epoch clock)")
         if x == "configuration":
@@ -249,7 +249,7 @@ def factor_effects(runs, varying, main_target, clock: str = "epoch") -> Drawn | 
     factors = [f for f in stats.FACTORS if f in varying] or varying[:3]
     if not factors:
         return None
-    ys = [("best_test_acc", "best test accuracy (%)", 100.0), ("total_time_s", "total time (s, epoch clock)", 1.0)]
+    ys = [(schema.BEST_ACC, "best test accuracy (%)", 100.0), (schema.TOTAL_TIME, "total time (s, epoch clock)", 1.0)]
     if main_target is not None:
         ys.append((schema.time_to_target(main_target),
                    f"time to {main_target:g} % (s, {fmt.clock_name(clock)}; runs that reached it)", 1.0))
