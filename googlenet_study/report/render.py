@@ -91,6 +91,7 @@ table{border-collapse:collapse;font-size:12px;margin:.5em 0;display:block;overfl
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 td.l{text-align:left}figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+#verdict{border:1px solid #999;padding:0 1em;margin:1em 0}#verdict h2{margin-top:.6em}
 figcaption,.note{color:#555;font-size:12.5px}nav ol{columns:2}dl.facts{display:grid;
 grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:600}dd{margin:0}
 @media print{
@@ -101,7 +102,6 @@ grid-template-columns:max-content auto;gap:2px 12px}dt{font-weight:600}dd{margin
 body{font-size:9.5pt;max-width:none;margin:0;padding:0}h1{string-set:title content()}
 nav h2{bookmark-level:none}nav ol{columns:1}nav a{color:inherit;text-decoration:none}
 section.wide{page:wide}h2{margin-top:1.2em;break-after:avoid}section.fig{break-inside:avoid}
-#verdict{border:1px solid #999;padding:0 3mm;margin:3mm 0}
 table{display:table;font-size:7pt;width:100%}th,td{white-space:normal;padding:2px 4px}
 thead{display:table-header-group}tr{break-inside:avoid}
 figure{margin:0;break-inside:avoid}img{width:100%;max-height:225mm;object-fit:contain;border:0}
