@@ -70,7 +70,8 @@ def test_holm_keeps_what_one_uncorrected_test_would_eliminate():
     # 3 * 0.0123 = 0.037 still <= 0.05; at alpha 0.03 it survives although 0.0123 < 0.03 uncorrected.
     runs = runs_of(fast=FAST, close=CLOSE, close2=CLOSE, never=NEVER)
     live = ["fast", "close", "close2", "never"]
-    assert racing.decide(runs, live, TARGETS, Racing()).table.set_index("configuration").at["never", "decision"] == ELIMINATE
+    usual = racing.decide(runs, live, TARGETS, Racing()).table.set_index("configuration")
+    assert usual.at["never", "decision"] == ELIMINATE
     strict = racing.decide(runs, live, TARGETS, Racing(alpha=0.03)).table.set_index("configuration")
     assert strict.at["never", "p_holm"] == pytest.approx(3 * 0.01230, abs=1e-4)
     assert strict.at["never", "decision"] == KEEP
@@ -276,7 +277,7 @@ def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monk
 
 
 # ---- real racing sweeps on digits (slow: they train) -------------------------------------------------------
-# Tiny runs that learn: lr 3e-3 and 1e-3 pass 20 % test accuracy in epoch 2 or 3 (measured: 0.28-0.44 by
+# Tiny runs that learn: lr 1e-3 to 3e-3 pass 20 % test accuracy in epoch 2 or 3 (measured: 0.28-0.52 by
 # epoch 3); lr 1e-9 never leaves its initial accuracy (0.10-0.12): the clear loser. 4 epochs, so that the
 # loser's runs, censored at their ends, are still at risk when the others reach 20 % (else the log-rank test
 # learns nothing from them).
@@ -285,11 +286,11 @@ RACE_TINY = {"model": "googlenet", "dataset": "digits", "weights": "none", "imag
 LOSER = 1e-9
 
 
-def race_study(folder, name: str, lrs: list, **racing_block):
+def race_study(folder, name: str, lrs: list, epochs: int = RACE_TINY["epochs"], **racing_block):
     import yaml
 
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "base": RACE_TINY, "space": {"lr": lrs},
+    path.write_text(yaml.safe_dump({"name": name, "base": {**RACE_TINY, "epochs": epochs}, "space": {"lr": lrs},
                                     "objectives": [{"maximize": "best_test_acc"}], "report_targets": [20],
                                     "racing": racing_block}, sort_keys=False))
     return path
@@ -303,11 +304,13 @@ def racing_csv(uri: str, parent: str, tmp) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_two_workers_race_the_loser_out_after_min_seeds_and_give_the_survivors_more(tmp_path):
-    """Round 1 (seeds 0-2 of 3 configurations) eliminates lr 1e-9; each survivor gets seed 3 (max_seeds 4),
-    each (configuration, seed) runs once, nothing is left RUNNING or WAITING. Holm over the round's two
-    tests: the loser's one-sided log-rank p is 0.0123 (3 runs at the target before 3 that never got there),
-    2 x 0.0123 <= 0.05. The two learning rates that learn are close: when one's 3 runs all came before the
-    other's (probability about 1/10), it is eliminated too and the race stops in round 1, one left."""
+    """Round 1 (seeds 0-2 of 3 configurations) eliminates lr 1e-9 (it never reaches 20 %); each survivor gets
+    seed 3 (max_seeds 4), each (configuration, seed) runs once, nothing is left RUNNING or WAITING, and the
+    report has its Racing section. Holm over the round's two tests: the loser's one-sided log-rank p is 0.0123
+    when its 3 runs never got there and outlasted the leader's 3 times to target; 2 x 0.0123 <= 0.05. On a
+    machine whose load swings, that margin is thin (seen: Holm 0.0499). The two learning rates that learn are
+    close: when one's 3 runs all came before the other's (about 1 in 10), it is eliminated too and the race
+    stops in round 1, one left. Measured: 7 min at load 10 (11 runs of 6 epochs, 2 workers, the report)."""
     import optuna
     from collections import Counter
 
@@ -315,7 +318,9 @@ def test_two_workers_race_the_loser_out_after_min_seeds_and_give_the_survivors_m
 
     from conftest import cli
 
-    path = race_study(tmp_path, "race2", [0.003, 0.001, LOSER], min_seeds=3, max_seeds=4, alpha=0.05)
+    # 6 epochs: on a loaded machine an epoch took 2 s in one run and 5 s in another (seen here), and a loser run
+    # that ends before the leader's runs reach 20 % is censored before it and tells the log-rank test nothing.
+    path = race_study(tmp_path, "race2", [0.001, 0.002, LOSER], epochs=6, min_seeds=3, max_seeds=4, alpha=0.05)
     uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
     r = cli("sweep", str(path), "--workers", "2", "--tracking-uri", uri, cwd=tmp_path, timeout=1800,
             env={"GOOGLENET_STUDY_PDF": "off"})  # the report at the end, without WeasyPrint's seconds
@@ -328,18 +333,23 @@ def test_two_workers_race_the_loser_out_after_min_seeds_and_give_the_survivors_m
                                            "tags.sweep_role = 'parent'")[0]
     rounds = racing_csv(uri, parent.info.run_id, tmp_path)
     first = rounds[rounds["round"] == 1].set_index("configuration")
-    assert first.at[f"lr={LOSER}", "decision"] == "eliminate" and first.at[f"lr={LOSER}", "seeds"] == 3
-    assert first.at[f"lr={LOSER}", "p_value"] == pytest.approx(0.0123, abs=1e-4)
+    curves = {(t.params["lr"], t.params["seed"]): [(round(e[1], 1), e[2]) for e in t.user_attrs["racing_curve"]]
+              for t in trials if t.state.name == "COMPLETE"}
+    why = f"round 1:\n{first.to_string()}\ncurves (s, test_acc):\n{curves}"
+    assert first.at[f"lr={LOSER}", "decision"] == "eliminate" and first.at[f"lr={LOSER}", "seeds"] == 3, why
+    # 0.0123 when all 3 of the leader's runs reach 20 % before any of the loser's ends; under load a loser run
+    # can end first (seen: p 0.0249, Holm 0.0499), and 0.0123 is the smallest a 3-vs-3 log-rank test gives
+    assert 0.0123 <= first.at[f"lr={LOSER}", "p_value"] and first.at[f"lr={LOSER}", "p_holm"] <= 0.05, why
     assert sorted(s for (lr, s) in done if lr == LOSER) == [0, 1, 2]  # no seed after its elimination
     survivors = [c for c in first.index if first.at[c, "decision"] != "eliminate"]
     tags = parent.data.tags
     if len(survivors) == 2:  # the usual case: both close ones go on and get seed 3
-        for lr in (0.003, 0.001):
+        for lr in (0.001, 0.002):
             assert sorted(s for (x, s) in done if x == lr) == [0, 1, 2, 3]
         assert tags["racing_stopped_by"] in ("max_seeds", "one left")
     else:
         assert tags["racing_stopped_by"] == "one left"
-    assert tags["racing_winner"].startswith(("lr=0.003", "lr=0.001", "tied: lr=0.00"))
+    assert tags["racing_winner"].startswith(("lr=0.001", "lr=0.002", "tied: lr=0.00"))
     live = MlflowClient(uri).get_metric_history(parent.info.run_id, "racing_live_configurations")
     assert [(m.step, m.value) for m in live][0] == (1, 3.0)
     html = (tmp_path / "reports" / "race2" / "report.html").read_text()  # the report's Racing section
