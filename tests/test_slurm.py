@@ -21,7 +21,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, skip_or_fail
+from conftest import ROOT, skip_or_fail, wait_for
 
 from test_sweep import write_study
 from test_sweep_postgres import mlflow_server
@@ -68,7 +68,11 @@ def study_name(postgres_url):
         pass
 
 
-EPOCHS = 4  # the SIGTERM must find task 0 in the middle of a trial
+# The fewest epochs that prove a mid-trial preemption: task 0 is signalled as soon as both tasks' runs have
+# checkpointed epoch 1 (a file appears: no polling of the server in between), so the SIGTERM lands in epoch
+# 2 or 3 and finds a batch to resume (one epoch would leave nothing; two, one epoch's window for scancel).
+EPOCHS = 3
+TRAIN_SIZE = 192  # images: 6 batches of 32, an epoch long enough for the signal to arrive within it
 
 
 def _jobs() -> str:
@@ -77,7 +81,7 @@ def _jobs() -> str:
 
 def _study(tmp_path: Path, name: str, space: dict, epochs: int) -> Path:
     return write_study(tmp_path, name, space, sampler="grid",
-                       base={"epochs": epochs, "train_size": 96, "test_size": 32})
+                       base={"epochs": epochs, "train_size": TRAIN_SIZE, "test_size": 32})
 
 
 def _children(c: MlflowClient, name: str) -> list:
@@ -88,7 +92,7 @@ def _children(c: MlflowClient, name: str) -> list:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_two_task_array_with_a_task_preempted_and_requeued_completes_every_point_once_under_one_parent(
-        slurm_cluster, server, postgres_url, study_name, tmp_path):
+        slurm_cluster, server, postgres_url, study_name, tmp_path, no_pdf):
     """Task 0 gets SIGTERM mid-trial (`scancel --batch --signal=TERM`, what Slurm sends 120 s before a
     preemption) and is requeued (`scontrol requeue`); the submitter's --wait outlasts it all."""
     path = _study(tmp_path, study_name, {"seed": [0, 1], "aux_weight": [0.0, 0.3]}, epochs=EPOCHS)
@@ -100,29 +104,26 @@ def test_a_two_task_array_with_a_task_preempted_and_requeued_completes_every_poi
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         c = MlflowClient(server)
-        for _ in range(3000):  # both tasks mid-trial: each run has logged an epoch
-            trials = [x for x in _children(c, study_name) if x.data.tags["sweep_role"] == "trial"]
-            if len(trials) == 2 and all(c.get_metric_history(x.info.run_id, "test_acc") for x in trials):
-                break
+
+        def array_job() -> str | None:
             assert proc.poll() is None, proc.stderr.read()[-3000:]
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"the two tasks never both finished an epoch: {_jobs()}")
-        job = subprocess.run(["squeue", "-h", "--name", study_name, "-o", "%F"], capture_output=True, text=True,
-                             timeout=60).stdout.split()[0]  # the array's job id
+            ids = subprocess.run(["squeue", "-h", "--name", study_name, "-o", "%F"], capture_output=True, text=True,
+                                 timeout=60).stdout.split()
+            return ids[0] if ids else None
+        job = wait_for(array_job, f"Slurm to list the job array {study_name}", every=0.5)
+
+        def both_mid_trial() -> bool:  # a run's checkpoint exists from its first epoch's end until it finishes
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            return len(list(shared.rglob("*.ckpt"))) == 2
+        wait_for(both_mid_trial, f"both array tasks' runs to checkpoint epoch 1 in {shared}", every=0.05)
         subprocess.run(["scancel", "--batch", "--signal=TERM", f"{job}_0"], check=True, timeout=60)
         log = tmp_path / "slurm" / f"{study_name}-{job}_0.out"
-        for _ in range(600):
-            if "stopped by signal 15" in log.read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"task 0 did not stop: {log.read_text()[-2000:]}")
+        wait_for(lambda: "stopped by signal 15" in log.read_text(), f"'stopped by signal 15' in {log.name}",
+                 every=0.2)
         print(f"task 0 stopped after {time.monotonic() - t0:.0f} s")
-        for _ in range(100):  # once the task has left the node; now, as Slurm delays a requeue by 2 min
-            if subprocess.run(["scontrol", "requeue", f"{job}_0"], capture_output=True, timeout=60).returncode == 0:
-                break
-            time.sleep(0.5)
+        # Requeued once the task has left the node (scontrol refuses it before); now, as Slurm delays a requeue.
+        wait_for(lambda: subprocess.run(["scontrol", "requeue", f"{job}_0"], capture_output=True,
+                                        timeout=60).returncode == 0, f"scontrol to requeue task {job}_0", every=0.5)
         subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=60)
         out, err = proc.communicate(timeout=600)
     finally:
