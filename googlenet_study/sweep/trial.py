@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import optuna
 
 from .. import pruners, tracking
+from ..checkpoint import AUTO
 from ..config import RunConfig
 from ..engine import Hooks
 from ..stop import STOP
@@ -80,9 +81,10 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     pruning = ([_pruning_hook(trial, seed_index, cfg.epochs, by_clock=pruners.by_clock(w.spec.pruner))]
                if pruners.prunes(w.spec.pruner) else [])
     try:
+        # resume AUTO: a trial re-queued after a stop or a dead worker continues its run from its checkpoint
         r = train(cfg, w.tracking_uri, w.experiment, parent_run_id=parent, run_name=name, tags=tags,
                   hooks=Hooks(on_epoch=[*pruning, _storage_check(trial, cfg.epochs)], progress=False),
-                  checkpoint_dir=w.spec.checkpoint_dir, reraise=(optuna.TrialPruned, Unavailable))
+                  resume=AUTO, checkpoint_dir=w.spec.checkpoint_dir, reraise=(optuna.TrialPruned, Unavailable))
     except BaseException as e:
         run_ids = tracking.find_run_ids(w.experiment, tags, w.tracking_uri)[:1]  # train() raised: no result
         if own and run_ids:
