@@ -252,7 +252,8 @@ def test_missing_values_lose_in_the_direction_of_the_metric():
     assert p is None and list(r["configuration"]) == ["b", "a"] and list(r["rank_best_acc"]) == [1, 2]
 
 
-def test_the_command_line_report_pools_on_request_and_its_csvs_carry_hardware_and_times(store, tmp_path, capsys):
+def test_the_command_line_report_pools_on_request_and_its_csvs_carry_hardware_and_times(store, tmp_path, capsys,
+                                                                                       no_pdf):
     out = tmp_path / "rep"
     assert cli_main(["report", "--experiment", "example", "--targets", "50,80", "--pool-hardware", "--clock", "train",
                      "--tracking-uri", store["uri"], "--out", str(out)]) == 0
