@@ -128,8 +128,11 @@ def open_storage(url: str, max_retries: int = 0, timeout_s: float = outage.DEFAU
             break
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
                 sqlalchemy.exc.OperationalError) as e:
-            # Two processes creating the tables at once: one loses, tries again and finds them.
-            if attempt == 5 or (not sqlite and "could not connect" in str(e)) or "unable to open" in str(e):
+            # Two processes creating the tables at once: one loses, tries again and finds them. A server
+            # that refuses the connection (psycopg 2 "could not connect", psycopg 3 "connection failed")
+            # will not answer a retry half a second later: say so at once.
+            refused = not sqlite and ("could not connect" in str(e) or "connection failed" in str(e))
+            if attempt == 5 or refused or "unable to open" in str(e):
                 first = str(getattr(e, "orig", e)).strip().splitlines()[0]
                 raise UserError(f"--storage: cannot open {redact(url)}: {redact(first)}") from None
             time.sleep(0.5 + random.random())
