@@ -4,6 +4,7 @@ On CI (CI=true) a missing service or browser is a failure, not a skip."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -53,7 +54,7 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.fast)
 
 
-_fast_test_running: list[str] = []  # the node id of the fast test being set up, run or torn down
+_fast_test_running: list[str] = []  # the node id of the fast test being set up or run
 # What libraries run to learn about the machine (platform.processor: uname -p; ctypes.util.find_library:
 # ldconfig, gcc, ld, objdump): milliseconds, not a test's process.
 MACHINE_PROBES = {"uname", "ldconfig", "gcc", "cc", "ld", "objdump"}
@@ -72,16 +73,28 @@ def _no_process_in_a_fast_test(event: str, args) -> None:
 sys.addaudithook(_no_process_in_a_fast_test)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
+@contextlib.contextmanager
+def _guarded(item):
     fast = item.get_closest_marker("fast") is not None
     if fast:
         _fast_test_running.append(item.nodeid)
     try:
         yield
     finally:
-        if fast:
-            _fast_test_running.clear()
+        _fast_test_running.clear()
+
+
+# The test's setup and call, not its teardown: that also ends a module's fixtures (a slow test's server).
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _guarded(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _guarded(item):
+        yield
 
 
 def skip_or_fail(reason: str) -> None:
