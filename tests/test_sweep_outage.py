@@ -108,6 +108,45 @@ def _each_point_once(c: MlflowClient, storage: str, name: str, seeds: list[int])
     assert [r.info.status for r in runs if r.data.tags.get("sweep_role") == "parent"] == ["FINISHED"]
 
 
+# Fast, and before the tests that use own_postgres: the module fixture stops its server in the teardown
+# of the module's last test, and the fast tier's audit hook would blame a fast test for that process.
+def test_a_call_that_fails_transiently_is_retried_with_doubling_waits_one_line_each_then_gives_up():
+    """outage.Patience on its own, against a function that fails as a database that is down does."""
+    from googlenet_study import outage
+
+    lines, calls = [], []
+
+    def flaky(fail: int):
+        def fn():
+            calls.append(time.monotonic())
+            if len(calls) <= fail:
+                raise ConnectionError("connection refused")
+            return "ok"
+        return fn
+
+    p = outage.Patience("the test store", lambda e: isinstance(e, ConnectionError), timeout_s=30, log=lines.append)
+    assert p.call(flaky(2)) == "ok"
+    waits = [b - a for a, b in zip(calls, calls[1:])]
+    assert waits[0] >= 1 and waits[1] >= 2, waits  # 1 s, then 2 s (a loaded machine's sleeps overshoot: no cap)
+    assert len(lines) == 3 and "retry 1 in 1 s" in lines[0] and "retry 2 in 2 s" in lines[1]
+    assert "the test store is back after" in lines[2]
+    with pytest.raises(ValueError):  # not transient: raised at once, no wait
+        outage.Patience("x", lambda e: isinstance(e, ConnectionError), log=lines.append).call(
+            lambda: (_ for _ in ()).throw(ValueError("bad data")))
+
+    calls.clear()
+    p = outage.Patience("the test store", lambda e: isinstance(e, ConnectionError), timeout_s=1.5, log=lines.append)
+    with pytest.raises(outage.Unavailable) as e:
+        p.call(flaky(99))
+    assert re.fullmatch(r"the test store unreachable for \d+ s \(storage_timeout_s = 1.5\): connection refused",
+                        str(e.value)), str(e.value)
+    assert e.value.end_reason.startswith(outage.Unavailable.PREFIX)
+    t = time.monotonic()
+    with pytest.raises(outage.Unavailable):  # once given up, the next call fails fast until one succeeds
+        p.call(flaky(99))
+    assert time.monotonic() - t < 1  # no wait: the first retry alone would take 1 s
+
+
 @pytest.mark.slow
 def test_a_20_second_database_outage_mid_trial_loses_no_trial_metric_or_run_status(tmp_path, own_postgres):
     cmd, env, c = _sweep(tmp_path, "outage", own_postgres.url, [0, 1])
@@ -167,40 +206,3 @@ def test_an_outage_past_storage_timeout_s_ends_the_run_killed_and_the_rerun_resu
     _each_point_once(c, own_postgres.url, "long-outage", [0])
     resumed = c.get_run(run_id)  # the same run, continued from its checkpoint (max_retries is 0)
     assert "resumed_at_epoch" in resumed.data.tags and "end_reason" not in resumed.data.tags
-
-
-def test_a_call_that_fails_transiently_is_retried_with_doubling_waits_one_line_each_then_gives_up():
-    """outage.Patience on its own, against a function that fails as a database that is down does."""
-    from googlenet_study import outage
-
-    lines, calls = [], []
-
-    def flaky(fail: int):
-        def fn():
-            calls.append(time.monotonic())
-            if len(calls) <= fail:
-                raise ConnectionError("connection refused")
-            return "ok"
-        return fn
-
-    p = outage.Patience("the test store", lambda e: isinstance(e, ConnectionError), timeout_s=30, log=lines.append)
-    assert p.call(flaky(2)) == "ok"
-    waits = [b - a for a, b in zip(calls, calls[1:])]
-    assert waits[0] >= 1 and waits[1] >= 2, waits  # 1 s, then 2 s (a loaded machine's sleeps overshoot: no cap)
-    assert len(lines) == 3 and "retry 1 in 1 s" in lines[0] and "retry 2 in 2 s" in lines[1]
-    assert "the test store is back after" in lines[2]
-    with pytest.raises(ValueError):  # not transient: raised at once, no wait
-        outage.Patience("x", lambda e: isinstance(e, ConnectionError), log=lines.append).call(
-            lambda: (_ for _ in ()).throw(ValueError("bad data")))
-
-    calls.clear()
-    p = outage.Patience("the test store", lambda e: isinstance(e, ConnectionError), timeout_s=1.5, log=lines.append)
-    with pytest.raises(outage.Unavailable) as e:
-        p.call(flaky(99))
-    assert re.fullmatch(r"the test store unreachable for \d+ s \(storage_timeout_s = 1.5\): connection refused",
-                        str(e.value)), str(e.value)
-    assert e.value.end_reason.startswith(outage.Unavailable.PREFIX)
-    t = time.monotonic()
-    with pytest.raises(outage.Unavailable):  # once given up, the next call fails fast until one succeeds
-        p.call(flaky(99))
-    assert time.monotonic() - t < 1  # no wait: the first retry alone would take 1 s

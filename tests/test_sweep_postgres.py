@@ -20,7 +20,7 @@ from conftest import free_port, http_up, wait_for
 
 from test_sweep import dashboard_study
 
-from googlenet_study.sweep import storage
+from googlenet_study.sweep import storage as sweep_storage
 
 
 @contextlib.contextmanager
@@ -116,4 +116,4 @@ def test_two_processes_join_one_study_and_one_parent_run(tmp_path, postgres_url,
         assert [t["state"] for t in detail["trials"]] == ["Complete"] * 4
     finally:
         with contextlib.suppress(KeyError):
-            optuna.delete_study(study_name=name, storage=storage.open_storage(postgres_url))
+            optuna.delete_study(study_name=name, storage=sweep_storage.open_storage(postgres_url))
