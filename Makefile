@@ -2,7 +2,7 @@
 #   make demo       - set up, run the offline demo study (2 workers), write its report to reports/demo/
 #   make test       - set up, run the whole test suite (what CI runs), then list its 15 slowest tests
 # and one while working:
-#   make test-fast  - the fast tier: no training through train(), no process, no server (pytest -m fast)
+#   make test-fast  - the fast tier: no training through train(), no process, no server (pytest -m fast -n 2)
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -37,8 +37,11 @@ slurm-deps:
 demo: setup pdf-deps
 	$(BIN)/googlenet-study sweep experiments/demo.yaml --workers 2
 
+# The fast tier runs on both cores (pytest-xdist: it starts no process or server, so nothing collides);
+# the rest one at a time (servers on fixed ports, Slurm, signals), listing its 15 slowest tests.
 test: setup system-deps
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -m fast -n 2 -q
+	$(BIN)/python -m pytest -m "not fast" --durations=15
 
 test-fast: setup
-	$(BIN)/python -m pytest -m fast
+	$(BIN)/python -m pytest -m fast -n 2
