@@ -96,7 +96,7 @@ def check_fits(cfg: RunConfig, available: int | None = None, workers: int = 1) -
 def check_study(spec, workers: int) -> None:
     """A sweep's worker count, and each grid point (or each corner of its ranges) against the
     memory its workers share; before the study or any run exists. `spec` is a study.StudySpec."""
-    from . import study
+    from . import space
 
     if workers > WORKERS_PER_CORE * cores():
         raise UserError(f"--workers: {workers} on a machine with {cores()} cores; at most "
@@ -107,7 +107,7 @@ def check_study(spec, workers: int) -> None:
         raise UserError(f"--workers: {workers} processes need about {human(workers * PROCESS_B)} before they "
                         f"train ({human(PROCESS_B)} each), {human(free)} available; "
                         f"--workers <= {max(1, free // PROCESS_B - 1)} would fit")
-    for point in study.corners(spec):
+    for point in space.corners(spec):
         cfg = spec.config(point).resolve()
         gpus = _gpus() if cfg.device.startswith("cuda") else 0
         sharing = math.ceil(workers / gpus) if gpus else workers  # one GPU each, round robin (sweep.plan_workers)

@@ -6,41 +6,26 @@ Optuna study or an MLflow run exists (see cli.py). `StudySpec` is what sweep.py 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import yaml
-
 from . import schema
 from .config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
+from .space import MAX_TRIALS, Range, check_combinations, dimension, grid_points, number
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
         "n_trials", "max_retries", "repeats", "checkpoint_dir", "storage_timeout_s", "pruner_warmup_s",
         "report_targets", "racing")
 SAMPLERS = ("grid", "tpe", "random", "nsga2")
 PRUNERS = ("none", "median", "hyperband", "wallclock_median")
-MAX_GRID_CHECK = 20_000  # grid points validated one by one; beyond this only each value is checked
-MAX_TRIALS = 100_000     # trials of one study (a grid point is an Optuna trial row, enqueued up front)
 MAX_NAME = 128           # characters; the study's name also names its parent run, trial runs and checkpoints
 MAX_EXPERIMENT = 256     # characters: MLflow's experiments.name column
 # Each worker's sampler seed is sampler_seed + worker index (+ up to 1e8 for joiners, sweep.plan_workers);
 # Optuna's samplers seed numpy, which takes seeds below 2**32.
 MAX_SAMPLER_SEED = 2**31 - 1
-MAX_PARAM = 6000         # characters of an MLflow param value
-
-
-@dataclass(frozen=True)
-class Range:
-    """A numeric interval searched by tpe/random/nsga2 (never by grid)."""
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-    is_int: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,14 +96,14 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
         raise err("space", "must map at least one config field to a list of values or a range")
     base = _with_sets(base, sets or [], space_raw, path)
     base_cfg = _base_config(base, space_raw, path)
-    space = {k: _dimension(k, v, base, err) for k, v in space_raw.items()}
+    space = {k: dimension(k, v, base, err) for k, v in space_raw.items()}
     sampler = _sampler(raw, space, err)
     sampler_seed = _int(raw.get("sampler_seed", 0), "sampler_seed", err, low=0, high=MAX_SAMPLER_SEED)
     objectives = _objectives(raw.get("objectives", [{"maximize": schema.BEST_ACC}]), base_cfg, err)
     pruner = _pruner(raw, len(objectives), err)
     max_retries = _int(raw.get("max_retries", 0), "max_retries", err, low=0)
     repeats = _repeats(raw, base_cfg, space, err)
-    grid = _grid(space, err) if sampler == "grid" else ()
+    grid = grid_points(space, err) if sampler == "grid" else ()
     nt = _n_trials(raw, n_trials, sampler, grid, err)
     if nt * repeats > MAX_TRIALS:  # each repeat is a training run of its own
         raise err("repeats", f"{repeats} seeds x {nt} trials = {nt * repeats:,} training runs; "
@@ -130,7 +115,7 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
                      storage_timeout_s=_storage_timeout(raw, err), pruner_warmup_s=_pruner_warmup(raw, pruner, err),
                      report_targets=_report_targets(raw, err),
                      racing=_racing(raw, n_trials, sampler, pruner, base, space, len(grid), err))
-    _check_combinations(spec)
+    check_combinations(spec)
     return spec
 
 
@@ -184,7 +169,7 @@ def _with_sets(base: dict, sets: list[str], space_raw: dict, path: str) -> dict:
 def _base_config(base: dict, space_raw: dict, path: str) -> RunConfig:
     """base as a config. A base can be incomplete on its own (inception_v3 at 100 px is fine once the
     space sets aux_weight=0): accept it if the space's first values complete it; combinations are
-    checked at the end (_check_combinations)."""
+    checked at the end (space.check_combinations)."""
     where = f"{short(str(path), 300)}: base"
     try:
         return RunConfig.from_dict(base, source=where)
@@ -226,7 +211,7 @@ def _pruner_warmup(raw: dict, pruner: str, err) -> float | None:
         return None
     if pruner != "wallclock_median":
         raise err("pruner_warmup_s", f"only with pruner wallclock_median (pruner is {pruner})")
-    v = _number(v)
+    v = number(v)
     if v is None or not math.isfinite(v) or v < 0:
         raise err("pruner_warmup_s", f"must be a number of seconds >= 0, got {shown(raw['pruner_warmup_s'])}")
     return float(v)
@@ -308,15 +293,6 @@ def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: di
     return r
 
 
-def _grid(space: dict, err) -> tuple[dict, ...]:
-    """Every grid point, in file order (the last dimension varies fastest)."""
-    names = list(space)
-    size = math.prod(len(space[k]) for k in names)
-    if size > MAX_TRIALS:
-        raise err("space", f"the grid has {size} points; at most {MAX_TRIALS} (each is an Optuna trial)")
-    return tuple(dict(zip(names, combo)) for combo in itertools.product(*(space[k] for k in names)))
-
-
 def _n_trials(raw: dict, n_trials: int | None, sampler: str, grid: tuple, err) -> int:
     """--n-trials, else the file's n_trials, else (grid only) the grid's size."""
     key = "--n-trials" if n_trials is not None else "n_trials"
@@ -348,7 +324,7 @@ def _report_targets(raw: dict, err) -> tuple[float, ...] | None:
     v = raw.get("report_targets")
     if v is None:
         return None
-    nums = [_number(x) for x in v] if isinstance(v, list) else []
+    nums = [number(x) for x in v] if isinstance(v, list) else []
     if not nums or any(x is None or not math.isfinite(x) or not 0 < x <= 100 for x in nums):
         raise err("report_targets", f"must be a list of percentages in (0, 100], e.g. [50, 70, 90], got {shown(v)}")
     return tuple(sorted({float(x) for x in nums}))
@@ -356,7 +332,7 @@ def _report_targets(raw: dict, err) -> tuple[float, ...] | None:
 
 def _storage_timeout(raw: dict, err) -> float:
     v = raw.get("storage_timeout_s", 600)
-    seconds = _number(v) if isinstance(v, (int, float)) else None
+    seconds = number(v) if isinstance(v, (int, float)) else None
     if seconds is None or not math.isfinite(float(seconds)) or seconds <= 0:
         raise err("storage_timeout_s", f"must be a number of seconds > 0, got {shown(v)}")
     return float(seconds)
@@ -384,85 +360,6 @@ def _int(v: Any, key: str, err, low: int, high: int | None = None) -> int:
     return v
 
 
-def _number(v: Any) -> float | None:
-    """YAML 1.1 reads `1e-5` (no dot) as a string: accept numeric strings in ranges."""
-    if isinstance(v, bool):
-        return None
-    try:
-        if isinstance(v, (int, float)):
-            float(v)  # an int beyond a float's range cannot be an Optuna bound
-            return v
-        return float(v) if isinstance(v, str) else None
-    except (ValueError, OverflowError):
-        return None
-
-
-def _dimension(k: str, v: Any, base: dict, err) -> tuple | Range:
-    """One searched field: a list of values (categorical or grid) or a numeric range."""
-    key = f"space.{k}"
-    if k not in field_names():
-        raise err(key, f"not a config field; allowed: {', '.join(field_names())}")
-    if isinstance(v, list):
-        return _values(k, v, base, err)
-    if isinstance(v, dict):
-        return _range(k, v, base, err)
-    raise err(key, f"must be a list of values or a range {{low, high}}, got {type(v).__name__}")
-
-
-def _values(k: str, v: list, base: dict, err) -> tuple:
-    key = f"space.{k}"
-    if not v:
-        raise err(key, "an empty list searches nothing")
-    if any(isinstance(x, (dict, list)) for x in v):
-        raise err(key, "list values must be scalars (numbers, strings, booleans)")
-    if len({(type(x), x) for x in v}) != len(v):  # by type too: 1, 1.0 and true are three values
-        raise err(key, f"repeated values in {shown(v)}")
-    if len(str(v)) > MAX_PARAM:  # the parent run records the list as the param space.<field>
-        raise err(key, f"{len(v)} values do not fit one MLflow param ({MAX_PARAM} characters); search a range")
-    for x in v:
-        _check_value(k, x, base, err)
-    return tuple(v)
-
-
-def _range(k: str, v: dict, base: dict, err) -> Range:
-    key = f"space.{k}"
-    ftype = str(RunConfig.__dataclass_fields__[k].type)
-    extra = set(v) - {"low", "high", "log", "step"}
-    if extra or not {"low", "high"} <= set(v):
-        raise err(key, "a range is {low: L, high: H} with optional log: true|false and step: S")
-    if not ftype.startswith(("int", "float")):
-        raise err(key, f"{k} is not numeric; give a list of values")
-    low, high, step = _number(v["low"]), _number(v["high"]), v.get("step")
-    log = v.get("log", False)
-    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
-        raise err(key, f"low and high must be finite numbers, got {shown(v['low'])}, {shown(v['high'])}")
-    if not low < high:
-        raise err(key, f"low must be below high, got low={low!r} high={high!r}")
-    if not isinstance(log, bool):
-        raise err(key, f"log must be true or false, got {shown(log)}")
-    if log and low <= 0:
-        raise err(key, "a log range needs low > 0")
-    if step is not None:
-        step = _number(step)
-        if step is None or not math.isfinite(step) or step <= 0:
-            raise err(key, f"step must be a number > 0 (finite), got {shown(v['step'])}")
-        if log:
-            raise err(key, "step and log cannot be combined (Optuna)")
-    is_int = isinstance(low, int) and isinstance(high, int) and (step is None or float(step).is_integer())
-    if ftype.startswith("int") and not is_int:
-        raise err(key, f"{k} is an integer field: low, high (and step) must be integers")
-    for x in (low, high):
-        _check_value(k, x, base, err)
-    return Range(low, high, log, step, is_int and ftype.startswith("int"))
-
-
-def _check_value(k: str, x: Any, base: dict, err) -> None:
-    try:
-        RunConfig.from_dict({**base, k: x}, source="")
-    except UserError as e:
-        msg = str(e).lstrip(": ")
-        raise err(f"space.{k}", f"value {shown(x)}: {msg}") from None
-
 
 def _objectives(v: Any, base_cfg: RunConfig, err) -> tuple[tuple[str, str], ...]:
     allowed = list(schema.SUMMARY_METRICS) + [schema.time_to_target(p) for p in base_cfg.target_accs]
@@ -483,30 +380,3 @@ def _objectives(v: Any, base_cfg: RunConfig, err) -> tuple[tuple[str, str], ...]
             raise err(key, f"{metric} is already an objective")
         out.append((direction, metric))
     return tuple(out)
-
-
-def corners(spec: StudySpec) -> tuple[dict, ...]:
-    """The points worth checking before a sweep: every grid point, or the corners of the box of each
-    dimension's extreme values (ranges); none when there are more than MAX_GRID_CHECK of them."""
-    if spec.grid and len(spec.grid) <= MAX_GRID_CHECK:
-        return spec.grid
-    ends = {k: ((v.low, v.high) if isinstance(v, Range) else v) for k, v in spec.space.items()}
-    if math.prod(len(e) for e in ends.values()) > MAX_GRID_CHECK:
-        return ()
-    return tuple({k: (int(x) if isinstance(spec.space[k], Range) and spec.space[k].is_int else x)
-                  for k, x in zip(ends, c)} for c in itertools.product(*ends.values()))
-
-
-def _check_combinations(spec: StudySpec) -> None:
-    """Fields can be fine alone and wrong together (image_size vs aux_weight): check what we can."""
-    for p in corners(spec):
-        try:
-            spec.config(p)
-        except UserError as e:
-            combo = ", ".join(f"{k}={shown(v)}" for k, v in p.items())
-            raise UserError(f"{short(spec.path, 300)}: space: the combination {combo} is invalid: "
-                            f"{str(e).split(': trial: ')[-1]}") from None
-
-
-def dump_space(spec: StudySpec) -> str:
-    return yaml.safe_dump(spec.space_dict(), sort_keys=False)

@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from googlenet_study import budget, cli, study
+from googlenet_study import budget, cli, space, study
 from googlenet_study.config import RunConfig, UserError
 
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
@@ -111,7 +111,7 @@ def assert_study_or_one_line(doc: dict, folder: Path) -> None:
     path.write_text(yaml.safe_dump(doc, allow_unicode=True))
     try:
         spec = study.load(str(path))
-        spec.digest(), study.dump_space(spec)  # what the sweep records: must not fail on what load accepted
+        spec.digest(), space.dump_space(spec)  # what the sweep records: must not fail on what load accepted
         budget.check_study(spec, workers=1)
     except UserError as e:
         assert one_line(str(e)) and str(path) in str(e), str(e)

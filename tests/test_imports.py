@@ -18,6 +18,7 @@ FLOORS = (
     ("schema", "stop", "outage", "csv_cells", "strict_yaml"),  # names, process-wide flags, file formats:
                                                                # they import nothing of ours
     ("config",),                          # the run's config, validated; YAML reading
+    ("space",),                           # a study file's search space: values and ranges of config fields
     ("study", "device", "artifacts", "pruners"),  # a study file; where a run computes; run artefacts
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from device)

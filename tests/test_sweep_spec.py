@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from googlenet_study import cli, study
+from googlenet_study import cli, space, study
 from googlenet_study.config import UserError, read_yaml_mapping
 
 from conftest import ROOT
@@ -44,7 +44,7 @@ def test_shipped_study_files_are_valid(name):
     if name == "pareto":
         assert s.sampler == "nsga2" and s.objectives == (("maximize", "best_test_acc"),
                                                          ("minimize", "time_to_test_acc_70"))
-        assert isinstance(s.space["lr"], study.Range) and s.space["lr"].log
+        assert isinstance(s.space["lr"], space.Range) and s.space["lr"].log
     if name == "demo":
         assert len(s.grid) == 6 and s.config(s.grid[0]).weights == "none" and s.config(s.grid[0]).dataset == "digits"
         assert s.config(s.grid[0]).epochs >= 5 and s.report_targets  # a curve, and targets that separate
@@ -62,7 +62,7 @@ def test_ranges_int_and_float(tmp_path):
     s = study.load(str(write(tmp_path, with_(space={"lr": {"low": "1e-5", "high": 1.0e-2, "log": True},
                                                     "batch_size": {"low": 16, "high": 64, "step": 16}},
                                              sampler="tpe", n_trials=5))))
-    assert s.space["lr"] == study.Range(1e-5, 1e-2, True, None, False)
+    assert s.space["lr"] == space.Range(1e-5, 1e-2, True, None, False)
     assert s.space["batch_size"].is_int and s.space["batch_size"].step == 16
 
 

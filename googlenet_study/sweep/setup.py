@@ -11,12 +11,12 @@ from pathlib import Path
 import optuna
 
 from .. import pruners
-from .. import study as study_mod
 from .. import tracking
 from ..config import UserError
 from ..stop import STOP
 from ..schema import (BASE_PREFIX, GRID_POINT_ATTR, JOINED_PARENT_TAG, PARENT_ROLE, ROLE_TAG, SPACE_PREFIX,
                       STORAGE_TAG, STUDY_FILE_PARAM, STUDY_TAG)
+from ..space import dump_space
 from ..study import StudySpec
 from . import race
 from . import storage as storage_mod
@@ -140,7 +140,7 @@ def log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) -
     """The study file, its search space and its settings as the parent run's artifacts and params."""
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "study.yaml").write_text(tracking.redact(spec.text))
-        (Path(d) / "search_space.yaml").write_text(study_mod.dump_space(spec))
+        (Path(d) / "search_space.yaml").write_text(dump_space(spec))
         params = {STUDY_TAG: spec.name, "sampler": spec.sampler, "sampler_seed": spec.sampler_seed,
                   "objectives": ", ".join(f"{d} {m}" for d, m in spec.objectives), "pruner": spec.pruner,
                   "n_trials": spec.n_trials, "max_retries": spec.max_retries, "repeats": spec.repeats,

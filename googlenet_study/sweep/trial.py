@@ -18,7 +18,8 @@ from ..stop import STOP
 from ..outage import Unavailable
 from ..schema import (ACCURACY, CLOCK, MLFLOW_RUN_ID_ATTR, PRUNED_AT_TAG, PRUNED_TAG, RETRY_OF_TAG, ROLE_TAG,
                       SEED_INDEX_TAG, STUDY_TAG, TRIAL_ROLE, TRIAL_TAG)
-from ..study import Range, StudySpec
+from ..space import Range
+from ..study import StudySpec
 from ..train import train
 from . import race
 
