@@ -49,22 +49,36 @@ def learning_curves(path: Path, history: list[dict], title: str) -> Path:
     return path
 
 
-def filter_grid(path: Path, w: torch.Tensor, title: str, symmetric: bool = False) -> Path:
-    """w: (C_out, 3, k, k) -> one RGB tile per filter. Filters are scaled together (one range
-    for the grid) so before/after grids compare; the difference is drawn around 0 (grey)."""
-    n = w.shape[0]
-    cols = 8
-    rows = math.ceil(n / cols)
+FILTER_COLS = 8  # tiles per row of a filter grid
+
+
+def filter_sheet(w: torch.Tensor, symmetric: bool = False) -> tuple[torch.Tensor, float]:
+    """w: (C_out, 3, k, k) -> (an (H, W, 3) image in [0, 1] with one k x k tile per filter, FILTER_COLS to a row,
+    white between tiles; max |w|). Filters are scaled together (one range for the grid) so before/after grids
+    compare; `symmetric` draws around 0 (grey), for a difference."""
+    n, _, kh, kw = w.shape
+    rows = math.ceil(n / FILTER_COLS)
     lim = float(w.abs().max()) or 1.0
     if symmetric:
         img = 0.5 + 0.5 * w / lim
     else:
-        img = (w - w.min()) / ((w.max() - w.min()) or 1.0)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4))
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(img[i].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+        img = (w - w.min()) / (float(w.max() - w.min()) or 1.0)
+    gap = max(1, kh // 4)  # px of white between tiles
+    sheet = torch.ones(rows * (kh + gap) - gap, FILTER_COLS * (kw + gap) - gap, 3)
+    for i in range(n):
+        r, c = divmod(i, FILTER_COLS)
+        sheet[r * (kh + gap):r * (kh + gap) + kh, c * (kw + gap):c * (kw + gap) + kw] = img[i].permute(1, 2, 0)
+    return sheet.clamp(0, 1), lim
+
+
+def filter_grid(path: Path, w: torch.Tensor, title: str, symmetric: bool = False) -> Path:
+    """The first conv layer's filters as one picture (filter_sheet): one image, not one axes per filter, so a
+    64-filter grid draws in a tenth of a second instead of a second (three grids per run)."""
+    sheet, lim = filter_sheet(w, symmetric)
+    rows = math.ceil(w.shape[0] / FILTER_COLS)
+    fig, ax = plt.subplots(figsize=(FILTER_COLS * 0.9, rows * 0.9 + 0.4))
+    ax.axis("off")
+    ax.imshow(sheet.numpy(), interpolation="nearest")
     fig.suptitle(f"{title} (max |w| = {lim:.3g})", fontsize=8)
     fig.savefig(path, dpi=100)
     plt.close(fig)

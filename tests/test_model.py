@@ -136,3 +136,21 @@ def test_weights_file_that_does_not_fit_is_refused(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable"):
         build(model="googlenet", image_size=32, weights=str(junk))
+
+
+def test_filter_sheet_puts_filter_i_at_row_i_div_8_column_i_mod_8_on_one_scale():
+    """The first-conv pictures: 10 filters of 4 x 4 -> 2 rows of 8 tiles with 1 px of white between them;
+    every tile on one scale (filter 9 is all 2.0, the largest: white; filter 0 all -2.0: black); a difference
+    is drawn around grey."""
+    from googlenet_study.artifacts import filter_sheet
+
+    w = torch.zeros(10, 3, 4, 4)
+    w[0], w[9] = -2.0, 2.0
+    sheet, lim = filter_sheet(w)
+    assert sheet.shape == (2 * 5 - 1, 8 * 5 - 1, 3) and lim == 2.0
+    assert torch.all(sheet[0:4, 0:4] == 0.0) and torch.all(sheet[5:9, 5:9] == 1.0)  # filter 0; filter 9 (1, 1)
+    assert torch.all(sheet[0:4, 5:9] == 0.5)  # filter 1 (0, 1): 0.0 on the shared scale -2..2
+    assert torch.all(sheet[4, :] == 1.0) and torch.all(sheet[:, 4] == 1.0)  # the white gaps
+    assert torch.all(sheet[5:9, 10:14] == 1.0)  # (1, 2): no filter 10, left white
+    diff, _ = filter_sheet(w, symmetric=True)
+    assert torch.all(diff[0:4, 5:9] == 0.5) and torch.all(diff[0:4, 0:4] == 0.0)  # 0 is grey, -max black
