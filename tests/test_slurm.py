@@ -21,7 +21,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, skip_or_fail, wait_for
+from conftest import ROOT, new_store, skip_or_fail, wait_for
 
 from test_sweep import write_study
 from test_sweep_postgres import mlflow_server
@@ -54,7 +54,7 @@ def slurm_cluster():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("slurm-mlflow")
-    with mlflow_server(f"sqlite:///{d / 'server.db'}", d / "artifacts") as url:
+    with mlflow_server(new_store(d / "server.db"), d / "artifacts") as url:
         yield url
 
 
@@ -69,14 +69,24 @@ def study_name(postgres_url):
 
 
 # The fewest epochs that prove a mid-trial preemption: task 0 is signalled as soon as both tasks' runs have
-# checkpointed epoch 1 (a file appears: no polling of the server in between), so the SIGTERM lands in epoch
-# 2 or 3 and finds a batch to resume (one epoch would leave nothing; two, one epoch's window for scancel).
-EPOCHS = 3
-TRAIN_SIZE = 192  # images: 6 batches of 32, an epoch long enough for the signal to arrive within it
+# checkpointed epoch 1 (a file appears: no polling of the server in between), so the SIGTERM lands with 4 short
+# epochs still to train: far more than scancel's second or two, even on a loaded machine, so the signal finds the
+# run mid-trial, never in the few seconds after its last epoch (its summary, its artifacts) when the run has
+# as good as finished and the signal would stop the task between trials, with no run to resume. (With 3 epochs
+# of 6 batches that happened on CI.) Whether it lands mid-epoch or at an epoch's end is the machine's choice;
+# either is a preemption that the rerun must resume.
+EPOCHS = 5
+TRAIN_SIZE = 128  # images: 4 batches of 32 an epoch
 
 
 def _jobs() -> str:
     return subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, timeout=60).stdout
+
+
+def _state(task: str) -> str:
+    """squeue's state and reason of one array task ("PENDING BeginTime", "RUNNING None"), "" once it has left."""
+    return subprocess.run(["squeue", "-h", "-j", task, "-o", "%T %r"], capture_output=True, text=True,
+                          timeout=60).stdout.strip()
 
 
 def _study(tmp_path: Path, name: str, space: dict, epochs: int) -> Path:
@@ -121,10 +131,18 @@ def test_a_two_task_array_with_a_task_preempted_and_requeued_completes_every_poi
         wait_for(lambda: "stopped by signal 15" in log.read_text(), f"'stopped by signal 15' in {log.name}",
                  every=0.2)
         print(f"task 0 stopped after {time.monotonic() - t0:.0f} s")
-        # Requeued once the task has left the node (scontrol refuses it before); now, as Slurm delays a requeue.
+        # Requeued once the task has left the node (scontrol refuses it before). Slurm holds a requeued job
+        # (its BeginTime a couple of minutes ahead): once it is PENDING again, it may start now.
         wait_for(lambda: subprocess.run(["scontrol", "requeue", f"{job}_0"], capture_output=True,
                                         timeout=60).returncode == 0, f"scontrol to requeue task {job}_0", every=0.5)
-        subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], check=True, timeout=60)
+
+        def started_again() -> bool:
+            state = _state(f"{job}_0")  # COMPLETING, REQUEUED, then "PENDING BeginTime", then RUNNING
+            print(f"{time.monotonic() - t0:.1f} s: task {job}_0 {state!r}")
+            if state.startswith("PENDING"):  # set its start to now (again, if the requeue reset it)
+                subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], timeout=60)
+            return state == "" or state.startswith("RUNNING")
+        wait_for(started_again, f"requeued task {job}_0 to start again", every=1.0)
         out, err = proc.communicate(timeout=600)
     finally:
         proc.kill()
@@ -150,8 +168,10 @@ def test_a_two_task_array_with_a_task_preempted_and_requeued_completes_every_poi
     assert len(trials) == 4 and all(x.info.status == "FINISHED" for x in trials)  # no run left RUNNING
     assert all(x.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for x in trials)
     assert {x.data.params["threads"] for x in trials} == {"1"}  # SLURM_CPUS_PER_TASK, not the node's cores
-    resumed = [x for x in trials if "resumed_at_batch" in x.data.tags]  # stopped mid-epoch, then continued
+    # Stopped mid-trial (mid-epoch: resumed_at_batch too; at an epoch's end: resumed_at_epoch alone), continued.
+    resumed = [x for x in trials if "resumed_at_epoch" in x.data.tags]
     assert len(resumed) == 1 and "end_reason" not in resumed[0].data.tags
+    assert 2 <= int(resumed[0].data.tags["resumed_at_epoch"]) <= EPOCHS
     assert resumed[0].data.tags["checkpoint"].startswith(str(shared))  # --checkpoint-dir: any node finds it
     assert [m.step for m in c.get_metric_history(resumed[0].info.run_id, "test_acc")] == list(range(1, EPOCHS + 1))
     logs = sorted((tmp_path / "slurm").glob(f"{study_name}-{job}_*.out"))
