@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (Debian, Python 3.11, root for apt-get):
 #   make demo       - set up, run the offline demo study (2 workers), write its report to reports/demo/
-#   make test       - set up, run the whole test suite (what CI runs), then list its 15 slowest tests
+#   make test       - set up, run the whole test suite on both cores (what CI runs), then its 15 slowest tests
 # and one while working:
 #   make test-fast  - the fast tier: no training through train(), no process, no server (pytest -m fast -n 2)
 PYTHON ?= python3
@@ -37,11 +37,11 @@ slurm-deps:
 demo: setup pdf-deps
 	$(BIN)/googlenet-study sweep experiments/demo.yaml --workers 2
 
-# The fast tier runs on both cores (pytest-xdist: it starts no process or server, so nothing collides);
-# the rest one at a time (servers on fixed ports, Slurm, signals), listing its 15 slowest tests.
+# The whole suite on both cores (pytest-xdist), a test file per worker at a time (--dist loadfile: a file's
+# servers, Slurm cluster and shared runs are started once), longest files first (tests/conftest.py); every
+# server takes a free port. It ends by listing the 15 slowest tests.
 test: setup system-deps
-	$(BIN)/python -m pytest -m fast -n 2 -q
-	$(BIN)/python -m pytest -m "not fast" --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -m fast -n 2

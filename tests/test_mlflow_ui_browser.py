@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, new_store
 from test_sweep_postgres import mlflow_server
 
 from googlenet_study import cli
@@ -22,7 +22,7 @@ TRIALS = ["ui-study-t0", "ui-study-t1"]
 def ui(tmp_path_factory):
     """A two-trial sweep of three epochs each (so every trial draws a line) behind a real `mlflow server`."""
     d = tmp_path_factory.mktemp("ui")
-    uri = f"sqlite:///{d / 'mlflow.db'}"
+    uri = new_store(d / "mlflow.db")
     study = d / "ui.yaml"
     study.write_text(yaml.safe_dump({
         "name": "ui-study", "base": {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16,

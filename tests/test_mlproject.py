@@ -17,7 +17,7 @@ from googlenet_study import schema, tracking
 from googlenet_study.config import RunConfig
 from googlenet_study.report import fetch
 
-from conftest import ROOT
+from conftest import ROOT, new_store
 from test_schema import undocumented
 
 SPEC = yaml.safe_load((ROOT / "MLproject").read_text())
@@ -48,7 +48,7 @@ def test_mlflow_run_logs_into_the_run_mlflow_projects_created(tmp_path):
                  deterministic="true", threads="1", amp="none", channels_last="true", compile="false",
                  feature_cache="off", device="cpu", target_accs="10,20", system_metrics="false")
     assert set(given) == {f.name for f in dataclasses.fields(RunConfig)}
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_RUN_ID", None)
@@ -88,7 +88,7 @@ TINY_P = dict(dataset="digits", weights="none", model="googlenet", image_size="3
 def project_store(tmp_path_factory):
     """A SQLite store whose experiments keep their artifacts in tmp (`mlflow run .` works in the repo root)."""
     d = tmp_path_factory.mktemp("mlproject")
-    uri = f"sqlite:///{d / 'mlflow.db'}"
+    uri = new_store(d / "mlflow.db")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(d)  # the Default experiment's artifact folder is made relative to the working folder
         MlflowClient(uri).create_experiment(tracking.DEFAULT_EXPERIMENT, artifact_location=str(d / "artifacts"))

@@ -316,12 +316,12 @@ def test_two_workers_race_the_loser_out_after_min_seeds_and_give_the_survivors_m
 
     from mlflow import MlflowClient
 
-    from conftest import cli
+    from conftest import cli, new_store
 
     # 6 epochs: on a loaded machine an epoch took 2 s in one run and 5 s in another (seen here), and a loser run
     # that ends before the leader's runs reach 20 % is censored before it and tells the log-rank test nothing.
     path = race_study(tmp_path, "race2", [0.001, 0.002, LOSER], epochs=6, min_seeds=3, max_seeds=4, alpha=0.05)
-    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri, storage = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     r = cli("sweep", str(path), "--workers", "2", "--tracking-uri", uri, cwd=tmp_path, timeout=1800,
             env={"GOOGLENET_STUDY_PDF": "off"})  # the report at the end, without WeasyPrint's seconds
     assert r.returncode == 0, r.stderr[-3000:]
@@ -369,10 +369,10 @@ def test_a_racing_sweep_stopped_by_sigterm_resumes_the_same_round(tmp_path):
     import optuna
     from collections import Counter
 
-    from conftest import wait_for
+    from conftest import new_store, wait_for
 
     path = race_study(tmp_path, "resumed", [0.003, LOSER], min_seeds=2, max_seeds=3, alpha=0.05)
-    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri, storage = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     cmd = [sys.executable, "-m", "googlenet_study", "sweep", str(path), "--tracking-uri", uri, "--no-report"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     log = open(tmp_path / "first.log", "w")

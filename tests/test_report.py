@@ -29,7 +29,7 @@ from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import fetch, stats
 
-from conftest import ARTIFACTS, http_up, skip_or_fail, wait_for
+from conftest import ARTIFACTS, http_up, skip_or_fail, wait_for, new_store
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
@@ -96,7 +96,7 @@ def populate(c: MlflowClient) -> dict:
 def made(tmp_path_factory):
     """One store, one report written through the real command line (in this process: the fast tier)."""
     root = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     cwd = os.getcwd()
     os.chdir(root)
     try:

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from conftest import new_store
+
 from googlenet_study import report
 from googlenet_study.report import fetch, stats, text
 
@@ -20,7 +22,7 @@ from test_verdicts import H100, T4, TARGETS, log
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return {"uri": f"sqlite:///{tmp_path_factory.mktemp('hard') / 'mlflow.db'}"}
+    return {"uri": new_store(tmp_path_factory.mktemp('hard') / "mlflow.db")}
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import outdir
 
-from conftest import STATE_TIMEOUT_S, wait_for
+from conftest import STATE_TIMEOUT_S, wait_for, new_store
 
 FORMULA = '=HYPERLINK("http://x","y")'
 
@@ -50,7 +50,7 @@ def log(c: MlflowClient, exp: str, name: str, seed: int, accs: list[float], **pa
 def store(tmp_path_factory):
     """Two configurations of two seeds; one configuration's weights param and run names are formulas."""
     root = tmp_path_factory.mktemp("out")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("csv")
     for s in (0, 1):

@@ -11,6 +11,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from conftest import new_store
+
 from googlenet_study import report
 from googlenet_study.config import UserError
 from googlenet_study.report import document, fetch, text
@@ -19,7 +21,7 @@ from googlenet_study.tracking import bulk, read
 
 def test_bulk_history_read_equals_mlflows_public_per_run_history(tmp_path):
     """NaN, inf, a re-logged step and two runs of one chunk come back exactly as get_metric_history gives them."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("bulk")
     now = int(time.time() * 1000)
@@ -52,7 +54,7 @@ def example_store(tmp_path_factory):
     from test_verdicts import EXAMPLE, log
 
     root = tmp_path_factory.mktemp("output")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("example")
     for i, (b, hw, sec, accs, tags) in enumerate(EXAMPLE):

@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
+from conftest import new_store
+
 from googlenet_study import report
 from googlenet_study.report import fetch, ranking, stats, text, verdict
 
@@ -45,7 +47,7 @@ _count = itertools.count()
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('property') / 'mlflow.db'}"
+    uri = new_store(tmp_path_factory.mktemp('property') / "mlflow.db")
     return MlflowClient(uri), uri
 
 

@@ -17,7 +17,7 @@ from googlenet_study import checkpoint
 from googlenet_study.engine import Hooks
 from googlenet_study.train import train
 
-from conftest import cli, tiny_config, wait_for
+from conftest import cli, tiny_config, wait_for, new_store
 
 KEYS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")
 
@@ -60,7 +60,7 @@ def histories(uri: str, run_id: str) -> dict[str, list]:
 
 def reference_run(cfg, tmp_path: Path) -> dict[str, list]:
     """The same config run once without interruption, in its own store."""
-    uri = f"sqlite:///{tmp_path / 'reference.db'}"
+    uri = new_store(tmp_path / "reference.db")
     ref = cli("train", *cfg_args(cfg), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
     assert ref.returncode == 0, ref.stderr
     return histories(uri, ref.stdout.split()[1])

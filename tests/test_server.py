@@ -17,13 +17,15 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, wait_for
+from conftest import free_port, new_store, wait_for
 
 from test_resume import cfg_args
 
 
 def start_server(tmp_path: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
     log = open(tmp_path / f"server-{time.time():.0f}.log", "w")
+    if not (tmp_path / "server.db").exists():  # the first start; a restart keeps the store
+        new_store(tmp_path / "server.db")
     p = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                           "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1", *extra],

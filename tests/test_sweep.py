@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import cli, free_port, http_up, wait_for
+from conftest import cli, free_port, http_up, wait_for, new_store
 
 from googlenet_study import cli as cli_mod
 from googlenet_study import study as study_mod
@@ -49,7 +49,7 @@ def two_worker_sweep(tmp_path_factory):
     """One real 2-worker sweep of a 2 x 2 grid (shared by the tests that read its stores)."""
     d = tmp_path_factory.mktemp("sweep2")
     path = write_study(d, "tiny", {"seed": [0, 1], "aux_weight": [0.0, 0.3]})
-    uri = f"sqlite:///{d / 'mlflow.db'}"
+    uri = new_store(d / "mlflow.db")
     t0 = time.monotonic()
     r = cli("sweep", str(path), "--workers", "2", "--tracking-uri", uri, "--no-report", cwd=d, timeout=400)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import wait_for
+from conftest import new_store, wait_for
 
 from test_sweep import write_study
 
@@ -27,7 +27,7 @@ def test_sigkilled_worker_is_retried_and_resumes_its_child_run(when, tmp_path):
     path = write_study(tmp_path, "killed", {"seed": [0, 1]}, sampler="grid",
                        objectives=[{"maximize": "best_test_acc"}], max_retries=1,
                        base={"epochs": 3, "train_size": 240, "threads": 1})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "GOOGLENET_STUDY_HEARTBEAT_S": "1",
            "GOOGLENET_STUDY_GRACE_S": "4"}
     env.pop("MLFLOW_RUN_ID", None)
@@ -78,7 +78,7 @@ def test_four_workers_on_the_default_local_stores_lose_nothing(tmp_path):
     trial a FINISHED child with all its epochs' metrics."""
     path = write_study(tmp_path, "crowd", {"seed": [0, 1, 2, 3], "aux_weight": [0.0, 0.3, 0.6, 1.0]},
                        base={"epochs": 2, "train_size": 60, "test_size": 30, "threads": 1})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("MLFLOW_RUN_ID", None)
     p = subprocess.run([sys.executable, "-m", "googlenet_study", "sweep", str(path), "--workers", "4",
@@ -147,7 +147,7 @@ def test_ctrl_c_then_sigterm_to_a_two_worker_sweep_end_runs_killed_and_each_reru
     path = write_study(tmp_path, "stopped", {"seed": [0, 1]}, sampler="grid",
                        objectives=[{"maximize": "best_test_acc"}],
                        base={"image_size": 32, "epochs": epochs, "train_size": 160, "test_size": 32})
-    uri, storage = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri, storage = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     env.pop("MLFLOW_RUN_ID", None)
     cmd = [sys.executable, "-m", "googlenet_study", "sweep", str(path), "--workers", "2", "--no-report"]

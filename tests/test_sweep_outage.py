@@ -21,7 +21,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, skip_or_fail, wait_for
+from conftest import free_port, skip_or_fail, wait_for, new_store
 
 from test_sweep import write_study
 
@@ -73,7 +73,7 @@ EPOCHS = 3
 def _sweep(tmp_path, name: str, storage: str, seeds: list[int], grace_s: int = 180, **top):
     path = write_study(tmp_path, name, {"seed": seeds}, sampler="grid", **top,
                        base={"epochs": EPOCHS, "train_size": 96, "test_size": 32, "threads": 1})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "GOOGLENET_STUDY_HEARTBEAT_S": "1",
            "GOOGLENET_STUDY_GRACE_S": str(grace_s)}  # heartbeats every second: they meet the outage
     env.pop("MLFLOW_RUN_ID", None)

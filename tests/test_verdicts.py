@@ -25,7 +25,7 @@ from googlenet_study.engine import Hooks
 from googlenet_study.report import fetch, profiles, stats, text
 from googlenet_study.train import train
 
-from conftest import ROOT
+from conftest import ROOT, new_store
 
 H100, T4 = "NVIDIA H100 80GB HBM3", "Tesla T4"
 TARGETS = (50.0, 80.0)
@@ -83,7 +83,7 @@ B16_H100 = f"batch_size=16, hardware={H100}"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("verdicts")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("example")
     ids = [log(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
