@@ -131,6 +131,7 @@ SMOKE = {
                          "--image-size", "16", "--batch-size", "8"],
     "aux_cost.py": ["--repeats", "1", "--steps", "1", "--image-size", "16", "--batch-size", "4",
                     "--inception-steps", "0"],
+    "filter_grid.py": ["--repeats", "1", "--filters", "8", "--kernel", "3"],
     "tracking_overhead.py": ["--calls", "2", "--epochs", "1", "--train-size", "16", "--test-size", "10",
                              "--image-size", "16", "--batch-size", "8"],
     "gpu_epoch.py": ["--steps", "1", "--warmup", "0", "--batch-sizes", "2", "--amps", "none", "--channels-last", "off",
