@@ -75,8 +75,7 @@ def filter_grid(path: Path, w: torch.Tensor, title: str, symmetric: bool = False
     """The first conv layer's filters as one picture (filter_sheet): one image, not one axes per filter, so a
     64-filter grid draws in a tenth of a second instead of a second (three grids per run)."""
     sheet, lim = filter_sheet(w, symmetric)
-    rows = math.ceil(w.shape[0] / FILTER_COLS)
-    fig, ax = plt.subplots(figsize=(FILTER_COLS * 0.9, rows * 0.9 + 0.4))
+    fig, ax = plt.subplots(figsize=(FILTER_COLS * 0.9, math.ceil(w.shape[0] / FILTER_COLS) * 0.9 + 0.4))
     ax.axis("off")
     ax.imshow(sheet.numpy(), interpolation="nearest")
     fig.suptitle(f"{title} (max |w| = {lim:.3g})", fontsize=8)

@@ -199,13 +199,6 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture
-def store(tracking_uri, tmp_path) -> str:
-    """tracking_uri with its store already made (new_store): for tests that write runs, not for those that
-    check that nothing was written."""
-    return new_store(tmp_path / "mlflow.db")
-
-
-@pytest.fixture
 def torch_home(tmp_path, monkeypatch) -> Path:
     """An empty torch hub cache: nothing is downloaded, weights are written here by tests."""
     home = tmp_path / "torch-home"
