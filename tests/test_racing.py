@@ -243,6 +243,7 @@ def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monk
     import optuna
     from mlflow import MlflowClient
 
+    from conftest import new_store
     from googlenet_study import study, tracking
     from googlenet_study.sweep import race
     from googlenet_study.sweep.storage import open_storage
@@ -252,7 +253,7 @@ def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monk
     f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01, 1.0e-9]}\nreport_targets: [50]\n"
                              "racing: {min_seeds: 3, max_seeds: 5}\n")
     spec = study.load(str(f))
-    uri, url = f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri, url = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
     storage = open_storage(url)
     st = optuna.create_study(study_name="r", storage=storage, direction="maximize")
@@ -407,3 +408,82 @@ def test_a_racing_sweep_stopped_by_sigterm_resumes_the_same_round(tmp_path):
     assert set(done.values()) == {1} and {(0.003, 0), (0.003, 1), (LOSER, 0), (LOSER, 1)} <= set(done)
     assert st.user_attrs["racing_round_1"]["seeds"] == 2 and "racing_stopped_by" in st.user_attrs
     assert not [t for t in st.trials if t.state.name in ("RUNNING", "WAITING")]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_each_seed_once(
+        tmp_path, monkeypatch, postgres_url):
+    """Many machines share a racing study through PostgreSQL: sweep/race.study_lock is pg_advisory_lock. While
+    one holder has it, a second waits (its own connection, as another machine's worker); then two workers that
+    see round 1 end at the same moment both step under the lock: round 1 recorded once, seed 3 of each
+    survivor queued once, one point per round on the parent run."""
+    import threading
+    import uuid
+
+    import optuna
+    from mlflow import MlflowClient
+
+    from conftest import new_store, wait_for
+    from googlenet_study import study, tracking
+    from googlenet_study.sweep import race
+    from googlenet_study.sweep.storage import open_storage
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    name = f"race-pg-{uuid.uuid4().hex[:8]}"
+    f = tmp_path / "r.yaml"
+    f.write_text(RACE_BASE.replace("name: r", f"name: {name}") + "space: {lr: [0.001, 0.01, 1.0e-9]}\n"
+                 "report_targets: [50]\nracing: {min_seeds: 3, max_seeds: 5}\n")
+    spec = study.load(str(f))
+    uri = new_store(tmp_path / "mlflow.db")
+    parent = tracking.start_parent_run("googlenet-study", name, {}, uri)
+    storages = [open_storage(postgres_url), open_storage(postgres_url)]  # two workers, two connection pools
+    st = optuna.create_study(study_name=name, storage=storages[0], direction="maximize")
+    try:
+        holding, released, entered = threading.Event(), threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with race.study_lock(postgres_url, storages[0], name):
+                holding.set()
+                released.wait(60)
+
+        def enter() -> None:
+            with race.study_lock(postgres_url, storages[1], name):
+                entered.set()
+
+        a = threading.Thread(target=hold)
+        a.start()
+        wait_for(holding.is_set, "the first worker holding the study lock")
+        b = threading.Thread(target=enter)
+        b.start()
+        assert not entered.wait(2)  # the second waits while the first holds it
+        released.set()
+        wait_for(entered.is_set, "the second worker entering once the first released the lock")
+        a.join(), b.join()
+
+        for params, attrs in race.first_queue(spec):  # round 1 finished, as in the SQLite test above
+            i, s = attrs["grid_point"], params["seed"]
+            _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, 0.1 if params["lr"] == 1e-9 else 0.6],
+                                      [2, 20.0 + s, 0.1 if params["lr"] == 1e-9 else 0.6]])
+        go, results = threading.Barrier(2), []
+
+        def decide(storage) -> None:
+            mine = optuna.load_study(study_name=name, storage=storage)
+            go.wait(30)
+            with race.study_lock(postgres_url, storage, name):
+                results.append(race.step(mine, spec, parent, uri))
+
+        workers = [threading.Thread(target=decide, args=(s,)) for s in storages]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+        assert results == [True, True]
+        st = optuna.load_study(study_name=name, storage=storages[0])
+        queued = sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials
+                        if t.state.name == "WAITING")
+        assert queued == [(0.001, 3), (0.01, 3)]
+        assert [k for k in st.user_attrs if k.startswith("racing_round_")] == ["racing_round_1"]
+        c = MlflowClient(uri)
+        assert [(m.step, m.value) for m in c.get_metric_history(parent, "racing_live_configurations")] == [(1, 3.0)]
+    finally:
+        optuna.delete_study(study_name=name, storage=storages[0])
