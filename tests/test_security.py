@@ -347,46 +347,6 @@ def test_no_password_reaches_a_parent_runs_params_tags_or_artifacts(pw, tmp_path
 
 
 @pytest.mark.slow
-def test_a_user_and_password_in_an_http_tracking_uri_reach_a_basic_auth_server_and_nothing_else(tiny_cfg, tmp_path):
-    """Issue 18: `--tracking-uri http://alice:pw@host:port` was refused as "Name or service not known"."""
-    from test_server import start_server, stop_server
-
-    from conftest import cli, free_port
-
-    pw = "s3cr@t:Pw/Zq7SECRET"  # '@' and ':' may stay raw in an http URI; '/' is %-encoded
-    port = free_port()
-    (tmp_path / "auth.ini").write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
-        f"admin_username = admin\nadmin_password = {pw}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    server = start_server(tmp_path, port, "--app-name", "basic-auth",
-                          env={"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
-                               "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key"})
-    env = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}  # only the URI's credentials count
-    try:
-        uri = f"http://admin:{quote(pw, safe='@:')}@127.0.0.1:{port}"
-        wrong = cli("train", *cfg_args(tiny_cfg), "--tracking-uri", uri.replace("Zq7", "Zq8"), env=env, cwd=tmp_path)
-        assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr[-2000:]
-        assert "refused the user and password given" in wrong.stderr and "Zq8" not in wrong.stderr
-        p = cli("train", *cfg_args(dataclasses.replace(tiny_cfg, epochs=1, train_size=64, test_size=32)),
-                "--tracking-uri", uri, env=env, cwd=tmp_path)
-        assert p.returncode == 0, p.stderr[-2000:]
-        assert not leaks(p.stdout + p.stderr, pw)
-        run_id = re.search(r"run ([0-9a-f]{32}) FINISHED", p.stdout).group(1)
-        c = MlflowClient(f"http://127.0.0.1:{port}")
-        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "admin", pw
-        try:
-            run = c.get_run(run_id)
-        finally:
-            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
-        assert run.info.status == "FINISHED"
-        assert not any(leaks(v, pw) for v in [*run.data.params.values(), *run.data.tags.values()])
-    finally:
-        stop_server(server)
-
-
-@pytest.mark.slow
 def test_reproduce_records_its_run_in_the_experiment_it_is_given(tiny_cfg, tracking_uri, capsys):
     """Issue 18: reproduce ignored --experiment (the rerun went to the original's experiment)."""
     from googlenet_study.train import train

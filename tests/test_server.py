@@ -1,10 +1,11 @@
 """A real `mlflow server`: a run outlives a 20 s outage of it, longer than MLflow's own retries; a basic-auth
-server refuses strangers."""
+server refuses strangers, and a user and password in an http tracking URI reach it and nothing else."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from base64 import b64encode
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from mlflow import MlflowClient
@@ -112,32 +114,69 @@ def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric
         stop_server(server)
 
 
-@pytest.mark.slow  # a server process
-def test_basic_auth_server_refuses_unauthenticated_clients(tmp_path):
+# One basic-auth server for the module's two tests of it (its start and its user database: 15-30 s on 2 busy
+# cores). Its admin password has the characters a URI must carry: '@' and ':' raw, '/' %-encoded.
+ADMIN_PW = "s3cr@t:Pw/Zq7SECRET"
+
+
+@pytest.fixture(scope="module")
+def basic_auth(tmp_path_factory) -> str:
+    """A basic-auth `mlflow server` (its admin: admin / ADMIN_PW); its URL without credentials."""
+    d = tmp_path_factory.mktemp("basic-auth")
     port = free_port()
-    (tmp_path / "auth.ini").write_text(
+    (d / "auth.ini").write_text(
         "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
-        "admin_username = admin\nadmin_password = s3cret-Passw0rd\n"
+        f"database_uri = sqlite:///{d / 'basic_auth.db'}\n"
+        f"admin_username = admin\nadmin_password = {ADMIN_PW}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    server = start_server(tmp_path, port, "--app-name", "basic-auth",
-                          env={"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+    server = start_server(d, port, "--app-name", "basic-auth",
+                          env={"MLFLOW_AUTH_CONFIG_PATH": str(d / "auth.ini"),
                                "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key"})
     try:
-        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
-        with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(url, timeout=10)
-        assert e.value.code == 401
-        req = urllib.request.Request(url, headers={
-            "Authorization": "Basic " + b64encode(b"admin:s3cret-Passw0rd").decode()})
-        assert urllib.request.urlopen(req, timeout=10).status == 200
-        # A worker authenticates the documented way: MLFLOW_TRACKING_USERNAME / _PASSWORD.
-        p = subprocess.run([sys.executable, "-c", "from mlflow import MlflowClient as C; import sys; "
-                            f"print(C('http://127.0.0.1:{port}').create_experiment('team'))"],
-                           env={**os.environ, "MLFLOW_TRACKING_USERNAME": "admin",
-                                "MLFLOW_TRACKING_PASSWORD": "s3cret-Passw0rd"},
-                           capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, p.stderr[-1500:]
-        assert p.stdout.strip()
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop_server(server)
+
+
+@pytest.mark.slow  # a server process
+def test_basic_auth_server_refuses_unauthenticated_clients(basic_auth):
+    url = f"{basic_auth}/api/2.0/mlflow/experiments/search?max_results=10"
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url, timeout=10)
+    assert e.value.code == 401
+    req = urllib.request.Request(url, headers={
+        "Authorization": "Basic " + b64encode(f"admin:{ADMIN_PW}".encode()).decode()})
+    assert urllib.request.urlopen(req, timeout=10).status == 200
+    # A worker authenticates the documented way: MLFLOW_TRACKING_USERNAME / _PASSWORD.
+    p = subprocess.run([sys.executable, "-c", "from mlflow import MlflowClient as C; import sys; "
+                        f"print(C('{basic_auth}').create_experiment('team'))"],
+                       env={**os.environ, "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PW},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert p.stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_user_and_password_in_an_http_tracking_uri_reach_a_basic_auth_server_and_nothing_else(tiny_cfg, basic_auth):
+    """Issue 18: `--tracking-uri http://alice:pw@host:port` was refused as "Name or service not known"."""
+    from conftest import cli
+    from test_security import leaks
+
+    env = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}  # only the URI's credentials count
+    uri = basic_auth.replace("http://", f"http://admin:{quote(ADMIN_PW, safe='@:')}@")
+    wrong = cli("train", *cfg_args(tiny_cfg), "--tracking-uri", uri.replace("Zq7", "Zq8"), env=env)
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1, wrong.stderr[-2000:]
+    assert "refused the user and password given" in wrong.stderr and "Zq8" not in wrong.stderr
+    p = cli("train", *cfg_args(dataclasses.replace(tiny_cfg, epochs=1, train_size=64, test_size=32)),
+            "--tracking-uri", uri, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not leaks(p.stdout + p.stderr, ADMIN_PW)
+    run_id = re.search(r"run ([0-9a-f]{32}) FINISHED", p.stdout).group(1)
+    c = MlflowClient(basic_auth)
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "admin", ADMIN_PW
+    try:
+        run = c.get_run(run_id)
+    finally:
+        del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    assert run.info.status == "FINISHED"
+    assert not any(leaks(v, ADMIN_PW) for v in [*run.data.params.values(), *run.data.tags.values()])
