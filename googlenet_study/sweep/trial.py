@@ -96,7 +96,8 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     if own:
         trial.set_user_attr(MLFLOW_RUN_ID_ATTR, r.run_id)
     if r.status != "FINISHED":
-        raise RuntimeError(f"run {r.run_id} {r.status}: {r.failure_reason}")
+        why = r.failure_reason or ("stopped by a signal; its checkpoint resumes it" if STOP() else "no reason recorded")
+        raise RuntimeError(f"run {r.run_id} {r.status}: {why}")
     if w.spec.racing is not None:  # what the round decisions read (sweep/race.py)
         trial.set_user_attr(race.CURVE_ATTR, race.curve(r.history))
     return objective_values(w.spec, r.summary, r.history)

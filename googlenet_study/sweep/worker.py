@@ -4,6 +4,7 @@ has no work left for anyone. The package doc says why no point runs twice."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from typing import Callable
 
@@ -90,6 +91,9 @@ def _stale_retry(w: Worker):
 def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None = None) -> int:
     """Run trials until the study has none left for anyone (or STOP is set); returns how many this worker ran."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_log = logging.getLogger("optuna.study._optimize")  # where Optuna logs a trial's failure
+    if not any(isinstance(f, _QuietWhenStopped) for f in trial_log.filters):
+        trial_log.addFilter(_QuietWhenStopped())
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     spec, objective = w.spec, objective or run_trial
     storage = open_storage(w.storage, spec.max_retries, spec.storage_timeout_s, _stale_retry(w))
@@ -167,4 +171,17 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
 def _print_trial(spec: StudySpec, t) -> None:
     vals = "" if not t.values else " " + " ".join(f"{m}={v:.4g}" for m, v in zip(spec.metrics, t.values))
     run = t.user_attrs.get(MLFLOW_RUN_ID_ATTR, "-")
-    print(f"[{spec.name}] trial {t.number} {t.state.name}{vals} params={t.params} run={run}", flush=True)
+    state = t.state.name
+    if STOPPED_BY_SIGNAL_ATTR in t.user_attrs:
+        state = "stopped by a signal (back in the queue; its run resumes from its checkpoint)"
+    elif STOPPED_BY_OUTAGE_ATTR in t.user_attrs:
+        state = "stopped by an outage (back in the queue; its run resumes from its checkpoint)"
+    print(f"[{spec.name}] trial {t.number} {state}{vals} params={t.params} run={run}", flush=True)
+
+
+class _QuietWhenStopped(logging.Filter):
+    """Drops Optuna's "Trial N failed ... Traceback" for a trial a signal stopped: it did not fail, and
+    _print_trial says what happened in one line (a Ctrl-C printed a traceback per worker before)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (STOP() and record.exc_info)
