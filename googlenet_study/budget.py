@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, RunConfig, UserError, short, shown
+from .config import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, RunConfig, UserError, cores, short, shown
 from .data import SPLIT_SIZES
-from .device import cores
 
 # Bytes per input pixel per image of one step: the activations autograd keeps for backward (whole
 # network trained), or the transient tensors of a forward without a graph (a frozen trunk: only the

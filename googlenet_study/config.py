@@ -47,6 +47,12 @@ MAX_TEXT = 4096       # characters of a text field: Linux's PATH_MAX; MLflow par
 MAX_TARGETS = 100     # target_accs entries (one summary metric each)
 
 
+def cores() -> int:
+    """CPU cores this process may run on: its affinity mask, what a Slurm task's cpus-per-task or a cgroup
+    limit leaves it (os.cpu_count() is the whole node's: 64 threads in an 8-core Slurm task)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines one fine-tuning run. Every field is an MLflow param."""
@@ -115,7 +121,7 @@ class RunConfig:
             device=device,
             image_size=self.image_size if self.image_size is not None else DEFAULT_IMAGE_SIZE[self.model],
             eval_batch_size=self.eval_batch_size if self.eval_batch_size is not None else 2 * self.batch_size,
-            threads=self.threads if self.threads is not None else (os.cpu_count() or 1),
+            threads=self.threads if self.threads is not None else cores(),
         )
 
     # ---- views --------------------------------------------------------------------

@@ -1,20 +1,14 @@
 """Where a run computes: the model placed on its device, autocast as the config asks, host-device sync
-around what is timed, and the machine's cores. Below both the loop (engine) and the feature cache,
+around what is timed. Below both the loop (engine) and the feature cache,
 which run the same forward on the same device and time it the same way."""
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 
 import torch
 
 from .config import RunConfig
-
-
-def cores() -> int:
-    """CPU cores this process may run on (its affinity mask: what a Slurm or cgroup limit leaves it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def place(cfg: RunConfig, net: torch.nn.Module) -> torch.device:

@@ -271,3 +271,16 @@ def test_the_estimate_is_close_to_a_measured_step():
     # the measurement is what the step adds to a process that holds the model already
     estimate = budget.step_bytes("googlenet", 128, 16, True, False, "none") - 4 * budget.PARAMS[("googlenet", True)]
     assert 0.85 * measured <= estimate <= 1.5 * measured, (measured / 2**20, estimate / 2**20)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity masks")
+def test_threads_default_to_the_cores_this_process_may_run_on_not_the_whole_nodes():
+    """A Slurm task with cpus-per-task, or a cgroup, leaves a process an affinity mask smaller than the node;
+    os.cpu_count() is the node's (threads: 64 in an 8-core task). Here: one core of this machine's."""
+    mine = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mine)})
+        assert RunConfig(device="cpu").resolve().threads == 1
+    finally:
+        os.sched_setaffinity(0, mine)
+    assert RunConfig(device="cpu").resolve().threads == len(mine)

@@ -11,8 +11,8 @@ import sys
 import time
 from multiprocessing.connection import wait
 
-from .. import device, outage
-from ..config import UserError
+from .. import outage
+from ..config import UserError, cores
 from ..stop import STOP
 from ..outage import Unavailable
 from ..study import StudySpec
@@ -108,9 +108,9 @@ def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
 def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, experiment: str,
                  created: bool) -> list[Worker]:
     """N workers: CPU cores split between them (unless threads is set), one GPU each where there are GPUs."""
-    cores = device.cores()
+    n_cores = cores()
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # a Slurm task: its allocation, not the node's
-        cores = int(os.environ["SLURM_CPUS_PER_TASK"])
+        n_cores = int(os.environ["SLURM_CPUS_PER_TASK"])
     gpus = 0
     if str(spec.base.get("device", "auto")) in ("auto", "cuda") and "device" not in spec.space:
         import torch
@@ -119,7 +119,7 @@ def plan_workers(spec: StudySpec, n: int, storage: str, uri: str, parent: str, e
     for i in range(n):
         fixed = {}
         if "threads" not in spec.base and "threads" not in spec.space:
-            fixed["threads"] = max(1, cores // n)
+            fixed["threads"] = max(1, n_cores // n)
         if gpus:
             fixed["device"] = f"cuda:{i % gpus}"
         # Reproducible seeds for the process that created the study; joiners (other machines, resumes)
