@@ -21,7 +21,7 @@ FLOORS = (
     ("space",),                           # a study file's search space: values and ranges of config fields
     ("study", "device", "artifacts", "pruners"),  # a study file; where a run computes; run artefacts
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
-    ("budget",),                          # will it fit (split sizes from data, cores from device)
+    ("budget",),                          # will it fit (split sizes from data, cores from config)
     ("engine", "feature_cache", "tracking"),  # the loop; a frozen trunk's features; the only MLflow importer
     ("train",),                           # one run end to end
     ("report",),                          # reads runs back; a sweep calls its builder at the end
