@@ -7,7 +7,10 @@ set -euo pipefail
 DIR=${GS_SLURM_DIR:-/tmp/googlenet-study-slurm}
 export SLURM_CONF=$DIR/slurm.conf
 HOST=$(hostname -s)
-CPUS=${GS_SLURM_CPUS:-2}
+# CPUs the node offers, more than this machine's 2 cores (SlurmdParameters=config_overrides: slurmd takes the
+# configured count, not the hardware's): two copies of the suite side by side each run their 2-task array at
+# once instead of one copy's array waiting for the other's, which the preemption test cannot tell from a bug.
+CPUS=${GS_SLURM_CPUS:-4}
 
 if [ -f "$SLURM_CONF" ] && timeout 10 sinfo -h -o %T 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'; then
   echo "$SLURM_CONF"; exit 0
@@ -35,6 +38,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
+SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
