@@ -236,6 +236,16 @@ def _finished(st, params: dict, grid_point: int, curve: list) -> None:
                                                                            "racing_curve": curve}))
 
 
+def _round_1_finished(st, spec) -> None:
+    """Round 1 of lr 1e-3, 1e-2, 1e-9 finished: 50 % at ~10 s, the loser never (its runs end at 20 s)."""
+    from googlenet_study.sweep import race
+
+    for params, attrs in race.first_queue(spec):
+        i, s = attrs["grid_point"], params["seed"]
+        acc = 0.1 if params["lr"] == 1e-9 else 0.6
+        _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, acc], [2, 20.0 + s, acc]])
+
+
 def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monkeypatch):
     """sweep/race.step on a real Optuna study (SQLite) and a real MLflow parent run: round 1 of 3 configurations
     eliminates the one that never reaches 50 %, records itself and queues seed 3 of the two others; a second
@@ -257,10 +267,7 @@ def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monk
     parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
     storage = open_storage(url)
     st = optuna.create_study(study_name="r", storage=storage, direction="maximize")
-    for params, attrs in race.first_queue(spec):  # round 1 finished: 50 % at ~10 s, the loser never (ends at 20 s)
-        i, s = attrs["grid_point"], params["seed"]
-        acc = 0.1 if params["lr"] == 1e-9 else 0.6
-        _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, acc], [2, 20.0 + s, acc]])
+    _round_1_finished(st, spec)
     assert race.step(st, spec, parent, uri) is True
     queued = sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials if t.state.name == "WAITING")
     assert queued == [(0.001, 3), (0.01, 3)]
@@ -460,10 +467,7 @@ def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_
         wait_for(entered.is_set, "the second worker entering once the first released the lock")
         a.join(), b.join()
 
-        for params, attrs in race.first_queue(spec):  # round 1 finished, as in the SQLite test above
-            i, s = attrs["grid_point"], params["seed"]
-            _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, 0.1 if params["lr"] == 1e-9 else 0.6],
-                                      [2, 20.0 + s, 0.1 if params["lr"] == 1e-9 else 0.6]])
+        _round_1_finished(st, spec)
         go, results = threading.Barrier(2), []
 
         def decide(storage) -> None:
