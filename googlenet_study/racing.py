@@ -6,7 +6,7 @@ only to the survivors. Here a candidate is a configuration (a grid point of the 
 instance is a seed. This module is the round decision as a pure function (plain data in, decision out;
 no MLflow, no Optuna), with the report's own statistics on the report's clock:
 
-- the round's target is the report's ranking target (report/ranking.py's ranking_target) over the live configurations
+- the round's target is the report's ranking target (statistics/ranking.py's ranking_target) over the live configurations
   that reached the lowest target in at least half their runs; a live configuration that did not is still
   compared at that target, its runs censored (that is "reaching no target where the leader does");
 - the leader is the live configuration with the smallest ERT to it (survival.ert, COCO's expected running
@@ -70,7 +70,8 @@ class Round:
 
 def _censored(g: pd.DataFrame, p: float) -> tuple[np.ndarray, np.ndarray]:
     """(seconds until each timed run reached target p or ended, 1.0 where it reached it): the report's."""
-    from .report import stats, survival  # the report imports matplotlib: not for a study file's validation
+    from .report import stats
+    from .statistics import survival
 
     return survival.observed(g[_ttt(p)], g[stats.reached(p)], g["clock_end_s"])
 
@@ -89,7 +90,7 @@ def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float],
     the others are compared at it, censored."""
     import pandas as pd
 
-    from .report import ranking, survival
+    from .statistics import ranking, survival
 
     data = _data if _data is not None else _by_target(runs, live, targets)
     lowest = min(targets)
@@ -129,7 +130,7 @@ def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing
     runs_from_curves); `live`: the configurations still racing, in order; spent_s: s the study's runs used."""
     import pandas as pd
 
-    from .report import survival
+    from .statistics import survival
 
     data = _by_target(runs, live, targets)
     p_target = round_target(runs, live, targets, data)

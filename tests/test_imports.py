@@ -23,9 +23,10 @@ FLOORS = (
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from config)
     ("engine", "feature_cache", "tracking"),  # the loop; a frozen trunk's features; the only MLflow importer
+    ("statistics",),                      # survival, robust, profiles, ranking: under the report and the race
     ("train",),                           # one run end to end
     ("report",),                          # reads runs back; a sweep calls its builder at the end
-    ("racing",),                          # which configurations still need seeds (the report's statistics)
+    ("racing",),                          # which configurations still need seeds (statistics, the report's per-run rows)
     ("sweep",),                           # many runs: study setup, trials, workers, Slurm
     ("cli",),                             # the command line
     ("__main__",),                        # python -m googlenet_study

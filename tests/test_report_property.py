@@ -22,7 +22,8 @@ from mlflow import MlflowClient
 from conftest import new_store
 
 from googlenet_study import report
-from googlenet_study.report import fetch, ranking, stats, text, verdict
+from googlenet_study.report import fetch, stats, text, verdict
+from googlenet_study.statistics import ranking
 
 from test_verdicts import H100, T4, log
 

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from googlenet_study.report import profiles, ranking, robust, stats, survival, verdict
+from googlenet_study.report import stats, verdict
+from googlenet_study.statistics import profiles, ranking, robust, survival
 
 TARGETS = (50.0, 80.0)
 # Two groups of six runs: time to target (s) and whether it was reached (0: censored at that time).

@@ -22,7 +22,8 @@ from googlenet_study import report
 from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.engine import Hooks
-from googlenet_study.report import fetch, profiles, stats, text
+from googlenet_study.report import fetch, stats, text
+from googlenet_study.statistics import profiles
 from googlenet_study.train import train
 
 from conftest import ROOT, new_store

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from . import robust, stats, survival
+from ..statistics import robust, survival
+from . import stats
 
 MAX_GRID = 600  # points per configuration's mean curve: beyond this, an even grid (1,000-run reports)
 

@@ -11,7 +11,8 @@ import os
 from datetime import datetime, timezone
 
 from ..config import UserError
-from . import figures, lecture, profiles, render
+from ..statistics import profiles
+from . import figures, lecture, render
 from .text import method_paragraphs, scope_facts, tables
 from .verdict import verdict
 

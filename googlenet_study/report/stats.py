@@ -19,9 +19,9 @@ import pandas as pd
 from scipy import stats
 
 from .. import schema
-from . import profiles, ranking as ranking_, robust, survival
+from ..statistics import profiles, ranking as ranking_, robust, survival
 from .fetch import ACCURACY_FEEDS, TIMES, Fetched
-from .robust import CONFIDENCE, t_interval  # noqa: F401 - the report's one confidence level and t-interval
+from ..statistics.robust import CONFIDENCE, t_interval  # noqa: F401 - the report's one confidence level and t-interval
 
 OLYMPIC_MIN_N = 5  # MLPerf-style: drop the fastest and slowest run when there are at least five
 # Factors the study is about come first in labels and tables; other varying params follow.

@@ -7,7 +7,8 @@ import math
 import pandas as pd
 
 from .. import schema
-from . import fmt, profiles, render, robust, stats
+from ..statistics import profiles, robust
+from . import fmt, render, stats
 
 
 CLOCK_WORDS = {"epoch": "epoch: elapsed_time_s, the sum of epoch times (training + evaluation), as recorded",

@@ -12,8 +12,8 @@ import math
 import pandas as pd
 
 from .. import schema
-from . import robust, survival
-from .ranking import MIN_RANKED_N, ert_column
+from ..statistics import robust, survival
+from ..statistics.ranking import MIN_RANKED_N, ert_column
 
 
 def _timed(runs: pd.DataFrame, cfg, p: float) -> tuple:
