@@ -137,7 +137,7 @@ def part_bd(c: Check) -> None:
         import mlflow  # noqa: F401 - the child needs it; say so here instead of failing there
     except ImportError:
         for part in ("b", "d"):
-            c.row(part, "real googlenet-study train", "n/a", "mlflow is not installed: carry its wheels (README, Speed)")
+            c.row(part, "real googlenet-study train", "n/a", "mlflow is not installed: carry its wheels (docs/gpu-check.md)")
         return
     jobs = [{"name": "b", "argv": train_argv(c, "b", "--epochs", "1")}]
     has_cache = "feature_cache" in field_names()

@@ -7,7 +7,7 @@
 #
 # Python: $PYTHON, else the project's .venv, else python3; it needs torch and torchvision. A bare machine
 # (Python + PyTorch only, no network) gets the rest from wheels carried in $GPU_CHECK_WHEELS (default
-# wheels/ in this checkout; made by `pip download`, README "The GPU check"): pip --no-index installs them
+# wheels/ in this checkout; made by `pip download`, docs/gpu-check.md): pip --no-index installs them
 # into .gpu-check-packages/ (--target, then on PYTHONPATH: any interpreter, venv or conda or system,
 # keeps its own torch). Without mlflow, (b) and (d) say "n/a" and the rest still runs; pyyaml and tqdm
 # are needed by everything.
@@ -33,7 +33,7 @@ if missing yaml tqdm mlflow && [ -d "$wheels" ]; then
 fi
 if missing torch torchvision; then echo "gpu_check: $py has no torch or no torchvision" >&2; exit 2; fi
 if missing yaml tqdm; then
-    echo "gpu_check: $py lacks pyyaml or tqdm and $wheels has none; carry wheels (README, The GPU check)" >&2
+    echo "gpu_check: $py lacks pyyaml or tqdm and $wheels has none; carry wheels (docs/gpu-check.md)" >&2
     exit 2
 fi
 # googlenet_study from this checkout, installed or not; the benchmark modules from benchmarks/.

@@ -135,7 +135,7 @@ def _refusal(cfg: RunConfig, step: Step, available: int, workers: int) -> str:
     free = f"{human(available)} available" + (f" to each of {workers} workers" if workers > 1 else "")
     fix = " or ".join(fixes) + " would fit" if fixes else "no batch of this model fits"
     return (f"{what} needs about {human(step.need)} for one {step.name} step of {cfg.model} on {cfg.device}, "
-            f"{free}; {fix} (an estimate: README, image_size)")
+            f"{free}; {fix} (an estimate: docs/reference.md, image_size)")
 
 
 def _largest(ok, below: int) -> int:

@@ -11,7 +11,7 @@ What is guaranteed, and how:
 - Keyed by everything that determines the features (`key`): model, a digest of the fixed weights, image
   size, the dataset's digest (which covers the subset), amp, channels_last, device type, the arms, torch.
   The batch size is not in it: every frozen run of a study shares one cache (the results agree to float
-  rounding; README, feature_cache).
+  rounding; docs/feature-cache.md).
 - Never half-read, never trusted: one file per key in <checkpoint dir>/feature-cache/, written to a temp
   file, fsynced and renamed over (checkpoint.write_atomically); on load its size must be the header's and
   every tensor must match its CRC-32, else it is rebuilt and replaced, and the run's warning tag says so.

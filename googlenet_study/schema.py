@@ -1,10 +1,10 @@
 """The names a run is recorded under: MLflow metric, param and tag keys, defined once.
 
-Engine, tracking, sweep, study, report and tests import them from here; README's "What MLflow holds"
+Engine, tracking, sweep, study, report and tests import them from here; docs/reference.md's "What MLflow holds"
 documents each (tests/test_schema.py fails when a produced name is not documented there;
 tests/test_names.py when a name is spelled again outside this file). Adding a per-epoch metric the report
 shows (say peak_memory_mb) touches four files: here (its constant, TRAIN_METRICS or EVAL_METRICS,
-EPOCH_METRICS, PER_EPOCH_MEANS), engine.py (its value), README's "What MLflow holds" and reports/README.md
+EPOCH_METRICS, PER_EPOCH_MEANS), engine.py (its value), docs/reference.md's "What MLflow holds" and reports/README.md
 (its summary.csv columns); MLflow, epochs.csv, the report's tables and CSVs follow from here."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The MLflow UI, the way users see it: a real `mlflow server` and headless Debian chromium show the
 sweep's parent run with its trials nested under it, and draw `test_acc` against `elapsed_time_s` by the
-steps README's "Open the UI" gives. The screenshots are kept in test-artifacts/."""
+steps docs/reference.md's "Open the UI" gives. The screenshots are kept in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_mlflow_ui_lists_the_parent_run_with_its_trials_nested(page):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_mlflow_ui_draws_test_acc_against_elapsed_time_s_as_readme_says(page):
-    # README step 2: the chart view (its button's tooltip says "Chart view").
+    # docs/reference.md step 2: the chart view (its button's tooltip says "Chart view").
     page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
     page.get_by_placeholder("Search metric charts").fill("test_acc")
     cards = page.get_by_test_id("experiment-view-compare-runs-card")
@@ -98,7 +98,7 @@ def test_mlflow_ui_draws_test_acc_against_elapsed_time_s_as_readme_says(page):
     test_acc.get_by_test_id("experiment-view-compare-runs-card-menu").click()
     page.get_by_role("menuitem", name="Configure").click()
     dialog = page.get_by_role("dialog")
-    for choice in ("Step", "Time (wall)", "Time (relative)", "Metric"):  # what README says the UI offers
+    for choice in ("Step", "Time (wall)", "Time (relative)", "Metric"):  # what docs/reference.md says the UI offers
         dialog.get_by_role("radio", name=choice).wait_for()
     dialog.get_by_role("radio", name="Metric").check()
     metric = dialog.get_by_role("combobox").first  # "Select metric", under the Metric choice
