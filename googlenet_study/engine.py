@@ -24,6 +24,7 @@ from .config import RunConfig
 from .device import autocast, place, sync
 from .model import Network
 from .schema import ACCURACY, CLOCK, time_to_target
+from .statistics.target import first_at_target
 from .stop import STOP
 
 
@@ -278,10 +279,10 @@ def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, fl
     out = {schema.BEST_ACC: max(h[ACCURACY] for h in history),
            schema.FINAL_ACC: history[-1][ACCURACY],
            schema.TOTAL_TIME: history[-1][CLOCK]}
-    for p in target_accs:
-        hit = next((h for h in history if h[ACCURACY] >= p / 100.0 - 1e-12), None)
+    for p in target_accs:  # statistics.target: the report's and the race's rule too
+        hit = first_at_target([h[ACCURACY] for h in history], p)
         if hit is not None:  # never reached: not logged (the report counts it as unreached)
-            out[time_to_target(p)] = hit[CLOCK]
+            out[time_to_target(p)] = history[hit][CLOCK]
     return out
 
 

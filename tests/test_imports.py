@@ -22,8 +22,9 @@ FLOORS = (
     ("study", "device", "artifacts", "pruners"),  # a study file; where a run computes; run artefacts
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from config)
+    ("statistics",),                      # survival, robust, profiles, ranking, significance, target (the
+                                          # "reached P" rule the loop uses too): under the loop, report and race
     ("engine", "feature_cache", "tracking"),  # the loop; a frozen trunk's features; the only MLflow importer
-    ("statistics",),                      # survival, robust, profiles, ranking: under the report and the race
     ("train",),                           # one run end to end
     ("report",),                          # reads runs back; a sweep calls its builder at the end
     ("racing",),                          # which configurations still need seeds (statistics, the report's per-run rows)
