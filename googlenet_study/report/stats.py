@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .. import schema
-from ..statistics import profiles, ranking as ranking_, robust, survival
+from ..statistics import profiles, ranking as ranking_, robust, significance, survival, target
 from .fetch import ACCURACY_FEEDS, TIMES, Fetched
 from ..statistics.robust import CONFIDENCE, t_interval  # noqa: F401 - the report's one confidence level and t-interval
 
@@ -82,8 +80,8 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
     d = pd.DataFrame({"n_epochs": g["epoch"].max(), **{m: g[m].mean() for m in schema.PER_EPOCH_MEANS},
                       "clock_end_s": g["clock_s"].max(),
                       "_no_clock": g[CLOCKS[clock]].count() < g["epoch"].count()})
-    for p in targets:  # the clock at the first epoch with test_acc >= P/100 (NaN: never reached)
-        hit = ep[ep[schema.ACCURACY] >= p / 100 - 1e-12].groupby("run_id", sort=False)
+    for p in targets:  # the clock at the first epoch at target P (statistics.target; NaN: never reached)
+        hit = ep[target.at_target(ep[schema.ACCURACY], p)].groupby("run_id", sort=False)
         d[schema.time_to_target(p)] = hit["clock_s"].first()
         d[reached(p)] = d.index.isin(list(hit.groups))
     summaries = f.logged_summary[["run_id", *schema.SUMMARY_METRICS]]
@@ -178,26 +176,12 @@ def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) 
 prob_better = robust.prob_better
 
 
-def cohens_d(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
-    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else math.nan
-
-
-def welch_p(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
-        return math.nan
-    with warnings.catch_warnings():  # near-identical samples: scipy warns about precision, the p is still usable
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+cohens_d, welch_p = significance.cohens_d, significance.welch_p
 
 
 COMPARISON_COLUMNS = ("factor", "A", "B", "others", "metric", "n_A", "n_B", "reached_A", "reached_B",
                       "mean_A", "mean_B", "diff_A_minus_B", "cohens_d", "welch_p", "median_A", "median_B",
-                      "ert_A", "ert_B", "logrank_p", "p_A_better", "p_A_better_ci_low", "p_A_better_ci_high",
+                      "ert_A", "ert_B", "logrank_p", "logrank_method", "logrank_p_holm", "p_A_better", "p_A_better_ci_low", "p_A_better_ci_high",
                       "configuration_A", "configuration_B")
 
 
@@ -225,8 +209,9 @@ def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, cens: tup
                 "diff_A_minus_B": (fa.mean() - fb.mean()) if len(fa) and len(fb) else math.nan,
                 "cohens_d": cohens_d(fa, fb), "welch_p": welch_p(fa, fb)}
     (ta, ha, ma, ea), (tb, hb, mb, eb) = cens or (_censored(ga, m), _censored(gb, m))
-    return {**row, "median_A": ma, "median_B": mb, "ert_A": ea, "ert_B": eb,
-            "logrank_p": survival.logrank_p(ta, ha, tb, hb)}
+    lr = significance.logrank(ta, ha, tb, hb)  # exact, Monte Carlo or asymptotic by n (significance.py)
+    return {**row, "median_A": ma, "median_B": mb, "ert_A": ea, "ert_B": eb, "logrank_p": lr.p,
+            "logrank_method": lr.method if not math.isnan(lr.p) else ""}
 
 
 def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) -> pd.DataFrame:
@@ -254,7 +239,10 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
                          "metric": m, **_compare(ga, gb, m, higher, (censored(ca, ga, m), censored(cb, gb, m))
                                                  if schema.is_time_to_target(m) else None), "configuration_A": ca,
                          "configuration_B": cb})
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    for _, family in out.groupby("metric", sort=False):  # Holm per target: the rows a report table prints
+        out.loc[family.index, "logrank_p_holm"] = significance.holm(family["logrank_p"])
+    return out
 
 
 def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: str = "epoch") -> tuple[pd.DataFrame, float | None]:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .. import schema
-from ..statistics import profiles, robust
+from ..statistics import profiles, robust, significance
 from . import fmt, render, stats
 
 
@@ -178,9 +178,17 @@ def _comparison_rows(comp, main_p, clock: str = "epoch") -> list[dict]:
                      "A - B or ERT A / B": f"{fmt.ert(c['ert_A'])} / {fmt.ert(c['ert_B'])}" if ttt
                      else fmt.num(scale * c["diff_A_minus_B"], d),
                      "Cohen's d": "-" if ttt else fmt.num(c["cohens_d"], 2),
-                     "p (Welch; log-rank)": fmt.num(c["logrank_p"] if ttt else c["welch_p"], 3),
+                     "p (Welch; log-rank)": _logrank_cell(c) if ttt else fmt.num(c["welch_p"], 3),
                      "P(A better) [CI]": fmt.num(c["p_A_better"], 2) + p_ci})
     return rows
+
+
+def _logrank_cell(c) -> str:
+    """A comparison's log-rank p, its method when not exact, and its Holm-adjusted p (comparisons.csv)."""
+    if math.isnan(c["logrank_p"]):
+        return fmt.num(c["logrank_p"], 3)
+    how = "" if c["logrank_method"] == significance.EXACT else f", {c['logrank_method']}"
+    return f"{fmt.num(c['logrank_p'], 3)}{how}; Holm {fmt.num(c['logrank_p_holm'], 3)}"
 
 
 def ranking_caption(main_p: float | None, clock: str) -> str:
@@ -217,8 +225,9 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> 
         render.Table("comparisons", "One-factor comparisons",
                      "Pairs of configurations that differ in one param only, on best accuracy, total time and time to "
                      "the ranking's target (comparisons.csv has every target and every digit). Times to target are "
-                     "censored data: Kaplan-Meier medians, ERTs and the log-rank test; P(A better) counts an "
-                     "unreached run as the slowest.", frame(c_rows, None if c_rows else ["factor", "A", "B"])),
+                     "censored data: Kaplan-Meier medians, ERTs and the log-rank test (exact permutation p unless "
+                     "marked Monte Carlo or asymptotic; Holm: adjusted over every pair at that target); P(A better) "
+                     "counts an unreached run as the slowest.", frame(c_rows, None if c_rows else ["factor", "A", "B"])),
         render.Table("time-excluded", "Runs left out of time statistics",
                      "Counted runs whose seconds are not used by any time statistic (KM, ERT, reached, log-rank, "
                      "P(A better), means and IQMs of times): resumed on other hardware than they started on (tag "

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from .. import schema
-from ..statistics import robust, survival
+from ..statistics import robust, significance, survival
 from ..statistics.ranking import MIN_RANKED_N, ert_column
 
 
@@ -44,11 +44,12 @@ def _by_time(rank: pd.DataFrame, runs: pd.DataFrame, p: float, clock: str) -> li
     ta, ha = _timed(runs, first["configuration"], p)
     tb, hb = _timed(runs, second["configuration"], p)
     ratio, lo, hi = robust.ert_ratio_interval(ta, ha, tb, hb)
-    lr = survival.logrank_p(ta, ha, tb, hb)
+    lr = significance.logrank(ta, ha, tb, hb)  # exact at small n (permutation); its method said when not
     shared = str(second["rank"]).startswith("=") and second["rank"] == first["rank"]
     how = (f"The next, {second['configuration']}, is expected to take {ratio:.2f}× as long"
            + (f" [{lo:.2f}, {_s(hi) if math.isinf(hi) else f'{hi:.2f}'}] (95 % bootstrap)" if not math.isnan(lo) else "")
-           + (f"; log-rank p = {lr:.3f}." if not math.isnan(lr) else "."))
+           + (f"; log-rank p = {lr.p:.3f}" + ("" if lr.method == significance.EXACT else f" ({lr.method})") + "."
+              if not math.isnan(lr.p) else "."))
     out.append(how)
     if shared:
         n = {int(first["n_timed"]), int(second["n_timed"])}
