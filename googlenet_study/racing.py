@@ -29,6 +29,8 @@ import numpy as np
 
 from .schema import ACCURACY, CLOCK
 from .schema import time_to_target as _ttt
+from .statistics.significance import holm  # the report's correction too
+from .statistics.target import at_target
 from .study import RACING_KEYS as KEYS  # noqa: F401 - the block's type and parser live with the study file's
 from .study import Racing
 from .study import parse_racing as parse  # noqa: F401
@@ -38,21 +40,6 @@ if TYPE_CHECKING:  # pandas and the report load in the functions: study.py valid
 
 ELIMINATE, KEEP, LEADER = "eliminate", "keep", "leader"
 ONE_LEFT, MAX_SEEDS_REACHED, BUDGET = "one left", "max_seeds", "budget_s"  # tag racing_stopped_by
-
-
-def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm-adjusted p-values (Holm 1979): the i-th smallest of m is max over j <= i of min(1, (m-j+1) p_(j));
-    reject where adjusted <= alpha. NaN (no test) stays NaN and does not count in m."""
-    p = np.asarray(p, dtype=float)
-    out = np.full(len(p), math.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = len(order)
-    running = 0.0
-    for i, k in enumerate(order):
-        running = max(running, min(1.0, (m - i) * p[k]))
-        out[k] = running
-    return out
 
 
 @dataclass(frozen=True)
@@ -175,7 +162,7 @@ def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[s
         e = stats.on_clock(e, "epoch")
         row = {"run_id": run, "configuration": configuration[run], "clock_end_s": float(e["clock_s"].max())}
         for p in targets:
-            hit = e[e[ACCURACY] >= p / 100 - 1e-12]
+            hit = e[at_target(e[ACCURACY], p)]  # the engine's and the report's rule
             row[_ttt(p)] = float(hit["clock_s"].iloc[0]) if len(hit) else math.nan
             row[stats.reached(p)] = bool(len(hit))
         rows.append(row)
