@@ -45,22 +45,28 @@ def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, 
                      workers: int = HISTORY_WORKERS) -> dict[str, dict[str, list[tuple[int, float, int]]]]:
     """{run_id: {key: [(step, value, timestamp_ms)]}}; `progress(n)` as runs complete.
 
-    A database store answers in bulk (see bulk.py); any other store (an MLflow server over HTTP)
-    gets per-run requests from a thread pool."""
+    A database store answers in bulk (see bulk.py); an MLflow server in bulk too, 100 runs per request
+    for one key; whatever neither can give (another store, a server without the bulk endpoint, a history
+    too long for it) is read per run, from a thread pool."""
     c = client(uri)
     store = bulk.database_store(c)
     if store is not None:
         return bulk.histories(store, keys_by_run, progress)
+    rest = bulk.rest_store(c)
+    result: dict[str, dict] = {}
+    if rest is not None:
+        patience = getattr(c, "patience", None)  # the outage wait of store.client's server client
+        result, keys_by_run = bulk.server_histories(rest, keys_by_run, progress, workers,
+                                                    patience.call if patience else lambda f: f())
 
     def one(run_id: str) -> tuple[str, dict]:
         out = {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(run_id, k)]
                for k in keys_by_run[run_id]}
         return run_id, out
 
-    result = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for run_id, hist in pool.map(one, keys_by_run):
-            result[run_id] = hist
+            result.setdefault(run_id, {}).update(hist)
             if progress is not None:
                 progress(1)
     return result

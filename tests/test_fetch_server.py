@@ -1,0 +1,83 @@
+"""Histories through a real `mlflow server`: its bulk endpoint (many runs per request) gives exactly what MLflow's
+public per-run get_metric_history gives, NaN, inf, a re-logged step, several keys and a sampled history included."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+
+from conftest import free_port, http_up, new_store, wait_for
+
+from googlenet_study.tracking import bulk, read
+
+
+def same(have: list, want: list) -> bool:
+    """Equal (step, value, timestamp) lists, NaN equal to NaN."""
+    return len(have) == len(want) and all(
+        (s, t) == (s2, t2) and (v == v2 or (math.isnan(v) and math.isnan(v2)))
+        for (s, v, t), (s2, v2, t2) in zip(have, want))
+
+
+@pytest.mark.slow
+def test_server_bulk_histories_equal_mlflows_per_run_history(tmp_path, monkeypatch):
+    uri = new_store(tmp_path / "mlflow.db")
+    c = MlflowClient(uri)
+    exp = c.create_experiment("bulk")
+    now = int(time.time() * 1000)
+    values = {"test_acc": [0.5, float("nan"), 0.7, 0.65], "elapsed_time_s": [10.0, 20.0, float("inf"), -1.0],
+              "train_loss": [2.0, 1.0]}
+    ids = []
+    for r in range(5):
+        rid = c.create_run(exp).info.run_id
+        ms = [Metric(k, v + r, now + s, s + 1) for k, vs in values.items() for s, v in enumerate(vs)]
+        ms.append(Metric("test_acc", 0.9, now + 9, 2))  # epoch 2 logged again (a resume), later
+        ms.append(Metric("train_loss", 0.5, now - 5, 7))  # a later step logged earlier: MLflow orders by time
+        c.log_batch(rid, metrics=ms)
+        ids.append(rid)
+    keys = {rid: ["elapsed_time_s", "test_acc", "train_loss"] for rid in ids}
+    keys[ids[2]] = ["test_acc"]  # a key a run is not asked for is not returned for it
+    want = {rid: {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(rid, k)] for k in ks}
+            for rid, ks in keys.items()}
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # its own process group: the workers end with it
+    try:
+        wait_for(lambda: http_up(f"http://127.0.0.1:{port}/health", server),
+                 f"mlflow server on port {port} to answer /health", every=0.5)
+        http = f"http://127.0.0.1:{port}"
+        monkeypatch.setattr(bulk, "SERVER_RUNS", 2)  # 3 requests per key: runs split across requests
+        store = bulk.rest_store(read.client(http))
+        got, left = bulk.server_histories(store, keys, None, workers=3)
+        done = []
+        through_read = read.metric_histories(keys, http, progress=done.append, workers=3)
+        # The endpoint's limit per run, lowered to 3 values: a longer history may come back sampled, so that
+        # run and key are left to the per-run read.
+        monkeypatch.setattr(bulk, "SERVER_VALUES", 3)
+        _, sampled_left = bulk.server_histories(store, keys, None, workers=3)
+        sampled_read = read.metric_histories(keys, http, workers=3)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    assert left == {}
+    for rid, ks in keys.items():
+        for have in (got, through_read, sampled_read):
+            assert list(have[rid]) == ks
+            assert all(same(have[rid][k], want[rid][k]) for k in ks), (rid, have[rid], want[rid])
+    assert math.isnan(got[ids[0]]["test_acc"][1][1]) and got[ids[0]]["test_acc"][-1] == (2, 0.9, now + 9)
+    assert got[ids[1]]["elapsed_time_s"][2][1] > 1e308  # MLflow stores inf as the largest double
+    assert got[ids[0]]["train_loss"] == [(7, 0.5, now - 5), (1, 2.0, now), (2, 1.0, now + 1)]
+    assert sum(done) == len(keys)  # progress counts every run once
+    # 4 or 5 test_acc / elapsed_time_s values > 3: read per run; train_loss (3 values) too, at the limit.
+    assert sampled_left == keys
