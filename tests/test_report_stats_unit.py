@@ -14,7 +14,7 @@ import pytest
 from scipy import stats as sps
 
 from googlenet_study.report import stats, verdict
-from googlenet_study.statistics import profiles, ranking, robust, survival
+from googlenet_study.statistics import profiles, ranking, robust, significance, survival
 
 TARGETS = (50.0, 80.0)
 # Two groups of six runs: time to target (s) and whether it was reached (0: censored at that time).
@@ -180,6 +180,10 @@ def test_the_verdict_names_the_winner_the_ratio_and_what_the_seeds_cannot_tell()
     ratio = robust.ert_ratio_interval(*survival.observed([20, 22, 21], [1, 1, 1], [40] * 3),
                                       *survival.observed([21, 20, 23], [1, 1, 1], [40] * 3))
     assert "is expected to take" in words[1] and "log-rank p = " in words[1]
+    # 3 runs against 3: the exact permutation p (scipy's asymptotic one would say 0.0xx), no method named
+    exact = significance.logrank(*survival.observed([20, 22, 21], [1, 1, 1], [40] * 3),
+                                 *survival.observed([21, 20, 23], [1, 1, 1], [40] * 3))
+    assert exact.method == "exact" and words[1].endswith(f"; log-rank p = {exact.p:.3f}.")
     assert any("3 seeds do not separate" in w for w in words)
     assert any(w.startswith("loser did not reach 80 %") for w in words)
     assert words[-1] == "Not ranked (fewer than 2 timed runs): one."
