@@ -5,6 +5,7 @@ epoch driver and the only place that logs and checkpoints."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import random
@@ -34,6 +35,39 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, epoch: int, batch: int) -> None:
         super().__init__(f"non-finite loss at epoch {epoch}, batch {batch}")
         self.epoch, self.batch = epoch, batch
+
+
+class NoSpace(Exception):
+    """A checkpoint could not be written for want of disk space; the epoch's metrics were logged first."""
+
+    def __init__(self, folder: object, epoch: int | None) -> None:
+        done = f"; epoch {epoch}'s metrics are logged, its checkpoint is not" if epoch else ""
+        super().__init__(f"no space left on device: {folder}{done}; free some space and run the same command "
+                         "again (it resumes from the last checkpoint written, if there is one)")
+        self.folder = folder
+
+
+def _out_of_space(e: BaseException) -> bool:
+    """Is ENOSPC (or a quota) somewhere in e's chain? torch.save reports it as a RuntimeError
+    ("inline_container.cc ... unexpected pos") whose context is the OSError."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def save_checkpoint(checkpoint: Checkpoint, state: TrainingState, epoch: int | None = None) -> None:
+    """checkpoint.save(state); a full disk becomes NoSpace naming the folder."""
+    try:
+        checkpoint.save(state)
+    except Exception as e:
+        if not _out_of_space(e):
+            raise
+        path = getattr(checkpoint, "path", None)
+        raise NoSpace(path.parent if path is not None else "the checkpoint folder", epoch) from None
 
 
 class Interrupted(Exception):
@@ -309,7 +343,7 @@ def fit(cfg: RunConfig, net: Network, train: Batches, test: Batches, tracker: Tr
             except Interrupted as stop:
                 writer.wait()  # the last epoch's checkpoint and log land first
                 if checkpoint is not None:  # a preempted run loses no finished batch
-                    checkpoint.save(_snapshot(checkpoint, learner, history, ended_ms, stop.partial))
+                    save_checkpoint(checkpoint, _snapshot(checkpoint, learner, history, ended_ms, stop.partial))
                 raise
             history.append(epoch_metrics(tr, evaluate(learner, test, hooks), history))
             ended_ms.append(int(time.time() * 1000))
@@ -334,7 +368,13 @@ def _save_then_log(checkpoint: Checkpoint | None, state: TrainingState | None, t
                    metrics: dict[str, float], ended_ms: int) -> None:
     """The epoch-end writes, on the EpochEnd thread. Checkpoint, then log: a kill between the two leaves
     an epoch that the checkpoint has and MLflow lacks, which the resume logs (MlflowRun.log_missing_epochs);
-    the other order would log that epoch twice."""
+    the other order would log that epoch twice. A full disk still logs the epoch, then ends the run
+    (NoSpace): the older checkpoint stays, and a resume retrains this epoch without logging it again
+    (MlflowRun.log_missing_epochs)."""
     if checkpoint is not None:
-        checkpoint.save(state)
+        try:
+            save_checkpoint(checkpoint, state, epoch)
+        except NoSpace:
+            tracker.log_epoch(epoch, metrics, ended_ms)
+            raise
     tracker.log_epoch(epoch, metrics, ended_ms)

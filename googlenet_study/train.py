@@ -79,6 +79,9 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     except Interrupted:
         result.status = "KILLED"
         run.set_tags({schema.END_REASON_TAG: "stopped by a signal; `--resume auto` continues this run"})
+    except engine.NoSpace as e:  # the epoch is logged; the user frees space and resumes
+        result.status, result.failure_reason = "FAILED", str(e)
+        run.set_tags({schema.FAILURE_REASON_TAG: str(e)})
     except NonFiniteLoss as e:
         result.status, result.failure_reason = "FAILED", str(e)
         run.set_tags({schema.FAILURE_REASON_TAG: str(e), schema.FAILURE_EPOCH_TAG: str(e.epoch),

@@ -55,7 +55,7 @@ def run(experiment: str, *, study: str | None = None, parent_run: str | None = N
     """`googlenet-study report` with plain values (the sweep calls it too): check, build, say where it went."""
     if out is not None and dir_problem(out):  # build() would replace a file (or /dev/null) by a folder
         raise UserError(f"--out: {dir_problem(out)}")
-    tracking.check_tracking_uri(tracking.tracking_uri(uri))
+    tracking.check_tracking_uri(tracking.tracking_uri(uri), write=False)  # a report reads (a damaged file: one line)
     out, timings = build(experiment, study=study, parent_run=parent_run, filter_string=filter_string,
                          targets=targets, out=out, uri=uri, clock_name=clock_name, pool_hardware=pool_hardware)
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "

@@ -46,6 +46,8 @@ def check_stop() -> None:
 def connect(spec: StudySpec, uri: str, storage_url: str) -> storage_mod.PatientStorage:
     """The tracking store checked and the Optuna storage opened (its tables made): no study yet."""
     tracking.check_tracking_uri(uri)  # a file: store or an unreachable server: one line, no study made
+    storage_mod.check_distinct(storage_url, uri)
+    storage_mod.check_url(storage_url)  # a damaged optuna.db: one line, before either database is made
     check_stop()
     storage = storage_mod.open_storage(storage_url, spec.max_retries, spec.storage_timeout_s)
     check_stop()

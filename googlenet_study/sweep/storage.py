@@ -22,7 +22,7 @@ import optuna
 
 from .. import outage
 from ..config import UserError
-from ..tracking import redact, url_problem
+from ..tracking import redact, sqlite, url_problem
 
 # A RUNNING trial writes a heartbeat this often (RDB storages), and is failed (and retried) when none
 # came for GRACE_S. Seconds; the environment may shorten them (tests kill workers and wait for this).
@@ -105,6 +105,20 @@ def check_url(url: str) -> None:
     problem = url_problem(url)  # a raw '@' in the password: SQLAlchemy would send half and print the rest
     if problem:
         raise UserError(f"--storage: {problem}")
+    path = sqlite.sqlite_path(url)
+    if path is not None:  # read only: a refused file is left as it was, a missing one not made
+        try:
+            sqlite.check_file(path, "an Optuna database", sqlite.OPTUNA_TABLES, write=True)
+        except sqlite.StoreFault as e:
+            raise UserError(f"--storage: {e}") from None
+
+
+def check_distinct(storage_url: str, tracking_uri: str) -> None:
+    """One SQLite file for both stores would get Optuna's tables written into the MLflow database: refused."""
+    a, b = sqlite.sqlite_path(storage_url), sqlite.sqlite_path(tracking_uri)
+    if a and b and sqlite.same_file(a, b):
+        raise UserError(f"--storage: {a} is also the --tracking-uri's file; Optuna and MLflow each need their "
+                        f"own database (the default: optuna.db beside mlflow.db)")
 
 
 def open_storage(url: str, max_retries: int = 0, timeout_s: float = outage.DEFAULT_TIMEOUT_S,

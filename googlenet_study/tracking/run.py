@@ -135,6 +135,7 @@ class MlflowRun:
             mlflow.set_system_metrics_samples_before_logging(1)
         # The fluent run is what MLflow's system-metrics monitor attaches to.
         self._active = mlflow.start_run(run_id=self.run_id, log_system_metrics=cfg.system_metrics)
+        self._logged_ahead: set[int] = set()  # epochs logged before a resume that its checkpoint lacks
         self._tmp = tempfile.TemporaryDirectory(prefix="googlenet-study-")
         self.tmp = Path(self._tmp.name)
 
@@ -167,6 +168,8 @@ class MlflowRun:
 
     def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int | None = None) -> None:
         """step = epoch (from 1); timestamp = when the epoch ended. One log_batch: all or nothing."""
+        if epoch in self._logged_ahead:
+            return
         ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, epoch) for k, v in metrics.items()],
                               synchronous=True)
@@ -177,6 +180,9 @@ class MlflowRun:
         The checkpoint is written before an epoch is logged, so MLflow can be at most one epoch behind
         it and never ahead: each epoch ends up logged exactly once, with its original timestamp."""
         logged = {m.step for m in self.client.get_metric_history(self.run_id, schema.CLOCK)}
+        # Logged beyond the checkpoint: its write hit a full disk after the epoch ended (engine.NoSpace). The
+        # resume trains that epoch again; the values logged when it first ended stand (logged once, never twice).
+        self._logged_ahead = {s for s in logged if s > len(history)}
         for e in range(1, len(history) + 1):
             if e not in logged:
                 self.log_epoch(e, history[e - 1], ended_ms[e - 1] if e <= len(ended_ms) else None)

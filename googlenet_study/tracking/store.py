@@ -15,6 +15,7 @@ from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
 from .. import outage
+from . import sqlite
 from ..config import UserError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, in the working folder
@@ -139,8 +140,9 @@ def url_problem(url: str) -> str | None:
             f"write it %-encoded ({' '.join(f'%{ord(c):02X}' for c in bad)}; urllib.parse.quote(password, safe=''))")
 
 
-def check_tracking_uri(uri: str) -> None:
-    """Refuse, in one line and before any run exists, a tracking URI that cannot work."""
+def check_tracking_uri(uri: str, write: bool = True) -> None:
+    """Refuse, in one line and before any run exists, a tracking URI that cannot work; with `write`
+    (train, sweep, reproduce), also a SQLite store on a read-only or full file system (sqlite.py)."""
     from urllib.parse import urlparse
 
     problem = url_problem(uri)
@@ -155,9 +157,13 @@ def check_tracking_uri(uri: str) -> None:
     if scheme not in _SCHEMES:
         raise UserError(f"tracking-uri: {shown!r} is not a tracking URI; allowed: {_ALLOWED}")
     if scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
-        if folder is None or not folder.is_dir():
+        path = sqlite.sqlite_path(uri)
+        if path and not Path(path).parent.is_dir():
             raise UserError(f"tracking-uri: {shown!r}: the folder for the SQLite file does not exist")
+        try:
+            sqlite.check_file(path, "an MLflow database", sqlite.MLFLOW_TABLES, write)
+        except sqlite.StoreFault as e:
+            raise UserError(f"tracking-uri: {e}") from None
     if scheme in ("postgresql", "mysql", "mssql"):
         _check_database(uri, shown)
     if scheme in ("http", "https"):
