@@ -1,19 +1,27 @@
 """Report stage 2e: the ranking, an order that a losing configuration cannot change.
 
 Rankable on time: a configuration with at least MIN_RANKED_N timed runs (runs whose seconds count; see
-stats.time_excluded). The ranking target P is the highest target that at least half the timed runs of every
-*undominated* rankable configuration reached, where one configuration dominates another when its ERT is no
-larger on every target and smaller on one (inf: never reached). Then:
+stats.time_excluded). One configuration dominates another when its ERT is no larger on every target and
+smaller on one (inf: never reached); dominance is judged among every configuration with a timed run, one-run
+configurations included, across models and datasets. The front is the undominated ones. The ranking
+target P is the highest target that at least half the timed runs of every rankable configuration on the
+front reached (when no rankable configuration is on the front: of every configuration on the front). Then:
 
-1. configurations that reached P (finite ERT to P): by ERT to P, then profile_score, then accuracy;
+1. configurations that reached P (finite ERT to P): by ERT to P, then tie_scores (the profile score with the
+   best ERT over all timed configurations as the denominator, the set dominance is judged on), then accuracy;
 2. the rest of the rankable ones ("did not reach P", ERT inf): by the IQM of best test accuracy;
 3. configurations with fewer than MIN_RANKED_N timed runs: listed, not ranked.
 Without a ranking target every configuration with MIN_RANKED_N accuracies is ranked by accuracy (2.).
 
+Shared ranks: within groups 1. and 2., configurations whose intervals (ERT's, or the accuracy IQM's) are linked
+by a chain of overlaps share one rank, the position of the first of them (so a rank is never shared with a
+configuration whose interval is clear of every other in its block, and the first ranks alone exactly when no
+other interval overlaps its own). Equal keys share a rank, intervals or not.
+
 The invariance (tests/test_report_property.py): adding or removing a configuration that is dominated never
-changes the relative order of the others. Each configuration's sort key is its own (ERT, accuracy); the
-only shared input is P, and a dominated configuration is never on the front P is chosen from; the
-profile_score tie-break divides by the best ERT on each workload, which a dominated configuration never holds.
+changes the relative order of the others. Each configuration's sort key is its own (ERT, tie score,
+accuracy); the only shared inputs are P, which depends on the front alone, and the tie score's best ERT per
+target, which a dominated configuration never holds alone (its dominator is no slower on every target).
 
 Every function takes stats.summary's frame (plain DataFrames, no MLflow), so a sweep can rank as it goes."""
 
@@ -59,16 +67,34 @@ def undominated(e: np.ndarray) -> np.ndarray:
 
 
 def ranking_target(summ: pd.DataFrame, targets: tuple[float, ...]) -> float | None:
-    """The highest target that at least half the timed runs of every undominated configuration with
-    >= MIN_RANKED_N timed runs reached; None when there is none (or no such configuration)."""
-    timed = summ[n_timed(summ) >= MIN_RANKED_N]
+    """The highest target that at least half the timed runs of every rankable (>= MIN_RANKED_N timed runs)
+    configuration on the front reached, the front being the undominated among all configurations with a timed
+    run (when none on it is rankable: of every one on the front); None when there is none."""
+    timed = summ[n_timed(summ) >= 1]
     if timed.empty or not targets:
         return None
     front = timed[undominated(erts(timed, targets))]
+    rankable = front[n_timed(front) >= MIN_RANKED_N]
+    consulted = rankable if len(rankable) else front
     for p in sorted(targets, reverse=True):
-        if (front[f"{schema.time_to_target(p)}_reached"].astype(float).fillna(0.0) >= 0.5).all():
+        if (consulted[f"{schema.time_to_target(p)}_reached"].astype(float).fillna(0.0) >= 0.5).all():
             return p
     return None
+
+
+def tie_scores(summ: pd.DataFrame, targets: tuple[float, ...]) -> np.ndarray:
+    """The ERT tie-break per row: the mean over targets of max(0, 4 - r) / 3 (profiles.profile_scores's
+    formula), r = ERT / the best ERT of any configuration with a timed run (across models: the same set as
+    dominance, so a dominated configuration never sets it); NaN without a timed run."""
+    e = erts(summ, targets)
+    timed = n_timed(summ).to_numpy() >= 1
+    if not targets or not timed.any():
+        return np.full(len(summ), math.nan)
+    best = e[timed].min(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(np.isfinite(e) & np.isfinite(best), e / best, math.inf)
+    score = (np.clip(4.0 - r, 0.0, 3.0) / 3.0).mean(axis=1)
+    return np.where(timed, score, math.nan)
 
 
 def _worst_last(x: pd.Series, higher_is_better: bool) -> np.ndarray:
@@ -104,8 +130,8 @@ def ranking(summ: pd.DataFrame, targets: tuple[float, ...],
     by = np.where(group == 2, [f"not ranked: {n} {'timed' if t else 'accuracy'} run{'' if n == 1 else 's'} "
                                f"(< {MIN_RANKED_N})" for n, t in zip(np.where(untimed, n_timed(r), n_accuracy(r)),
                                                                       np.broadcast_to(untimed, len(r)))], by)
-    profile = _worst_last(r["profile_score"], True) if "profile_score" in r else np.zeros(len(r))
-    k2 = np.where(group == 0, profile, 0.0)  # ties in ERT: the profile, then accuracy, then the name
+    k2 = np.where(group == 0, _worst_last(pd.Series(tie_scores(r, targets)), True), 0.0)  # ties in ERT: the
+    # tie score, then accuracy, then the name
     r = r.assign(rank_by=by, _g=group, _k1=k1, _k2=k2, _k3=acc, _k4=r["configuration"].astype(str), _lo=lo, _hi=hi)
     r = r.sort_values(["_g", "_k1", "_k2", "_k3", "_k4"], kind="stable").reset_index(drop=True)
     r["rank"] = _shared_ranks(r)
@@ -114,22 +140,49 @@ def ranking(summ: pd.DataFrame, targets: tuple[float, ...],
 
 
 def _shared_ranks(r: pd.DataFrame) -> list[str]:
-    """Rank labels in sorted order: positions 1, 2, ... over the ranked groups; a row that overlaps its
-    group's leader (the first row since the last change of leader) shares the leader's number."""
-    ranks, leader, size = [None] * len(r), None, {}
-    for i in range(len(r)):
-        if r["_g"].iat[i] == 2:
+    """Rank labels in sorted order: positions 1, 2, ... over the ranked groups (0 and 1); within a group,
+    rows linked by a chain of overlapping intervals (or equal keys) form one block, made contiguous (a block
+    spans from its first row to its last), and share the number of the block's first row."""
+    g = r["_g"].to_numpy()
+    labels = [""] * len(r)
+    for group in (0, 1):
+        idx = np.flatnonzero(g == group)
+        if not len(idx):
             continue
-        if leader is None or r["_g"].iat[leader] != r["_g"].iat[i] or not _overlap(r.iloc[leader], r.iloc[i]):
-            leader = i
-        ranks[i] = leader
-        size[leader] = size.get(leader, 0) + 1
-    return ["" if x is None else ("=" if size[x] > 1 else "") + str(x + 1) for x in ranks]
+        linked = _overlaps(*(r[c].to_numpy(float)[idx] for c in ("_k1", "_k2", "_lo", "_hi")))
+        reach = _chain_ends(linked)
+        start, end = 0, -1
+        for j in range(len(idx)):
+            if j > end:
+                start = j
+            end = max(end, reach[j])
+            labels[idx[j]] = start
+        sizes = pd.Series([labels[i] for i in idx]).value_counts()
+        for i in idx:
+            labels[i] = ("=" if sizes[labels[i]] > 1 else "") + str(idx[labels[i]] + 1)
+    return labels
 
 
-def _overlap(a: pd.Series, b: pd.Series) -> bool:
-    if a["_k1"] == b["_k1"] and a["_k2"] == b["_k2"]:
-        return True  # equal keys tie, intervals or not
-    if any(math.isnan(float(v)) for v in (a["_lo"], a["_hi"], b["_lo"], b["_hi"])):
-        return False  # no interval: only an exact tie shares a rank
-    return a["_lo"] <= b["_hi"] and b["_lo"] <= a["_hi"]
+def _overlaps(k1: np.ndarray, k2: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(n x n) True where two rows tie on their keys or their intervals overlap (a NaN edge: no interval)."""
+    tie = (k1[:, None] == k1[None, :]) & (k2[:, None] == k2[None, :])
+    with np.errstate(invalid="ignore"):
+        cross = (lo[:, None] <= hi[None, :]) & (lo[None, :] <= hi[:, None])  # NaN compares False
+    return tie | cross
+
+
+def _chain_ends(linked: np.ndarray) -> np.ndarray:
+    """Per row, the last row of its connected component in the graph `linked` (rows in sorted order)."""
+    n = len(linked)
+    comp = np.full(n, -1)
+    for i in range(n):
+        if comp[i] >= 0:
+            continue
+        stack, comp[i] = [i], i
+        while stack:
+            j = stack.pop()
+            for k in np.flatnonzero(linked[j] & (comp < 0)):
+                comp[k] = i
+                stack.append(k)
+    last = pd.Series(np.arange(n)).groupby(comp).transform("max").to_numpy()
+    return last
