@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import new_store, skip_or_fail
+from googlenet_study import schema
 from googlenet_study.cli import main
 
 TINY = ["--model", "googlenet", "--dataset", "digits", "--weights", "none", "--image-size", "16", "--epochs", "1",
@@ -175,3 +176,61 @@ def test_one_file_for_both_stores_is_one_line(made, here, capsys):
                                   "--storage", f"sqlite:///{here}/./both.db"])
     assert code == 2 and "is also the --tracking-uri's file" in err, err
     assert ((here / "both.db").read_bytes() if made else (here / "both.db").exists()) == (before if made else False)
+
+
+def test_a_full_checkpoint_disk_logs_the_epoch_then_names_the_folder(here):
+    """The loop against a real full disk: epoch 1 ends, its checkpoint (~45 MB) meets a 4 MB tmpfs; the epoch
+    is still logged, and the error names the folder (today: RuntimeError "inline_container.cc unexpected pos")."""
+    from googlenet_study import checkpoint as ckpt
+    from googlenet_study import data as data_mod
+    from googlenet_study import engine, model
+    from googlenet_study.config import RunConfig
+    from googlenet_study.device import place
+
+    cfg = RunConfig(model="googlenet", dataset="digits", weights="none", image_size=16, epochs=2, batch_size=8,
+                    train_size=24, test_size=10, threads=1, device="cpu", system_metrics=False).resolve()
+    engine.seed_everything(cfg)
+    net, dataset = model.build(cfg)[0], data_mod.load(cfg)
+    logged = []
+
+    class Logged:  # engine.Tracker, no store: what fit logs
+        def log_epoch(self, epoch, metrics, timestamp_ms):
+            logged.append((epoch, metrics))
+
+    with tmpfs(here / "ckpt", "4m") as mnt:
+        saver = ckpt.RunCheckpoint(ckpt.path_for(mnt, cfg, "a" * 32), ckpt.RunIdentity.of(cfg, "a" * 32, None, None))
+        with pytest.raises(engine.NoSpace) as e:
+            engine.fit(cfg, net, *data_mod.batches(cfg, dataset, place(cfg, net)), Logged(),
+                       engine.Hooks(progress=False, should_stop=lambda: False), checkpoint=saver)
+        left = [p.name for p in saver.path.parent.iterdir()]
+    assert str(e.value).startswith(f"no space left on device: {saver.path.parent}; epoch 1's metrics are logged")
+    assert [ep for ep, _ in logged] == [1] and 0 <= logged[0][1]["test_acc"] <= 1
+    assert left == []  # no temp file, no half checkpoint
+
+
+@pytest.mark.slow
+def test_a_checkpoint_disk_full_at_epoch_2_fails_naming_it_and_the_resume_logs_each_epoch_once(here, capsys):
+    """Through the command line: a 180 MB tmpfs holds epoch 1's checkpoint (120 MB) but not epoch 2's beside it.
+    The run ends FAILED naming the folder, with epoch 2 logged; once the disk has room, the same command resumes
+    from epoch 1's checkpoint, trains epoch 2 again and finishes with each epoch logged once."""
+    from mlflow import MlflowClient
+
+    uri = new_store(here / "mlflow.db")
+    argv = ["train", *TINY, "--epochs", "2", "--train-size", "30", "--test-size", "10", "--batch-size", "32",
+            "--tracking-uri", uri]
+    with tmpfs(here / "ckpt", "180m") as mnt:
+        assert main([*argv, "--checkpoint-dir", str(mnt)]) == 1
+        out = capsys.readouterr().out.strip().splitlines()[-1]
+        c = MlflowClient(uri)
+        (run,) = c.search_runs([c.get_experiment_by_name("googlenet-study").experiment_id])
+        folder = next(mnt.iterdir())  # <checkpoint dir>/<config hash>
+        assert run.info.status == "FAILED" and f"FAILED: no space left on device: {folder}; epoch 2's" in out, out
+        assert run.data.tags[schema.FAILURE_REASON_TAG].startswith(f"no space left on device: {folder}")
+        assert [m.step for m in c.get_metric_history(run.info.run_id, schema.ACCURACY)] == [1, 2]
+        assert [p.name for p in folder.iterdir()] == [f"{run.info.run_id}.ckpt"]  # epoch 1's, no temp file
+        _libc.mount(b"tmpfs", os.fsencode(mnt), b"tmpfs", MS_REMOUNT, b"size=400m")  # the user frees space
+        assert main([*argv, "--checkpoint-dir", str(mnt)]) == 0
+    assert "FINISHED: 2 epochs" in capsys.readouterr().out
+    assert c.get_run(run.info.run_id).info.status == "FINISHED"
+    for key in (schema.ACCURACY, schema.CLOCK):
+        assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [1, 2], key
