@@ -181,8 +181,8 @@ cohens_d, welch_p = significance.cohens_d, significance.welch_p
 
 COMPARISON_COLUMNS = ("factor", "A", "B", "others", "metric", "n_A", "n_B", "reached_A", "reached_B",
                       "mean_A", "mean_B", "diff_A_minus_B", "cohens_d", "welch_p", "median_A", "median_B",
-                      "ert_A", "ert_B", "logrank_p", "logrank_method", "logrank_p_holm", "p_A_better", "p_A_better_ci_low", "p_A_better_ci_high",
-                      "configuration_A", "configuration_B")
+                      "ert_A", "ert_B", "logrank_p", "logrank_method", "logrank_p_holm", "p_A_better",
+                      "p_A_better_ci_low", "p_A_better_ci_high", "configuration_A", "configuration_B")
 
 
 def _censored(g: pd.DataFrame, m: str) -> tuple[np.ndarray, np.ndarray, float, float]:

@@ -9,7 +9,9 @@ distribution of Z instead: under the null hypothesis (A and B reach the target a
 censored alike) every relabelling of the pooled runs into n_A and n_B is equally likely. Three methods, by
 the number of relabellings C(n_A + n_B, n_A):
 
-- `exact`: every relabelling, when there are at most EXACT_MAX (10 vs 10: 184,756, some 0.1 s);
+- `exact`: every relabelling, when there are at most EXACT_MAX (10 vs 10: 184,756, some 0.1 s; Z depends on
+  the times only through their order and ties, so the null distribution is cached per pattern and the next
+  pair of the same sizes and pattern costs microseconds);
 - `monte carlo (N)`: MONTE_CARLO_N relabellings drawn with PERMUTATION_SEED (the same p for the same runs),
   p = (1 + hits) / (N + 1), which keeps the test's size <= alpha (Phipson & Smyth 2010); its Monte Carlo
   standard error is sqrt(p (1 - p) / N), < 0.0022 at p = 0.05;
@@ -52,20 +54,25 @@ class LogRank:
     se: float = 0.0
 
 
-def logrank(ta, ha, tb, hb, alternative: str = "two-sided") -> LogRank:
+def logrank(ta, ha, tb, hb, alternative: str = "two-sided", method: str | None = None) -> LogRank:
     """The log-rank test of A = (times, reached) against B on time to target (censored data): exact,
-    Monte Carlo or asymptotic by the groups' sizes (module docstring). NaN p where it is undefined (a group
-    without timed runs, no run reached the target, or no time when both groups were at risk and one reached it)."""
+    Monte Carlo or asymptotic by the groups' sizes (module docstring; `method` forces one, for
+    benchmarks/coverage.py). NaN p where it is undefined (a group without timed runs, no run reached the
+    target, or no time when both groups were at risk and one reached it)."""
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative: {alternative!r}; allowed: {', '.join(ALTERNATIVES)}")
     ta, ha, tb, hb = (np.asarray(x, dtype=float) for x in (ta, ha, tb, hb))
     na, nb = len(ta), len(tb)
-    method = method_for(na, nb)
+    method = method or method_for(na, nb)
+    if method not in (EXACT, ASYMPTOTIC, monte_carlo(MONTE_CARLO_N)):
+        raise ValueError(f"method: {method!r}; allowed: {EXACT}, {monte_carlo(MONTE_CARLO_N)}, {ASYMPTOTIC}")
     if na == 0 or nb == 0 or ha.sum() + hb.sum() == 0:
         return LogRank(math.nan, method)
     t, hit = np.concatenate([ta, tb]), np.concatenate([ha, hb]) > 0
     order = np.lexsort((~hit, t))  # by time; the order within a tie does not change Z
-    t, hit = t[order], hit[order]
+    # Z depends on the times only through their order and ties: each run's tie group stands for its time, and
+    # the null distribution is cached per pooled pattern (tie groups, reached) and n_A (_null).
+    t, hit = np.unique(t[order], return_inverse=True)[1].astype(float), hit[order]
     in_a = np.zeros(na + nb, dtype=bool)
     in_a[np.argsort(order)[:na]] = True  # A's positions in the sorted pool
     z_obs = _z(t, hit, in_a[None, :])[0]
@@ -74,13 +81,12 @@ def logrank(ta, ha, tb, hb, alternative: str = "two-sided") -> LogRank:
     if method == ASYMPTOTIC:
         from scipy import stats
         return LogRank(float(_tail(stats.norm.cdf, z_obs, alternative)), method)
+    z, total = _null(tuple(t.astype(int).tolist()), tuple(hit.tolist()), na, method == EXACT)
+    hits = _as_extreme(z, z_obs, alternative)
     if method == EXACT:
-        z = _z(t, hit, _labellings(na + nb, na))
-        return LogRank(float(_extreme(z, z_obs, alternative).mean()), method)
-    rng = np.random.default_rng(PERMUTATION_SEED)
-    z = _z(t, hit, rng.permuted(np.tile(in_a, (MONTE_CARLO_N, 1)), axis=1))
-    p = (1 + int(_extreme(z, z_obs, alternative).sum())) / (MONTE_CARLO_N + 1)
-    return LogRank(p, method, math.sqrt(p * (1 - p) / MONTE_CARLO_N))
+        return LogRank(hits / total, method)
+    p = (1 + hits) / (total + 1)
+    return LogRank(p, method, math.sqrt(p * (1 - p) / total))
 
 
 def method_for(na: int, nb: int) -> str:
@@ -98,14 +104,38 @@ def _tail(cdf, z: float, alternative: str) -> float:
     return min(1.0, 2 * cdf(-abs(z)))
 
 
-def _extreme(z: np.ndarray, z_obs: float, alternative: str) -> np.ndarray:
-    """The relabellings at least as extreme as the observed one, in the alternative's direction."""
+def _as_extreme(z: np.ndarray, z_obs: float, alternative: str) -> int:
+    """How many relabellings (z: their statistics, sorted) are at least as extreme as the observed one, in the
+    alternative's direction (up to rounding: _TOL)."""
     tol = _TOL * (1 + abs(z_obs))
     if alternative == "less":
-        return z <= z_obs + tol
+        return int(np.searchsorted(z, z_obs + tol, side="right"))
     if alternative == "greater":
-        return z >= z_obs - tol
-    return np.abs(z) >= abs(z_obs) - tol
+        return int(len(z) - np.searchsorted(z, z_obs - tol, side="left"))
+    c = abs(z_obs) - tol
+    if c <= 0:
+        return len(z)
+    return int(len(z) - np.searchsorted(z, c, side="left") + np.searchsorted(z, -c, side="right"))
+
+
+@functools.lru_cache(maxsize=32)
+def _null(t: tuple, hit: tuple, na: int, exact: bool) -> tuple[np.ndarray, int]:
+    """(the statistic over the relabellings, sorted; how many relabellings): every relabelling, or
+    MONTE_CARLO_N drawn from a fresh PERMUTATION_SEED generator. Runs in time order: t their tie groups, hit
+    whether each reached the target. Cached: a report's pairs share few patterns (no ties and every run at the
+    target is one pattern per n_A, n_B), so a 10 vs 10 test costs its enumeration once (some 50 ms), then
+    microseconds; at most 32 patterns (10 vs 10: 1.5 MB each) are kept."""
+    t, hit = np.asarray(t, dtype=float), np.asarray(hit, dtype=bool)
+    if exact:
+        labels = _labellings(len(t), na)
+    else:
+        base = np.zeros(len(t), dtype=np.float32)
+        base[:na] = 1.0
+        labels = np.random.default_rng(PERMUTATION_SEED).permuted(np.tile(base, (MONTE_CARLO_N, 1)), axis=1)
+    z = _z(t, hit, labels)
+    out = np.sort(z[np.isfinite(z)])
+    out.flags.writeable = False
+    return out, len(z)
 
 
 def _z(t: np.ndarray, hit: np.ndarray, in_a: np.ndarray) -> np.ndarray:
@@ -114,30 +144,37 @@ def _z(t: np.ndarray, hit: np.ndarray, in_a: np.ndarray) -> np.ndarray:
     times, d = np.unique(t[hit], return_counts=True)          # event times; runs that reached it then
     n = (t[:, None] >= times[None, :]).sum(axis=0).astype(float)  # runs at risk at each event time
     risk = (t[:, None] >= times[None, :]).astype(np.float32)  # (runs, event times): at risk then
-    a = in_a.astype(np.float32)
+    a = in_a if in_a.dtype == np.float32 else in_a.astype(np.float32)
     at_risk_a = (a @ risk).astype(float)                        # (rows, event times), exact small integers
     o = a @ hit.astype(np.float32)
-    e = (at_risk_a * (d / n)).sum(axis=1)
+    e = at_risk_a @ (d / n)
     w = np.where(n > 1, d * (n - d) / (n ** 2 * np.maximum(n - 1, 1)), 0.0)
-    v = (at_risk_a * (n - at_risk_a) * w).sum(axis=1)
+    v = at_risk_a @ (n * w) - (at_risk_a * at_risk_a) @ w      # sum of n_A (n - n_A) w per event time
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (o - e) / np.sqrt(v)
     return np.where(v > 1e-12, z, np.where(np.abs(o - e) > 1e-9, np.nan, 0.0))
 
 
-@functools.lru_cache(maxsize=None)
 def _labellings(n: int, k: int) -> np.ndarray:
-    """Every way to pick k of n runs, as a (C(n, k), n) bool matrix, read-only: those with run 0 in A, then
-    those without it. Cached per (n, k): a report asks for the same sizes again and again (10 of 20: 3.7 MB)."""
+    """Every way to pick k of n runs, as a (C(n, k), n) float32 0/1 matrix (a matrix product then counts each
+    relabelling's runs at risk); read-only, cached per (n, k): a report asks for the same sizes again and again."""
+    return _picks(n, k)[1]
+
+
+@functools.lru_cache(maxsize=None)
+def _picks(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bool, float32) matrices of _labellings: those with run 0 in A, then those without it (10 of 20: 3.7 MB
+    and 15 MB)."""
     if k in (0, n):
         out = np.full((1, n), k == n, dtype=bool)
     else:
-        with_first, without = _labellings(n - 1, k - 1), _labellings(n - 1, k)
+        with_first, without = _picks(n - 1, k - 1)[0], _picks(n - 1, k)[0]
         out = np.empty((len(with_first) + len(without), n), dtype=bool)
         out[:len(with_first), 0], out[len(with_first):, 0] = True, False
         out[:len(with_first), 1:], out[len(with_first):, 1:] = with_first, without
-    out.flags.writeable = False
-    return out
+    as_float = out.astype(np.float32)
+    out.flags.writeable = as_float.flags.writeable = False
+    return out, as_float
 
 
 def holm(p: Sequence[float]) -> np.ndarray:
