@@ -9,6 +9,7 @@ move; a signal during the build removes the temporary folder and leaves the dest
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..config import UserError, dir_problem, short
 
+MIN_FREE_BYTES = 1 << 20  # a report is ~1-5 MB (figures, PDF); under 1 MB free it is refused before the build
 MARKER = ".googlenet-study-report"  # written last into every report folder: the files it may replace
 # What a report wrote before it wrote MARKER (issue 18): such a folder, holding these names only, is a report.
 _BEFORE_MARKER = {"report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"}
@@ -47,6 +49,7 @@ def check(out: Path, label: str = "--out") -> None:
         problem = dir_problem(str(out))
         if problem:
             raise UserError(f"{where}: {problem}")
+        _check_space(next(p for p in target.parents if p.exists()), label)
         return
     if os.path.islink(out):
         if not os.path.exists(out):
@@ -54,12 +57,16 @@ def check(out: Path, label: str = "--out") -> None:
         raise UserError(f"{where} is a symbolic link; give the folder it points to")
     if not os.path.isdir(out):
         raise UserError(f"{where} exists and is not a folder; give a new or empty folder, or a previous report")
+    if os.path.ismount(out):  # checked before the build: renaming the finished report onto it fails (EBUSY)
+        raise UserError(f"{where} is a mount point, which a finished report cannot be renamed onto; give a "
+                        f"folder inside it (e.g. {short(str(out / 'report'), 120)})")
     extra = _not_a_report(out)
     if extra:
         raise UserError(f"{where} holds {extra}; a report replaces only an empty folder or a previous report "
                         f"(nothing else is deleted): give a new folder, or move that folder away yourself")
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise UserError(f"{where}: {short(str(out.parent.absolute()))} is not writable")
+    _check_space(target.parent, label)
 
 
 def _not_a_report(folder: Path) -> str | None:
@@ -106,9 +113,33 @@ def building(out: Path, label: str = "--out"):
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _out_of_space(e):  # matplotlib, WeasyPrint and pandas wrap the OSError, or raise it mid-figure
+            raise UserError(f"{label}: no space left on device: {out.parent.absolute()} (nothing was "
+                            f"written); free some space or give another --out") from None
         raise
+
+
+def _check_space(folder: Path, label: str) -> None:
+    """A full disk is refused before the report is built (it would fail at its first figure)."""
+    try:
+        vfs = os.statvfs(folder)
+    except OSError:
+        return
+    if vfs.f_bavail * vfs.f_frsize < MIN_FREE_BYTES:
+        raise UserError(f"{label}: no space left on device: {folder.absolute()} "
+                        f"({vfs.f_bavail * vfs.f_frsize // 1024} KiB free); free some space or give another --out")
+
+
+def _out_of_space(e: BaseException | None) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _mark(folder: Path) -> None:
