@@ -234,3 +234,36 @@ def test_a_checkpoint_disk_full_at_epoch_2_fails_naming_it_and_the_resume_logs_e
     assert c.get_run(run.info.run_id).info.status == "FINISHED"
     for key in (schema.ACCURACY, schema.CLOCK):
         assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [1, 2], key
+
+
+def test_report_out_on_an_empty_mount_point_is_refused_before_the_build(here, capsys):
+    """The finished report is renamed onto --out: a mount point refuses that (EBUSY, once the whole report was
+    built); it is refused first, in one line."""
+    new_store(here / "mlflow.db")
+    with tmpfs(here / "mnt") as mnt:
+        code, err = one_line(capsys, ["report", "--experiment", "nope", "--out", str(mnt),
+                                      "--tracking-uri", f"sqlite:///{here}/mlflow.db"])
+        assert code == 2 and f"--out: {mnt} is a mount point" in err and "nope" not in err, err
+        assert list(mnt.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["{mnt}/report", "{mnt}/new/report"])
+def test_report_out_on_a_full_disk_is_no_space_left_before_the_build(where, here, capsys):
+    new_store(here / "mlflow.db")
+    with tmpfs(here / "full") as mnt:
+        fill(mnt)
+        code, err = one_line(capsys, ["report", "--experiment", "nope", "--out", where.format(mnt=mnt),
+                                      "--tracking-uri", f"sqlite:///{here}/mlflow.db"])
+        assert code == 2 and f"--out: no space left on device: {mnt}" in err, err
+        assert [p.name for p in mnt.iterdir()] == ["filler"]
+
+
+@pytest.mark.slow
+def test_report_out_filling_the_disk_mid_build_is_one_line_and_leaves_nothing(shared_run, here, capsys, no_pdf):
+    """Room for the up-front check (1 MB) but not for the report's figures: the disk fills during the build.
+    One line naming the folder, exit 2, and no half report or temporary folder left (today: ENOSPC traceback)."""
+    with tmpfs(here / "small", "1200k") as mnt:
+        code, err = one_line(capsys, ["report", "--experiment", "shared", "--out", str(mnt / "r"),
+                                      "--tracking-uri", shared_run["uri"]])
+        assert code == 2 and f"--out: no space left on device: {mnt}" in err, err
+        assert list(mnt.iterdir()) == []
