@@ -27,14 +27,14 @@ import re
 import socket
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import BinaryIO, Callable
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
 
-from . import schema
+from . import checkpoint_checks, schema
 from .config import RunConfig, UserError
+from .safe_files import NotRegular, open_regular, write_atomically  # noqa: F401 - feature_cache's writer too
 
 SUFFIX = ".ckpt"
 FORMAT = 1
@@ -207,34 +207,16 @@ def save(path: Path, state: TrainingState) -> None:
         {**state.to_dict(), "format": FORMAT, "host": socket.gethostname(), "pid": os.getpid()}, f))
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """`write` into a temp file beside `path`, fsync, rename over: a kill at any moment leaves the old or the
-    new file, never a part of one (a checkpoint; feature_cache.py's features)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:  # a full disk, a second signal: leave no temp file behind
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def load(path: Path, cfg: RunConfig) -> TrainingState:
-    """The checkpoint at `path`, checked against `cfg`; a bad one is a one-line error, not a fresh start.
+def load(path: Path, cfg: RunConfig, net: torch.nn.Module | None = None) -> TrainingState:
+    """The checkpoint at `path`, checked against `cfg` (and `net`'s tensor names and shapes, when given); a bad
+    one is a one-line error naming the file and what is wrong, never a fresh start nor a traceback later.
     Read as data only (module doc): a file holding anything else is refused, and nothing in it runs."""
-    how = "delete it, or start over with --resume never"
+    how = "move it away (or delete it), or start over with --resume never"
     try:
-        with torch.serialization.safe_globals(_OLD_NUMPY):
-            d = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path) as f, torch.serialization.safe_globals(_OLD_NUMPY):  # a FIFO: refused, not waited on
+            d = torch.load(f, map_location="cpu", weights_only=True)
+    except NotRegular as e:
+        raise UserError(f"checkpoint: {e}; {how}") from None
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise UserError(f"checkpoint: {path} is corrupt or truncated; {how}") from None
@@ -245,20 +227,16 @@ def load(path: Path, cfg: RunConfig) -> TrainingState:
     if not isinstance(d, dict) or any(k not in d for k in REQUIRED) or d["format"] != FORMAT:
         raise UserError(f"checkpoint: {path} is not a googlenet-study checkpoint (format {FORMAT}); {how}")
     if d["config_hash"] != cfg.digest():
-        raise UserError(f"checkpoint: {path} was written for config {d['config_hash']}, this run's config is "
-                        f"{cfg.digest()}; {how}")
+        raise UserError(f"checkpoint: {path} was written for config {str(d['config_hash'])[:40]}, this run's "
+                        f"config is {cfg.digest()}; {how}")
     if d["run_id"] != path.stem:  # a copy renamed to another run's name would resume the wrong MLflow run
         raise UserError(f"checkpoint: {path} is inconsistent (it holds run {str(d['run_id'])[:40]!r}); {how}")
-    if len(d["history"]) != d["epoch"]:
-        raise UserError(f"checkpoint: {path} is inconsistent (epoch {d['epoch']}, "
-                        f"{len(d['history'])} epochs of history); {how}")
-    partial = d.get("partial")
-    if partial is not None and (not isinstance(partial, dict) or partial.get("epoch") != d["epoch"] + 1):
-        raise UserError(f"checkpoint: {path} is inconsistent (a partial epoch that does not follow epoch "
-                        f"{d['epoch']}); {how}")
+    problem = checkpoint_checks.problem_of(d, cfg.epochs, net)
+    if problem:
+        raise UserError(f"checkpoint: {path} is inconsistent ({problem}); {how}")
     try:
         return TrainingState.from_dict(d)
-    except (TypeError, KeyError, ValueError):  # a partial epoch with other fields, a history that is not a list
+    except (TypeError, KeyError, ValueError):  # a partial epoch with other fields
         raise UserError(f"checkpoint: {path} is not a googlenet-study checkpoint (format {FORMAT}); {how}") from None
 
 

@@ -1,8 +1,8 @@
 """CSV cells are data: every CSV the tool writes goes through here, so that no cell is a formula.
 
 A run name or param value is text anyone with write access to the tracking store chose; a spreadsheet
-opening runs.csv reads a cell that begins with `=`, `+`, `-` or `@` (or a tab or carriage return
-before one) as a formula: `=HYPERLINK("http://x", "y")` becomes a live link. The OWASP rule for CSV
+opening runs.csv reads a cell that begins with `=`, `+`, `-` or `@` (after white space, full-width
+forms such as `＝` included, or a tab or carriage return) as a formula: `=HYPERLINK("http://x", "y")` becomes a live link. The OWASP rule for CSV
 injection: such a text cell is written with a leading `'`, which spreadsheets show as text and which a
 reader of the file can strip. Numbers stay numbers: a float -1.5 is written as -1.5, and so is a text
 cell that is only a decimal number ("-1.5", "+3", "-1e-05"): a spreadsheet reads it as that number."""
@@ -15,12 +15,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# Full-width forms a spreadsheet (Excel with East Asian input) folds to = + - @ before it parses a formula.
+WIDE_FORMULA_STARTS = ("\uff1d", "\uff0b", "\uff0d", "\uff20", "\u2212", "\ufe62", "\ufe63", "\ufe66")
 QUOTE = "'"
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII digits: not a wide one
 
 
 def needs_quote(text: str) -> bool:
-    return text.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(text)
+    """Does a spreadsheet read `text` as a formula? Its first character after any white space (a space,
+    a line feed, a tab, an ideographic space: spreadsheets skip them) is = + - @, or a full-width one;
+    or it begins with a tab or carriage return. A plain decimal number (ASCII digits, no space) is a number."""
+    first = text.lstrip()[:1]
+    starts = text.startswith(FORMULA_STARTS) or (first != "" and first in FORMULA_STARTS + WIDE_FORMULA_STARTS)
+    return starts and not _NUMBER.fullmatch(text)
 
 
 def cell(value: Any) -> Any:

@@ -13,10 +13,12 @@ What is guaranteed, and how:
   The batch size is not in it: every frozen run of a study shares one cache (the results agree to float
   rounding; docs/feature-cache.md).
 - Never half-read, never trusted: one file per key in <checkpoint dir>/feature-cache/, written to a temp
-  file, fsynced and renamed over (checkpoint.write_atomically); on load its size must be the header's and
-  every tensor must match its CRC-32, else it is rebuilt and replaced, and the run's warning tag says so.
+  file made by mkstemp, fsynced and renamed over (safe_files.write_atomically: a planted link is never
+  written through); on load it must be a regular file (a FIFO is never waited on), its size the header's
+  and every tensor must match its CRC-32, else it is rebuilt and replaced, and the run's warning tag says so.
 - Built once: a builder holds an exclusive flock on <file>.lock and checks again under it, so a second
-  worker waits and then reads what the first wrote; the kernel drops the lock of a killed process.
+  worker waits and then reads what the first wrote; the kernel drops the lock of a killed process. The lock
+  is opened O_NOFOLLOW (safe_files.open_lock): a link planted there is refused, the run builds unlocked.
 - An honest clock: the build's seconds are stored in the file and charged to every run that uses it
   (the training FeatureBatches' charge_s: engine.fit adds them to epoch 1's train_time_s), so a run's
   times are those of a run on its own.
@@ -42,10 +44,10 @@ from pathlib import Path
 import torch
 
 from . import budget, model, schema
-from .checkpoint import write_atomically
 from .config import RunConfig
 from .data import Dataset, DeviceBatches, Split, epoch_order
 from .device import autocast, place, sync
+from .safe_files import NotRegular, open_lock, open_regular, write_atomically
 from .model import Features, Network
 
 FORMAT = 1
@@ -219,7 +221,7 @@ def _load(path: Path, sig: dict, data: Dataset, device: torch.device) -> tuple[C
     """The cache at `path` if it is whole and for `sig`; else None and what is wrong (None: no file).
     Read as bytes and a JSON header only: the folder may be shared, and nothing in a file is unpickled or run."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO or a folder there: NotRegular, rebuilt and replaced
             if f.read(len(MAGIC)) != MAGIC:
                 raise ValueError("not a feature cache")
             n = int.from_bytes(f.read(8), "little")
@@ -234,6 +236,8 @@ def _load(path: Path, sig: dict, data: Dataset, device: torch.device) -> tuple[C
             t = {e["name"]: _read(f, e, device) for e in header["tensors"]}
     except FileNotFoundError:
         return None, None
+    except NotRegular as e:
+        return None, f"{str(e)[:300]}"
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:  # JSONDecodeError is a ValueError
         return None, f"{path} was corrupt ({str(e)[:200]})"
     taps = tuple(t[k] for k in sorted(t) if k.startswith("train.tap"))
@@ -258,8 +262,9 @@ def _locked(path: Path):
     """An exclusive flock on <path>.lock for the block: one builder per cache across processes."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path.with_name(path.name + ".lock"), "a")
-    except OSError:  # a folder this process cannot write: it builds for itself (the save fails, and says so)
+        f = open_lock(path.with_name(path.name + ".lock"))
+    except OSError:  # a folder this process cannot write, a link or FIFO planted as the lock: it builds for
+        #              itself, unlocked (at worst a second builder duplicates the work, never half a file)
         yield
         return
     with f:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torchvision import models
 
 from . import schema
 from .config import RunConfig, UserError
+from .safe_files import NotRegular, open_regular
 
 NUM_CLASSES = 10
 
@@ -249,7 +251,17 @@ def _file_state(path: str) -> tuple[dict, WeightsInfo]:
     if not p.is_file():
         raise UserError(f"weights: {p} does not exist; allowed: imagenet | none | a state-dict file")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a pickle's "Detected pickle protocol" notice: the line below says it
+            warnings.simplefilter("ignore")
+            with open_regular(p) as f:  # a FIFO is refused, not waited on
+                state = torch.load(f, map_location="cpu", weights_only=True)  # data only: nothing in it runs
+    except NotRegular as e:
+        raise UserError(f"weights: {e}; allowed: imagenet | none | a state-dict file") from None
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise UserError(f"weights: {p} holds objects other than tensors and plain values (a pickle), which "
+                            f"are never loaded; give a state dict saved with torch.save") from None
+        raise UserError(f"weights: {p} is not a readable PyTorch state dict") from None
     except Exception:
         raise UserError(f"weights: {p} is not a readable PyTorch state dict") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):

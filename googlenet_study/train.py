@@ -46,7 +46,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
     engine.seed_everything(cfg)
     dataset = data_mod.load(cfg)
     net, weights = model.build(cfg)
-    state = _resume_state(cfg, uri, root, resume, parent_run_id)
+    state = _resume_state(cfg, uri, root, resume, parent_run_id, net)
     tracking.experiment_id(tracking.client(uri), experiment, create=False)  # a deleted one: a line, not a trace
     cache, cache_tags = feature_cache.obtain(cfg, net, dataset, root)  # a frozen run's features, shared
     run = tracking.MlflowRun(cfg, uri, experiment, parent_run_id, run_name, tags,
@@ -107,9 +107,9 @@ def _resume_tags(state: ckpt.TrainingState) -> dict[str, str]:
     return tags
 
 
-def _resume_state(cfg: RunConfig, uri: str, root: Path, resume: ckpt.Resume,
-                  parent_run_id: str | None) -> ckpt.TrainingState | None:
-    """The checkpoint to continue from, or None for a fresh run."""
+def _resume_state(cfg: RunConfig, uri: str, root: Path, resume: ckpt.Resume, parent_run_id: str | None,
+                  net=None) -> ckpt.TrainingState | None:
+    """The checkpoint to continue from, or None for a fresh run; checked against `net`'s tensors."""
     from . import tracking
 
     if resume.run_id is not None:  # an explicit run id (32 hex digits: Resume.parse checked it)
@@ -117,14 +117,13 @@ def _resume_state(cfg: RunConfig, uri: str, root: Path, resume: ckpt.Resume,
         if path is None:
             raise UserError(f"resume: no checkpoint for run {resume.run_id} under {root}; "
                             f"allowed: auto | never | the id of a run with a checkpoint there")
-        state = ckpt.load(path, cfg)
-        if tracking.run_status(uri, resume.run_id) == "FINISHED":
+        if tracking.run_status(uri, resume.run_id) == "FINISHED":  # before the file is read: it is not used
             raise UserError(f"resume: run {resume.run_id} already FINISHED; use --resume never for a new run")
-        return state
+        return ckpt.load(path, cfg, net)
     if not resume.auto:
         return None
     for path in ckpt.candidates(root, cfg):
-        state = ckpt.load(path, cfg)  # corrupt -> one-line error naming the file, never a silent fresh start
+        state = ckpt.load(path, cfg, net)  # corrupt -> one-line error naming the file, never a silent fresh start
         if state.run.parent_run_id != parent_run_id:
             continue
         status = tracking.run_status(uri, state.run.run_id)

@@ -15,11 +15,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "googlenet_study"
 # Lowest first. A module may import any module on a lower floor, never one on its own floor or above.
 # A package (tracking/, report/, sweep/) is one room on its floor; inside it, its modules only need no circle.
 FLOORS = (
-    ("schema", "stop", "outage", "csv_cells", "strict_yaml"),  # names, process-wide flags, file formats:
+    ("schema", "stop", "outage", "csv_cells", "strict_yaml", "safe_files"),  # names, process-wide flags, file
+                                                               # formats, opening files in shared folders:
                                                                # they import nothing of ours
     ("config",),                          # the run's config, validated; YAML reading
     ("space",),                           # a study file's search space: values and ranges of config fields
-    ("study", "device", "artifacts", "pruners"),  # a study file; where a run computes; run artefacts
+    ("study", "device", "artifacts", "pruners", "checkpoint_checks"),  # a study file; where a run computes;
+                                          # run artefacts; a checkpoint's contents checked as data
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from config)
     ("statistics",),                      # survival, robust, profiles, ranking, significance, target (the

@@ -250,7 +250,7 @@ def test_html_in_chromium_shows_every_figure_and_runs_no_script(made, chromium):
 
 def test_second_report_reads_the_cache_and_agrees(made, tmp_path, monkeypatch, no_pdf):
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", str(made["root"] / "cache"))
-    assert list((made["root"] / "cache").glob("histories-*.pkl"))
+    assert list((made["root"] / "cache").glob("histories-*.npz"))
     out, t = report.build("rep", targets=(50, 60, 80), out=tmp_path / "again", uri=made["uri"])
     first = pd.read_csv(made["out"] / "summary.csv")
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), first)

@@ -146,13 +146,13 @@ def test_the_folder_is_checked_before_the_build(store, tmp_path, capsys):
     assert rc == 2 and "holds files no report wrote" in err and "no-such" not in err, err
 
 
-def test_a_report_written_before_the_marker_existed_may_be_replaced_and_nothing_more(tmp_path):
+def test_a_folder_of_report_file_names_without_the_marker_is_refused(tmp_path):
+    """Issue 25: the guess by file names (issue 18's pre-marker reports) took a user's own report.html and
+    summary.csv for a report and replaced them; only the marker makes a folder a report's."""
     old = tmp_path / "old"
     old.mkdir()
     for name in ("report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"):
         (old / name).write_text("x")
-    outdir.check(old)  # accepted: every file in it is one a report writes
-    (old / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="holds files no report wrote"):
         outdir.check(old)
 

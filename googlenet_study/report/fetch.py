@@ -5,8 +5,9 @@ Everything MLflow-specific goes through `googlenet_study.tracking`; this module 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from .. import schema, tracking
 from ..config import UserError, field_names
+from ..safe_files import open_regular, write_atomically
 from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TAGS, SUMMARY_METRICS, TRIAL_TAGS
 
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
@@ -229,12 +231,7 @@ def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None) -> dic
     """Metric histories of FINISHED runs; cached on disk by (tracking URI, run id, end time), since a
     finished run's metrics no longer change."""
     cache = _cache_file(uri, cache_dir)
-    cached: dict = {}
-    if cache is not None and cache.exists():
-        try:
-            cached = pickle.loads(cache.read_bytes())
-        except Exception:  # noqa: BLE001 - a bad cache is only a slower report
-            cached = {}
+    cached = read_cache(cache) if cache is not None else {}
     todo = {r["run_id"]: _epoch_keys(r) for r in runs
             if cached.get(r["run_id"], (None,))[0] != (r["end_time"], tuple(_epoch_keys(r)))}
     out = {r["run_id"]: cached[r["run_id"]][1] for r in runs if r["run_id"] not in todo}
@@ -245,12 +242,73 @@ def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None) -> dic
         end = {r["run_id"]: (r["end_time"], tuple(_epoch_keys(r))) for r in runs}
         cached.update({rid: (end[rid], out[rid]) for rid in todo})
         try:
-            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # pickles: readable by us only
-            tmp = cache.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(pickle.dumps(cached, protocol=pickle.HIGHEST_PROTOCOL))
-            tmp.replace(cache)
+            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # histories: readable by us only
+            write_atomically(cache, lambda f: write_cache(f, cached))
         except OSError:
             pass
+    return out
+
+
+# The history cache, format 1 (histories-<key>.npz, read with allow_pickle=False: data, never code): "header",
+# JSON as uint8: {"format": 1, "runs": [[run_id, end_time, [key, ...], [points of each key, ...]], ...]};
+# "step" (int64), "value" (float64), "timestamp" (int64, ms): every point, in the header's order.
+CACHE_FORMAT = 1
+
+
+def write_cache(f, cached: dict) -> None:
+    """{run_id: ((end_time, keys), {key: [(step, value, timestamp)]})} into the open binary file `f`."""
+    runs, points = [], []
+    for rid, ((end_time, keys), hist) in cached.items():
+        runs.append([rid, end_time, list(hist), [len(hist[k]) for k in hist], list(keys)])
+        for k in hist:
+            points += hist[k]
+    cols = list(zip(*points)) if points else [(), (), ()]
+    header = json.dumps({"format": CACHE_FORMAT, "runs": runs}).encode()
+    np.savez(f, header=np.frombuffer(header, dtype=np.uint8), step=np.array(cols[0], dtype=np.int64),
+             value=np.array(cols[1], dtype=np.float64), timestamp=np.array(cols[2], dtype=np.int64))
+
+
+def read_cache(cache: Path) -> dict:
+    """What write_cache wrote, checked; {} when there is no file. A file that is not one (a pickle, a FIFO,
+    a forged header) is one warning line on stderr and {}: the report is slower, the cache rewritten."""
+    try:
+        with open_regular(cache) as f:
+            if f.read(4) != b"PK\x03\x04":  # np.load would take anything else for a .npy or a pickle
+                raise ValueError("not an .npz file")
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("header", "step", "value", "timestamp")}
+        return _checked(json.loads(arrays["header"].tobytes()), arrays)
+    except FileNotFoundError:
+        return {}
+    except Exception as e:  # noqa: BLE001 - whatever the file holds, the cure is to rebuild it
+        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        print(f"googlenet-study report: warning: history cache {cache} is unusable ({why}); rebuilding it",
+              file=sys.stderr)
+        return {}
+
+
+def _checked(header, arrays: dict) -> dict:
+    want = {"header": np.uint8, "step": np.int64, "value": np.float64, "timestamp": np.int64}
+    if any(arrays[k].dtype != t or arrays[k].ndim != 1 for k, t in want.items()):
+        raise ValueError("arrays of the wrong type")
+    if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT or not isinstance(header.get("runs"), list):
+        raise ValueError(f"not a history cache of format {CACHE_FORMAT}")
+    step, value, ts = (arrays[k].tolist() for k in ("step", "value", "timestamp"))
+    out, at = {}, 0
+    for entry in header["runs"]:
+        rid, end_time, names, counts, keys = entry
+        if not (isinstance(rid, str) and (end_time is None or type(end_time) is int)
+                and all(isinstance(k, str) for k in (*names, *keys)) and len(names) == len(counts)
+                and all(type(n) is int and n >= 0 for n in counts)):
+            raise ValueError("a malformed run entry")
+        hist = {}
+        for k, n in zip(names, counts):
+            hist[k] = list(zip(step[at:at + n], value[at:at + n], ts[at:at + n]))
+            at += n
+        out[rid] = ((end_time, tuple(keys)), hist)
+    if at != len(step) or not len(step) == len(value) == len(ts):
+        raise ValueError(f"{len(step)} points, its header counts {at}")
     return out
 
 
@@ -262,4 +320,4 @@ def _cache_file(uri: str | None, cache_dir: Path | None) -> Path | None:
     if u.startswith("sqlite:///") and not u.startswith("sqlite:////"):  # relative to the working folder
         u = "sqlite:///" + os.path.abspath(u[len("sqlite:///"):])
     key = hashlib.sha256(u.encode()).hexdigest()[:16]
-    return Path(where) / f"histories-{key}.pkl"
+    return Path(where) / f"histories-{key}.npz"  # never a .pkl: one of those is not read

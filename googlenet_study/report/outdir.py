@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -21,8 +22,7 @@ from ..config import UserError, dir_problem, short
 
 MIN_FREE_BYTES = 1 << 20  # a report is ~1-5 MB (figures, PDF); under 1 MB free it is refused before the build
 MARKER = ".googlenet-study-report"  # written last into every report folder: the files it may replace
-# What a report wrote before it wrote MARKER (issue 18): such a folder, holding these names only, is a report.
-_BEFORE_MARKER = {"report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"}
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id: the folder above a run's artifacts/
 _HEADER = "# written by googlenet-study report; `report --out` replaces this folder only while it holds\n" \
           "# nothing but the files listed here (one a line, relative to the folder)\n"
 
@@ -45,6 +45,11 @@ def check(out: Path, label: str = "--out") -> None:
         raise UserError(f"{where}: not a usable path (a loop of symbolic links)") from None
     if here == target or target in here.parents:
         raise UserError(f"{where} holds the current folder; give the report a folder of its own")
+    run = next((p for p in (target, *target.parents) if p.name == "artifacts" and RUN_ID.fullmatch(p.parent.name)),
+               None)
+    if run is not None:  # <artifact root>/<experiment>/<run id>/artifacts: MLflow's, served and read back as a run's
+        raise UserError(f"{where} lies inside run {run.parent.name}'s MLflow artifact folder ({short(str(run), 120)}); "
+                        f"give the report a folder of its own")
     if st is None:
         problem = dir_problem(str(out))
         if problem:
@@ -75,7 +80,7 @@ def _not_a_report(folder: Path) -> str | None:
         names = os.listdir(folder)
     except OSError as e:
         return f"files that cannot be listed ({e.strerror})"
-    if not names or ("report.html" in names and set(names) <= _BEFORE_MARKER):
+    if not names:  # no guess by file names: a user's own report.html and summary.csv are not a report's
         return None
     if MARKER not in names or not (folder / MARKER).is_file() or (folder / MARKER).is_symlink():
         return f"files no report wrote (no {MARKER} in it, e.g. {short(sorted(names)[0], 60)!r})"

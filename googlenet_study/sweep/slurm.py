@@ -1,7 +1,8 @@
 """`googlenet-study sweep FILE --slurm-array N`: the study's workers as a Slurm job array.
 
 A generated sbatch script, not submitit: the user can read it, keep it and resubmit it (it is
-written to slurm/<study>.sbatch). Each of the N array tasks runs `googlenet-study sweep FILE
+written to slurm/<study>.sbatch, or <study>-N.sbatch when a different file has that name: no file is
+written over, and a refused submission deletes only the script it created). Each of the N array tasks runs `googlenet-study sweep FILE
 --workers 1`, which joins the study this command created first (its parent run and grid queue
 exist before any task starts): the exactly-once and resume guarantees are the sweep's (setup.py).
 
@@ -33,6 +34,7 @@ from urllib.parse import urlsplit
 
 from .. import tracking
 from ..config import UserError, shown
+from ..safe_files import create_new
 from ..study import StudySpec
 from . import results, setup
 from .storage import check_url
@@ -46,6 +48,7 @@ ENV_STORAGE, ENV_TRACKING = "GOOGLENET_STUDY_STORAGE", "GOOGLENET_STUDY_TRACKING
 OPTION_KEY = re.compile(r"[a-z][a-z0-9-]*")    # an sbatch long option's name
 PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # an #SBATCH value that needs no quotes
 HET_JOB_WORDS = ("hetjob", "packjob")          # anywhere in an #SBATCH line: a new component of the job
+MAX_TASKS = 1000             # Slurm's default MaxArraySize is 1001: array indices 0-1000
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,24 @@ def prepare(spec: StudySpec, tasks: int, option_pairs: list[str], storage_url: s
     """Every check that needs neither Slurm nor a store, in one line each (exit 2) before anything exists."""
     if tasks < 1:
         raise UserError(f"--slurm-array: must be an integer >= 1, got {tasks}")
+    most = min(MAX_TASKS, max_trials(spec, n_trials))  # as --workers is capped: no task without a trial to run
+    if tasks > most:
+        raise UserError(f"--slurm-array: {tasks} tasks for a study of at most {max_trials(spec, n_trials)} trials; "
+                        f"allowed: 1 to {most} (each task is one worker; Slurm arrays hold at most "
+                        f"{MAX_TASKS + 1} tasks by default)")
     a = Array(spec, tasks, options(option_pairs), storage_url, uri, n_trials, tuple(sets),
               os.getcwd() if cwd is None else cwd, python)
     check_values(a)
     check_url(storage_url)
     check_reachable(storage_url, uri, a.options)
     return a
+
+
+def max_trials(spec: StudySpec, n_trials: int | None) -> int:
+    """The most trials the study can run: --n-trials or its own; a race's grid times its max_seeds."""
+    if spec.racing is not None:
+        return max(1, len(spec.grid) * spec.racing.max_seeds)
+    return n_trials if n_trials is not None else spec.n_trials
 
 
 def check_values(a: Array) -> None:
@@ -227,6 +242,23 @@ def script(a: Array) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_script(folder: Path, name: str, text: str) -> tuple[Path, bool]:
+    """(where the script is, whether this call wrote it): <name>.sbatch, or the same script already there,
+    else the first free <name>-N.sbatch. Created exclusively (O_EXCL, no link followed): a file someone else
+    wrote, or an older script of ours, is never written over."""
+    for n in range(1000):
+        path = folder / (f"{name}.sbatch" if n == 0 else f"{name}-{n}.sbatch")
+        try:
+            create_new(path, text)
+            return path, True
+        except FileExistsError:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if not path.is_symlink() and path.is_file() and path.read_text(encoding="utf-8") == text:
+                    return path, False  # this very script, from an earlier submission: submitted as it is
+    raise UserError(f"--slurm-array: {folder} already holds {name}.sbatch and 999 more of its name; "
+                    f"move the old scripts away")
+
+
 def _sbatch(path: Path, env: dict, *extra: str) -> str:
     r = subprocess.run(["sbatch", *extra, str(path)], capture_output=True, text=True, env=env, timeout=120)
     if r.returncode != 0:
@@ -244,17 +276,19 @@ def submit(a: Array, wait: bool = False, no_report: bool = False) -> int:
     spec = a.spec
     storage = setup.connect(spec, a.uri, a.storage_url)  # every store checked before a file is written
     folder = Path(a.cwd, SCRIPT_DIR)
+    made_folder = not folder.exists()
     folder.mkdir(exist_ok=True)
-    path = folder / f"{spec.name}.sbatch"
-    path.write_text(text)
+    path, wrote = write_script(folder, spec.name, text)
     env = {**os.environ, ENV_STORAGE: a.storage_url, ENV_TRACKING: a.uri}
     try:
         _sbatch(path, env, "--test-only")  # an unknown option, partition or account: nothing exists yet
         st, created = setup.open_study(spec, a.uri, a.storage_url, storage)
     except BaseException:  # refused, or stopped by a signal before the study was ready: no script either
-        path.unlink()
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only if empty: nothing half-written left behind
+        if wrote:  # only the file this call created, and the folder only if this call made it (and it is empty)
+            path.unlink()
+            if made_folder:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
     parent, experiment = st.user_attrs[setup.PARENT], st.user_attrs[setup.EXPERIMENT]
     job = _sbatch(path, env, "--parsable").split(";")[0]

@@ -252,6 +252,9 @@ def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dic
         if not data:
             raise UserError(f"run_id: run {run_id} recorded no config (no config.yaml artifact, none of the "
                             f"config's params); it was not made by googlenet-study train") from None
+    if schema.CONFIG_HASH_TAG not in run.data.tags:  # not made by googlenet-study train: its params are not a config
+        raise UserError(f"run_id: run {run_id} has no {schema.CONFIG_HASH_TAG} tag; it was not made by "
+                        f"googlenet-study train, so there is no config of ours to reproduce")
     return RunConfig.from_dict(data, source=f"run {run_id}"), run.data.params
 
 
