@@ -103,12 +103,13 @@ def _worst_last(x: pd.Series, higher_is_better: bool) -> np.ndarray:
     return np.where(np.isnan(v), math.inf, -v if higher_is_better else v)
 
 
-def ranking(summ: pd.DataFrame, targets: tuple[float, ...],
-            clock: str = "epoch") -> tuple[pd.DataFrame, float | None]:
+def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: str = "epoch",
+            target: float | None = None) -> tuple[pd.DataFrame, float | None]:
     """(summ in rank order with `rank` ("1", "=2" for a shared rank, "" when not ranked), `rank_by` (the
-    criterion that placed it) and `rank_best_acc`; the ranking target). Within a group a configuration whose
-    interval (ERT's, or the accuracy IQM's) overlaps that of the group's first configuration shares its rank."""
-    p = ranking_target(summ, targets)
+    criterion that placed it) and `rank_best_acc`; the ranking target). Within a group, configurations whose
+    intervals (ERT's, or the accuracy IQM's) are linked by a chain of overlaps share a rank. `target`: rank
+    at this target instead of ranking_target's (the verdict's look at a higher one)."""
+    p = ranking_target(summ, targets) if target is None else target
     r = summ.reset_index(drop=True).copy()
     r["rank_best_acc"] = pd.Series(_worst_last(r["best_test_acc_mean"], True)).rank(method="min").astype(int)
     acc = _worst_last(r[ACCURACY_KEY], True)
