@@ -237,14 +237,14 @@ class Racing:
     """The study file's `racing:` block (racing.py decides the rounds, docs/sweeps.md explains them)."""
     min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
     max_seeds: int = 10           # no configuration gets more seeds
-    alpha: float = 0.05           # family-wise error (per round) of eliminating a configuration that is not slower
+    alpha: float = 0.1            # per comparison with the leader, per round (no promise over the race: racing.py)
     budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
 
 
 def parse_racing(v: Any, err: Callable[[str, str], Exception]) -> Racing:
     """The `racing:` block, validated; err(key, message) makes the one-line error."""
     if not isinstance(v, dict):
-        raise err("racing", "must be a mapping like {min_seeds: 3, max_seeds: 10, alpha: 0.05, budget_s: null}")
+        raise err("racing", "must be a mapping like {min_seeds: 3, max_seeds: 10, alpha: 0.1, budget_s: null}")
     unknown = [k for k in v if k not in RACING_KEYS]
     if unknown:
         raise err(f"racing.{unknown[0]}", f"unknown key; allowed: {', '.join(RACING_KEYS)}")
@@ -256,13 +256,13 @@ def parse_racing(v: Any, err: Callable[[str, str], Exception]) -> Racing:
             raise err(f"racing.{k}", f"must be an integer in [{low}, {MAX_RACING_SEEDS}], got {x!r}")
         return x
 
-    lo = count("min_seeds", 2)  # one seed per configuration gives a log-rank test nothing to compare
+    lo = count("min_seeds", 2)  # one seed per configuration gives a permutation test nothing to permute
     hi = count("max_seeds", 2)
     if hi < lo:
         raise err("racing.max_seeds", f"must be >= min_seeds ({lo}), got {hi}")
     alpha = v.get("alpha", d.alpha)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise err("racing.alpha", f"must be a number in (0, 1), e.g. 0.05, got {alpha!r}")
+        raise err("racing.alpha", f"must be a number in (0, 1), e.g. 0.1, got {alpha!r}")
     budget = v.get("budget_s")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or not math.isfinite(budget) or budget <= 0):

@@ -2,8 +2,9 @@
 parent run's racing.csv (written by sweep/race.py, one row per configuration per round).
 
 Per configuration: the seeds it got, the round it was eliminated in with its p-value against that round's
-leader (one-sided log-rank, raw and Holm-adjusted), or how it ended; and the runs the race spent against the
-uniform design of max_seeds per configuration."""
+leader (one-sided exact permutation test of the ERT ratio), or how it ended; and the runs the race spent
+against the uniform design of max_seeds per configuration. A racing.csv written before issue 26 has p_holm
+(Holm over the round's log-rank tests) and no alpha: its p_holm is shown beside p."""
 
 from __future__ import annotations
 
@@ -26,17 +27,20 @@ def summarize(rounds: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     for c, r in last.iterrows():
         out = {"configuration": c, "seeds": int(r["seeds"])}
         if r["decision"] == "eliminate":
-            out.update(outcome="eliminated", round=int(r["round"]), p_value=r["p_value"], p_holm=r["p_holm"])
+            out.update(outcome="eliminated", round=int(r["round"]), p_value=r["p_value"])
         else:
             out.update(outcome="leader" if r["decision"] == "leader" and int(r["round"]) == final else "survived",
-                       round=math.nan, p_value=r["p_value"], p_holm=r["p_holm"])
+                       round=math.nan, p_value=r["p_value"])
+        if "p_holm" in r:  # an old racing.csv (log-rank, Holm)
+            out["p_holm"] = r["p_holm"]
         rows.append(out)
     table = pd.DataFrame(rows)
     n, k = int(table["seeds"].sum()), len(table)
     max_seeds = int(rounds["max_seeds"].iloc[-1])
     stopped = rounds["stopped_by"].fillna("").astype(str)
     totals = {"runs": n, "uniform": k * max_seeds, "saved": 1 - n / (k * max_seeds), "rounds": final,
-              "stopped_by": stopped.iloc[-1] if stopped.iloc[-1] else "not yet (the race is still on)"}
+              "stopped_by": stopped.iloc[-1] if stopped.iloc[-1] else "not yet (the race is still on)",
+              "alpha": float(rounds["alpha"].iloc[-1]) if "alpha" in rounds else math.nan}
     return table, totals
 
 
@@ -56,11 +60,18 @@ def tables(f, uri: str | None) -> list[render.Table]:
     shown = pd.DataFrame({
         "configuration": table["configuration"], "seeds": table["seeds"].astype(str), "outcome": table["outcome"],
         "eliminated in round": table["round"].map(lambda r: "-" if math.isnan(r) else str(int(r))),
-        "p (log-rank vs leader)": table["p_value"].map(_p), "p (Holm)": table["p_holm"].map(_p)})
+        "p (vs leader)": table["p_value"].map(_p)})
+    if "p_holm" in table:
+        shown["p (Holm)"] = table["p_holm"].map(_p)
+        test = ("the one-sided log-rank test; Holm-adjusted p <= alpha eliminated it (a race recorded before the "
+                "exact permutation test of the ERT ratio replaced it)")
+    else:
+        test = (f"the one-sided exact permutation test of the ERT ratio; p <= alpha ({_p(t['alpha'])}, per "
+                "comparison and per round: no promise over the race, see docs/sweeps.md for its measured "
+                "race-wide rate of eliminating a configuration as fast as the leader) eliminated it")
     note = (f"A racing study (docs/sweeps.md, Racing): {t['runs']} runs in {t['rounds']} rounds against "
             f"{t['uniform']} for the uniform design of max_seeds per configuration ({100 * t['saved']:.0f} % saved); "
             f"stopped by: {t['stopped_by']}. Each round tested every live configuration against the leader (smallest "
-            "ERT to the round's ranking target) with the one-sided log-rank test; Holm-adjusted p <= alpha "
-            "eliminated it. p is that of the round it was eliminated in, else of the last round it raced. Every "
-            f"round's numbers: the parent run's {schema.RACING_CSV}.")
+            f"ERT to the round's ranking target) with {test}. p is that of the round it was eliminated in, else of "
+            f"the last round it raced. Every round's numbers: the parent run's {schema.RACING_CSV}.")
     return [render.Table("racing", "Racing", note, shown.astype(str))]

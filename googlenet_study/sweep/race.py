@@ -34,8 +34,8 @@ ROUND_ATTR = "racing_round_"   # + k: study user attr, round k's decision (JSON-
 STOPPED_ATTR = schema.RACING_STOPPED_BY_TAG  # also a study user attr: the race is over
 CURVE_ATTR = "racing_curve"    # trial user attr: [[epoch, elapsed_time_s, test_acc], ...] of its finished run
 POLL_S = 1.0                   # s between looks while another worker trains the round's last seeds
-CSV_COLUMNS = ("round", "configuration", "seeds", "reached", "ert_s", "p_value", "p_holm", "decision", "target",
-               "stopped_by", "max_seeds")  # report/racing.py reads them
+CSV_COLUMNS = ("round", "configuration", "seeds", "reached", "ert_s", "p_value", "decision", "target",
+               "stopped_by", "max_seeds", "alpha")  # report/racing.py reads them
 
 
 def first_queue(spec: StudySpec) -> list[tuple[dict, dict]]:
@@ -190,5 +190,6 @@ def _log_round(spec: StudySpec, parent: str, uri: str, rounds: list[dict], trial
                 for row in r["rows"]:
                     out.writerow(map(csv_cells.cell, [
                         r["round"], row["configuration"], row["seeds"], row["reached"], row["ert"], row["p_value"],
-                        row["p_holm"], row["decision"], r["target"], r["stopped_by"] or "", spec.racing.max_seeds]))
+                        row["decision"], r["target"], r["stopped_by"] or "", spec.racing.max_seeds,
+                        spec.racing.alpha]))
         tracking.log_run_data(parent, uri, files=[path])
