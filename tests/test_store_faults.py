@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,53 @@ def test_report_out_filling_the_disk_mid_build_is_one_line_and_leaves_nothing(sh
                                       "--tracking-uri", shared_run["uri"]])
         assert code == 2 and f"--out: no space left on device: {mnt}" in err, err
         assert list(mnt.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_parent_run_deleted_mid_study_the_trials_finish_the_rerun_says_how_to_go_on(here, capsys):
+    """The parent run is moved to MLflow's trash (MlflowClient.delete_run) while the first of two trials trains.
+    Both trials still run; the sweep ends with one line (today: an MlflowException traceback at the end); a rerun
+    says to restore the run (today: the same traceback, every time); once restored, the rerun writes the results
+    and ends the parent FINISHED, training nothing again."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    uri = new_store(here / "mlflow.db")
+    study = here / "study.yaml"
+    study.write_text("name: gone\nexperiment: gone\nbase: {model: googlenet, dataset: digits, weights: none, "
+                     "image_size: 16, epochs: 1, train_size: 30, test_size: 10, batch_size: 32, threads: 1, "
+                     "system_metrics: false}\nspace: {seed: [0, 1]}\nsampler: grid\n"
+                     "objectives: [{maximize: best_test_acc}]\npruner: none\n")
+    argv = ["sweep", str(study), "--no-report", "--tracking-uri", uri]
+    c = MlflowClient(uri)
+    deleted = []
+
+    def delete_the_parent_once_a_trial_runs() -> None:
+        while not deleted:
+            exp = c.get_experiment_by_name("gone")
+            runs = c.search_runs([exp.experiment_id]) if exp else []
+            child = next((r for r in runs if "mlflow.parentRunId" in r.data.tags), None)
+            if child is not None:
+                c.delete_run(child.data.tags["mlflow.parentRunId"])
+                deleted.append(child.data.tags["mlflow.parentRunId"])
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=delete_the_parent_once_a_trial_runs, daemon=True)
+    thread.start()
+    code, err = one_line(capsys, argv)
+    thread.join(timeout=5)
+    (parent,) = deleted
+    assert code == 2 and "2 complete, 0 pruned, 0 failed, 0 left" in err, err
+    assert f"parent run {parent} is deleted" in err and f"mlflow runs restore --run-id {parent}" in err, err
+    trials = [r for r in c.search_runs([c.get_experiment_by_name("gone").experiment_id])]
+    assert sorted(r.info.status for r in trials) == ["FINISHED", "FINISHED"]  # both trained, the parent in trash
+
+    code, err = one_line(capsys, argv)  # the rerun: the same line, nothing trained
+    assert code == 2 and f"mlflow runs restore --run-id {parent}" in err, err
+    c.restore_run(parent)  # what the line says to do
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
+    run = c.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.metrics[schema.N_TRIALS_PREFIX + "complete"] == 2
+    assert len(c.search_runs([run.info.experiment_id])) == 3  # the parent and its two trials: none trained twice

@@ -15,14 +15,22 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import csv_cells, pruners, report, tracking
+from ..config import UserError
 from ..schema import (BEST_PARAM_PREFIX, BEST_RUN_TAG, BEST_TRIAL_NUMBER_TAG, BEST_TRIAL_PREFIX, MLFLOW_RUN_ID_ATTR,
                       N_PARETO_METRIC, N_TRIALS_PREFIX, PARETO_TAG, STOPPED_BY_SIGNAL_ATTR, SURPLUS_ATTR)
 from ..study import StudySpec
+from . import setup
 
 
 def conclude(spec: StudySpec, storage, parent: str, experiment: str, uri: str, bad: bool, no_report: bool) -> int:
-    """After the workers: the parent run's results (FINISHED when no trial is left), then the report."""
-    n = finish(optuna.load_study(study_name=spec.name, storage=storage), spec, parent, uri)
+    """After the workers: the parent run's results (FINISHED when no trial is left), then the report. A parent
+    run deleted meanwhile takes no results: the trials are kept in the study, and one line says how to go on."""
+    st = optuna.load_study(study_name=spec.name, storage=storage)
+    if tracking.run_deleted(parent, uri):
+        n = counts(real_trials(st))
+        raise UserError(f"{n.complete} complete, {n.pruned} pruned, {n.fail} failed, {n.running + n.waiting} left; "
+                        + setup.parent_deleted(spec.name, parent, uri))
+    n = finish(st, spec, parent, uri)
     print(f"[{spec.name}] {n.complete} complete, {n.pruned} pruned, {n.fail} failed"
           + (f" ({n.stopped} of them stopped by a signal and re-queued)" if n.stopped else "")
           + ("" if n.done else f", {n.running} running and {n.waiting} waiting elsewhere"),
@@ -57,13 +65,18 @@ class Counts:
 STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
+def counts(trials: list) -> Counts:
+    """The trials (real_trials) counted by state."""
+    by_state = {s.name.lower(): sum(t.state == s for t in trials) for s in STATES}
+    return Counts(**by_state, stopped=sum(t.state == TrialState.FAIL and STOPPED_BY_SIGNAL_ATTR in t.user_attrs
+                                          for t in trials))
+
+
 def finish(st: optuna.Study, spec: StudySpec, parent: str, uri: str) -> Counts:
     """Log results to the parent run (FINISHED when the study is done); returns the trial counts."""
     trials = real_trials(st)
-    by_state = {s.name.lower(): sum(t.state == s for t in trials) for s in STATES}
-    n = Counts(**by_state, stopped=sum(t.state == TrialState.FAIL and STOPPED_BY_SIGNAL_ATTR in t.user_attrs
-                                       for t in trials))
-    metrics = {N_TRIALS_PREFIX + k: v for k, v in by_state.items()}
+    n = counts(trials)
+    metrics = {N_TRIALS_PREFIX + s.name.lower(): getattr(n, s.name.lower()) for s in STATES}
     tags: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

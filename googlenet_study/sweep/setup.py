@@ -61,11 +61,21 @@ def open_study(spec: StudySpec, uri: str, storage_url: str,
     parent = st.user_attrs[PARENT]
     if tracking.run_experiment(parent, uri) is None:
         raise UserError(f"study {spec.name!r}'s parent run {parent} is not in {tracking.redact(uri)}; "
-                        "use the --tracking-uri of the study's first run")
+                        "use the --tracking-uri of the study's first run (if it was removed for good by "
+                        "`mlflow gc`, give the study a new name)")
+    if tracking.run_deleted(parent, uri):  # MLflow refuses every write to it: the results could not be logged
+        raise UserError(parent_deleted(spec.name, parent, uri))
     own = os.environ.get("MLFLOW_RUN_ID")
     if own and own != parent:  # `mlflow run` made a run for us but the study already has its parent
         tracking.set_run_tags(own, {JOINED_PARENT_TAG: parent, STUDY_TAG: spec.name}, uri)
     return st, created
+
+
+def parent_deleted(study: str, parent: str, uri: str) -> str:
+    """The one line for a study whose parent run is in MLflow's trash: how to go on."""
+    return (f"study {study!r}'s parent run {parent} is deleted (in MLflow's trash), so the study's results "
+            f"cannot be logged to it; restore it (MLFLOW_TRACKING_URI={tracking.redact(uri)} mlflow runs restore "
+            f"--run-id {parent}) and run the same command again, or give the study a new name to start over")
 
 
 def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: str,

@@ -25,6 +25,14 @@ def run_experiment(run_id: str, uri: str | None = None) -> str | None:
         return None
 
 
+def run_deleted(run_id: str, uri: str | None = None) -> bool:
+    """Is the run in MLflow's trash (deleted, restorable until `mlflow gc`)? False when it is absent."""
+    try:
+        return client(uri).get_run(run_id).info.lifecycle_stage == "deleted"
+    except MlflowException:
+        return False
+
+
 def start_parent_run(experiment: str, name: str, tags: dict[str, str], uri: str | None = None) -> str:
     """A sweep's parent run: the run `mlflow run` made (MLFLOW_RUN_ID) if any, else a new one."""
     c = client(uri)
