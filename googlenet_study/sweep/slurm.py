@@ -37,7 +37,7 @@ from ..config import UserError, shown
 from ..safe_files import create_new
 from ..study import StudySpec
 from . import results, setup
-from .storage import check_url
+from .storage import check_distinct, check_url
 
 PREEMPT_SIGNAL = "B:TERM@120"  # s before the kill: a batch finishes and is checkpointed well within it
 OURS = ("array", "signal", "requeue", "no-requeue", "wrap", "parsable", "test-only")  # set by this module
@@ -80,6 +80,7 @@ def prepare(spec: StudySpec, tasks: int, option_pairs: list[str], storage_url: s
               os.getcwd() if cwd is None else cwd, python)
     check_values(a)
     check_url(storage_url)
+    check_distinct(storage_url, uri)  # one SQLite file for both stores: refused before sbatch
     check_reachable(storage_url, uri, a.options)
     return a
 
