@@ -9,7 +9,7 @@ import sys
 from dataclasses import fields
 
 from . import schema
-from .config import RunConfig, UserError
+from .config import RunConfig, UserError, source_date_epoch
 from .stop import STOP
 
 EXIT_USAGE = 2
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     STOP.install()  # SIGTERM/SIGINT: finish the batch, checkpoint, end the run KILLED
     try:
+        source_date_epoch()  # before numpy: numpy.f2py reads it at import and dies on garbage with a traceback
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"googlenet-study {args.command}: error: {e}", file=sys.stderr)

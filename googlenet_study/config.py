@@ -26,6 +26,23 @@ class UserError(Exception):
     """Bad input from the user: reported as one line, exit status 2, nothing written."""
 
 
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # the report's "written" time: seconds since 1970-01-01 UTC, an integer
+LAST_DATE_EPOCH = 253402300799  # 9999-12-31 23:59:59 UTC: the last second a datetime (and time.gmtime) holds
+
+
+def source_date_epoch(env=os.environ) -> int | None:
+    """SOURCE_DATE_EPOCH (the reproducible-builds convention) as seconds, None when unset or empty; anything
+    else is one line. Checked by the CLI before numpy is imported: numpy.f2py reads it at import time and
+    raises a traceback on garbage, OverflowError/OSError on a huge value."""
+    text = env.get(SOURCE_DATE_EPOCH)
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > LAST_DATE_EPOCH:
+        raise UserError(f"{SOURCE_DATE_EPOCH}: got {shown(text)}; allowed: an integer, seconds since "
+                        f"1970-01-01 00:00 UTC, 0 to {LAST_DATE_EPOCH} (or unset: now)")
+    return int(text)
+
+
 MODELS = ("inception_v3", "googlenet")
 DATASETS = ("cifar10", "digits", "fake")
 OPTIMIZERS = ("adam", "sgd")

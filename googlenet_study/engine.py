@@ -309,8 +309,10 @@ def epoch_metrics(train: dict, ev: dict, history: list[dict]) -> dict[str, float
 
 
 def summarize(history: list[dict], target_accs: tuple[int, ...]) -> dict[str, float]:
-    """best/final accuracy, total time and time-to-target (schema.SUMMARY_METRICS) from the per-epoch metrics."""
-    out = {schema.BEST_ACC: max(h[ACCURACY] for h in history),
+    """best/final accuracy, total time and time-to-target (schema.SUMMARY_METRICS) from the per-epoch metrics:
+    best = the highest finite test_acc (NaN when none is), final = the last epoch's (NaN stays NaN)."""
+    finite = [h[ACCURACY] for h in history if np.isfinite(h[ACCURACY])]  # max() of a list led by NaN is NaN
+    out = {schema.BEST_ACC: max(finite) if finite else float("nan"),
            schema.FINAL_ACC: history[-1][ACCURACY],
            schema.TOTAL_TIME: history[-1][CLOCK]}
     for p in target_accs:  # statistics.target: the report's and the race's rule too

@@ -154,7 +154,7 @@ def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path)
     """(configuration, run name, {before, after}) for the median-accuracy run of the best-ranked configurations."""
     reps = []
     for cfg in list(rank["configuration"])[:lecture.MAX_FILTER_ROWS]:
-        g = runs[runs["configuration"] == cfg].sort_values([schema.BEST_ACC, "run_id"])
+        g = runs[runs["configuration"] == cfg].sort_values(schema.BEST_ACC, kind="stable")  # ties: run order
         r = g.iloc[(len(g) - 1) // 2]
         path = tracking.download_artifact(r["run_id"], "filters/filters.pt", tmp / ".artifacts" / r["run_id"], uri)
         if path is None:

@@ -36,14 +36,18 @@ def timed(runs: pd.DataFrame, epochs: pd.DataFrame, clock: str = "epoch") -> pd.
 
 
 def _histories(runs: pd.DataFrame, epochs: pd.DataFrame, x: str):
-    """(configuration, run_id, xs, accs) per run with at least one evaluated epoch, in x order."""
+    """(configuration, run_id, xs, accs) per run with at least one evaluated epoch, in x order; runs in the
+    order of `runs` (stats.per_run's canonical order: never the store's, nor the run ids', which differ by store)."""
     cfg = dict(zip(runs["run_id"], runs["configuration"]))
+    pos = pd.Series(np.arange(len(runs)), index=runs["run_id"].to_numpy())
     e = epochs[["run_id", x, schema.ACCURACY]].dropna()
-    e = e[e["run_id"].isin(list(cfg))].sort_values(["run_id", x])
+    e = e[e["run_id"].isin(list(cfg))]
+    e = e.assign(_pos=pos.reindex(e["run_id"]).to_numpy()).sort_values(["_pos", x], kind="stable")
     if not len(e):
         return
-    rid, xs, acc = e["run_id"].to_numpy(), e[x].to_numpy(float), e[schema.ACCURACY].to_numpy(float)
+    rid, xs, acc = e["_pos"].to_numpy(), e[x].to_numpy(float), e[schema.ACCURACY].to_numpy(float)
     cut = np.flatnonzero(rid[1:] != rid[:-1]) + 1  # one slice per run: numpy, not 1,000 pandas groups
+    rid = e["run_id"].to_numpy()
     for r, xx, aa in zip(rid[np.r_[0, cut]], np.split(xs, cut), np.split(acc, cut)):
         yield cfg[r], r, xx, aa
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from ..config import UserError
+from ..config import SOURCE_DATE_EPOCH, source_date_epoch  # noqa: F401 - SOURCE_DATE_EPOCH: tests name it here
 from ..statistics import profiles
 from . import figures, lecture, render
 from .text import method_paragraphs, scope_facts, tables
 from .verdict import verdict
-
-SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"  # seconds since 1970-01-01 UTC, an integer
 
 # Figures that may be missing, with the reason the Scope gives (any other: "nothing to draw").
 NOT_DRAWN = {"fig-reached": ("Runs that have reached the ranking target", "no ranking target"),
@@ -28,14 +26,10 @@ NOT_DRAWN = {"fig-reached": ("Runs that have reached the ranking target", "no ra
 
 def written(env=os.environ) -> datetime:
     """When the report was written: SOURCE_DATE_EPOCH if set, else now (UTC)."""
-    text = env.get(SOURCE_DATE_EPOCH)
-    if text is None or text == "":
+    seconds = source_date_epoch(env)  # config.source_date_epoch: one rule, for the CLI and here
+    if seconds is None:
         return datetime.now(timezone.utc).replace(microsecond=0)
-    try:
-        return datetime.fromtimestamp(int(text), timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        raise UserError(f"{SOURCE_DATE_EPOCH}: got {text!r}; allowed: an integer, seconds since "
-                        "1970-01-01 00:00 UTC (or unset: now)") from None
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
 def build(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.Document:

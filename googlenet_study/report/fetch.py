@@ -27,6 +27,7 @@ TIMES = schema.SECONDS         # >= 0
 # An invalid value of one of these leaves the run out of its accuracy statistics (and, since times to target are
 # read off test_acc, out of the time statistics); an invalid time leaves it out of the time statistics.
 ACCURACY_FEEDS = (schema.ACCURACY, schema.BEST_ACC, schema.FINAL_ACC)
+FROM_HISTORY = (schema.BEST_ACC, schema.FINAL_ACC)  # read off the per-epoch test_acc, whatever the run logged
 INVALID_COLUMNS = ["run_id", "run_name", "metric", "epoch", "value", "problem"]
 STORED_INF = 1.7976931348623157e308  # MLflow's SQL store writes +-inf as +-sys.float_info.max
 
@@ -43,6 +44,9 @@ class Fetched:
     source: dict = field(default_factory=dict)
     invalid: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INVALID_COLUMNS))  # one row per
     #                               value out of range or not finite; that value is NaN in epochs/logged_summary
+    disagreeing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INVALID_COLUMNS))  # a logged
+    #                               best/final accuracy that its per-epoch test_acc does not give (both values);
+    #                               the history's value is the one used
 
 
 def select(experiment: str, study: str | None = None, parent_run: str | None = None,
@@ -141,8 +145,10 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
     was_logged = pd.DataFrame([{k: k in r["metrics"] for k in SUMMARY_METRICS} for r in counted])
     names = runs.set_index("run_id")["run_name"]
     epochs, logged, invalid = refuse_invalid(epochs, logged, names)
-    summary = summaries(epochs, logged, was_logged)
+    summary, disagreeing = summaries(epochs, logged, was_logged)
     refused = set(zip(invalid["run_id"], invalid["metric"]))  # listed as invalid, not again as missing
+    disagreeing = disagreeing[[k not in refused for k in zip(disagreeing["run_id"], disagreeing["metric"])]]
+    disagreeing = disagreeing.assign(run_name=disagreeing["run_id"].map(names))
     for rid, what in nan_metrics(epochs, summary).items():
         missing_of[rid] += [w for w in what if w.split(" ")[0] not in missing_of[rid]
                             and (rid, w.split(" ")[0]) not in refused]
@@ -152,7 +158,7 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
               "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
     return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
                    pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source,
-                   invalid)
+                   invalid, disagreeing)
 
 
 def refuse_invalid(epochs: pd.DataFrame, logged: pd.DataFrame,
@@ -188,18 +194,34 @@ def refuse_invalid(epochs: pd.DataFrame, logged: pd.DataFrame,
     return epochs, logged, invalid[INVALID_COLUMNS]
 
 
-def summaries(epochs: pd.DataFrame, logged: pd.DataFrame, was_logged: pd.DataFrame) -> pd.DataFrame:
-    """run_id + SUMMARY_METRICS: what the run logged (a logged NaN stays NaN), else from its history:
-    best = the highest test_acc, final = the last epoch's test_acc (NaN when that is NaN: never an earlier
-    epoch's), total = the last epoch's elapsed_time_s. `epochs` is in (run_id, epoch) order."""
+def summaries(epochs: pd.DataFrame, logged: pd.DataFrame,
+              was_logged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(run_id + SUMMARY_METRICS, disagreeing). Accuracies come from the history whatever was logged: best =
+    the highest finite test_acc (NaN when none), final = the last epoch's test_acc (NaN when that is NaN: never
+    an earlier epoch's, never a logged summary). total = what the run logged (a logged NaN stays NaN), else the
+    last epoch's elapsed_time_s. `disagreeing` (INVALID_COLUMNS, run_name empty) lists every logged best/final
+    that the history does not give, with both values. `epochs` is in (run_id, epoch) order."""
     g = epochs.groupby("run_id", sort=False)
     hist = pd.DataFrame({schema.BEST_ACC: g[schema.ACCURACY].max(),
                          schema.FINAL_ACC: g[schema.ACCURACY].last(skipna=False),
                          schema.TOTAL_TIME: g[schema.CLOCK].last(skipna=False)})
     out = logged.set_index("run_id")
+    found = []
     for k in SUMMARY_METRICS:
-        out[k] = out[k].where(was_logged[k].to_numpy(), hist[k].reindex(out.index))
-    return out.reset_index()
+        from_history = hist[k].reindex(out.index)
+        if k in FROM_HISTORY:
+            said, got = out[k].to_numpy(float), from_history.to_numpy(float)
+            with np.errstate(invalid="ignore"):
+                differ = was_logged[k].to_numpy() & ~((said == got) | (np.isnan(said) & np.isnan(got)))
+            found += [{"run_id": rid, "run_name": "", "metric": k, "epoch": pd.NA, "value": v,
+                       "problem": f"disagrees with its history: logged {v:.6g}, per-epoch {schema.ACCURACY} gives "
+                                  + (f"{h:.6g}" if not np.isnan(h) else "none (NaN)")}
+                      for rid, v, h in zip(out.index[differ], said[differ], got[differ])]
+            out[k] = from_history
+        else:
+            out[k] = out[k].where(was_logged[k].to_numpy(), from_history)
+    disagreeing = pd.DataFrame(found, columns=INVALID_COLUMNS).astype({"epoch": "Int64"})
+    return out.reset_index(), disagreeing
 
 
 def nan_metrics(epochs: pd.DataFrame, summary: pd.DataFrame) -> dict[str, list[str]]:

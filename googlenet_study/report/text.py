@@ -16,6 +16,21 @@ CLOCK_WORDS = {"epoch": "epoch: elapsed_time_s, the sum of epoch times (training
 FAKE_DATASET = "fake"  # random pixels: a run on it times the pipeline, its accuracy is chance
 
 
+def in_run_order(frame: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """A frame of counted runs' rows (run_id) in stats.per_run's canonical order, a run's rows as they were:
+    the same runs in two stores give the same tables, whatever order each store returns them in."""
+    pos = pd.Series(range(len(runs)), index=runs["run_id"].to_numpy())
+    return frame.assign(_pos=pos.reindex(frame["run_id"]).to_numpy()).sort_values(
+        "_pos", kind="stable").drop(columns="_pos")
+
+
+def invalid_rows(f, runs: pd.DataFrame) -> pd.DataFrame:
+    """The "Runs with invalid metrics" table: values refused (fetch.refuse_invalid) and logged best/final
+    accuracies that disagree with their history (fetch.summaries), in canonical run order."""
+    return in_run_order(pd.concat([f.invalid, f.disagreeing], ignore_index=True) if len(f.disagreeing)
+                        else f.invalid, runs)
+
+
 def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
     """The report's Scope lines: what was counted, on which hardware and clock, and what was pooled."""
     facts = []
@@ -34,7 +49,7 @@ def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
               ("runs excluded", str(len(f.excluded))), ("runs missing some metrics", str(len(f.incomplete))),
               ("runs left out of time statistics", f"{len(left_out)}" + (" (listed with the reason in the "
                                                                           "appendix)" if len(left_out) else "")),
-              ("runs with invalid metrics", str(f.invalid["run_id"].nunique())),
+              ("runs with invalid metrics", str(invalid_rows(f, runs)["run_id"].nunique())),
               ("varying params", ", ".join(varying) or "none"),
               ("targets", ", ".join(f"{p:g} %" for p in targets)),
               ("clock", CLOCK_WORDS[f.source.get("clock", "epoch")]),
@@ -238,12 +253,15 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> 
                      "Values that are not finite or out of range (an accuracy outside [0, 1], a negative time, an "
                      "elapsed_time_s that goes down): never averaged. An invalid accuracy leaves the run out of the "
                      "accuracy statistics and, since times to target are read off it, of the time statistics; an "
-                     "invalid time leaves it out of the time statistics.", f.invalid.astype(str)),
+                     "invalid time leaves it out of the time statistics. A logged best or final accuracy that its "
+                     "per-epoch test_acc does not give is listed with both values; the history's is used.",
+                     invalid_rows(f, runs).astype(str)),
         render.Table("excluded", "Runs excluded", "Runs in scope that do not count, and why.",
-                     f.excluded.astype(str)),
+                     f.excluded.sort_values(["run_name", "status", "reason", "run_id"], kind="stable")
+                     .astype(str)),
         render.Table("incomplete", "Runs missing some metrics",
                      "Counted FINISHED runs that lack some per-epoch or summary metrics (older or resumed runs); "
                      "summaries missing from MLflow are computed from the per-epoch history.",
-                     f.incomplete.astype(str)),
+                     in_run_order(f.incomplete, runs).astype(str)),
     ]
     return main, appendix
