@@ -107,6 +107,12 @@ def test_ten_against_ten_is_exact_quick_and_its_null_is_shared_by_equal_patterns
     assert again == r and sg._null.cache_info().hits == 1
 
 
+def test_the_words_after_a_p_say_how_it_was_computed():
+    assert sg.how(sg.LogRank(0.1, "exact")) == ""
+    assert sg.how(sg.LogRank(0.02, "asymptotic")) == " (asymptotic)"
+    assert sg.how(sg.LogRank(0.0314, "monte carlo (10000)", 0.00174)) == " (Monte Carlo, 10,000 relabellings, ± 0.002)"
+
+
 def test_logrank_is_undefined_without_runs_or_hits_and_refuses_an_unknown_alternative():
     assert math.isnan(sg.logrank([], [], [1.0], [1.0]).p)
     assert math.isnan(sg.logrank([1.0, 2.0], [0, 0], [1.0], [0]).p)

@@ -62,8 +62,7 @@ def _by_time(rank: pd.DataFrame, runs: pd.DataFrame, p: float, clock: str) -> li
     shared = str(first["rank"]).startswith("=")  # rank 1's block (ranking._shared_ranks) has more than one
     how = (f"The next, {second['configuration']}, is expected to take {ratio:.2f}× as long"
            + (f" [{lo:.2f}, {_s(hi) if math.isinf(hi) else f'{hi:.2f}'}] (95 % bootstrap)" if not math.isnan(lo) else "")
-           + (f"; log-rank p = {lr.p:.3f}" + ("" if lr.method == significance.EXACT else f" ({lr.method})") + "."
-              if not math.isnan(lr.p) else "."))
+           + (f"; log-rank p = {lr.p:.3f}{significance.how(lr)}." if not math.isnan(lr.p) else "."))
     out.append(how)
     tied = rank[rank["rank"] == first["rank"]] if shared else rank.iloc[:1]
     if shared:

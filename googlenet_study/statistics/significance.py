@@ -89,6 +89,16 @@ def logrank(ta, ha, tb, hb, alternative: str = "two-sided", method: str | None =
     return LogRank(p, method, math.sqrt(p * (1 - p) / total))
 
 
+def how(r: LogRank) -> str:
+    """The words after a p that say how it was computed: nothing when exact, " (asymptotic)", or
+    " (Monte Carlo, 10,000 relabellings, ± its standard error)"."""
+    if r.method == EXACT:
+        return ""
+    if r.method == ASYMPTOTIC:
+        return f" ({ASYMPTOTIC})"
+    return f" (Monte Carlo, {MONTE_CARLO_N:,} relabellings, ± {r.se:.3f})"
+
+
 def method_for(na: int, nb: int) -> str:
     """Which log-rank p a comparison of na against nb runs gets: EXACT, monte_carlo(N) or ASYMPTOTIC."""
     if min(na, nb) >= ASYMPTOTIC_MIN_N:
