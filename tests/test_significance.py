@@ -133,6 +133,20 @@ def test_welch_and_cohens_d_by_hand():
     assert math.isnan(sg.welch_p([1.0], b)) and math.isnan(sg.cohens_d([1.0, 1.0], [1.0, 1.0]))
 
 
+def test_the_coverage_the_report_prints_is_the_table_in_the_docs():
+    from pathlib import Path
+
+    from googlenet_study.report import text
+    from googlenet_study.statistics import robust
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "reports.md").read_text()
+    rows = [line for line in docs.splitlines() if line.startswith("| ") and " % |" in line]
+    for v in robust.MEASURED_COVERAGE.values():  # each triple is one row of the docs' table, in order
+        assert any(all(f"{c:.1f} %" in r for c in v) and r.index(f"{v[0]:.1f} %") < r.index(f"{v[2]:.1f} %")
+                   for r in rows), v
+    assert "ERT 65 / 69 / 79 %" in text.coverage_paragraph()  # rounded half up, as the docs' words
+
+
 # ---- comparisons.csv ----------------------------------------------------------------------------------
 def _runs(spec: dict) -> pd.DataFrame:
     """stats.per_run-like rows: {batch_size: [(time to 50 % or None, end s, best acc)]}."""
