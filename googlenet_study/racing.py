@@ -152,7 +152,7 @@ def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing
     leader = None
     if p_target is not None:
         obs = [data[c][p_target] for c in live]
-        i, erts, p, out = compare(obs, racing.alpha)
+        i, erts, p, out = compare(obs, racing.alpha_at(max(seeds)))
         table["reached"] = [float(h.mean()) if len(h) else math.nan for _, h, _ in obs]
         table["ert"], table["p_value"] = erts, p
         table.loc[out, "decision"] = ELIMINATE

@@ -237,8 +237,17 @@ class Racing:
     """The study file's `racing:` block (racing.py decides the rounds, docs/sweeps.md explains them)."""
     min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
     max_seeds: int = 10           # no configuration gets more seeds
-    alpha: float = 0.1            # per comparison with the leader, per round (no promise over the race: racing.py)
+    # per comparison with the leader, per round (no promise over the race: racing.py): a number, or steps
+    # ((from seeds, alpha), ...): 0.1 while the configurations have 3-4 seeds, 0.2 from 5 (docs/sweeps.md)
+    alpha: float | tuple[tuple[int, float], ...] = ((3, 0.1), (5, 0.2))
     budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
+
+    def alpha_at(self, seeds: int) -> float:
+        """The alpha of a round whose configurations have `seeds` runs each: the last step at or below it (the
+        first step's below it)."""
+        if isinstance(self.alpha, (int, float)):
+            return float(self.alpha)
+        return next((a for s, a in reversed(self.alpha) if s <= seeds), self.alpha[0][1])
 
 
 def parse_racing(v: Any, err: Callable[[str, str], Exception]) -> Racing:
@@ -260,14 +269,30 @@ def parse_racing(v: Any, err: Callable[[str, str], Exception]) -> Racing:
     hi = count("max_seeds", 2)
     if hi < lo:
         raise err("racing.max_seeds", f"must be >= min_seeds ({lo}), got {hi}")
-    alpha = v.get("alpha", d.alpha)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise err("racing.alpha", f"must be a number in (0, 1), e.g. 0.1, got {alpha!r}")
+    alpha = _alpha(v.get("alpha", d.alpha), err)
     budget = v.get("budget_s")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
                                or not math.isfinite(budget) or budget <= 0):
         raise err("racing.budget_s", f"must be a number of seconds > 0, or null, got {budget!r}")
-    return Racing(lo, hi, float(alpha), None if budget is None else float(budget))
+    return Racing(lo, hi, alpha, None if budget is None else float(budget))
+
+
+def _alpha(a: Any, err) -> float | tuple[tuple[int, float], ...]:
+    """racing.alpha: a number in (0, 1), or steps {from seeds: alpha} (the first also holds below its seeds)."""
+    def number(x) -> bool:
+        return not isinstance(x, bool) and isinstance(x, (int, float)) and 0 < x < 1
+
+    if isinstance(a, (dict, tuple)):
+        steps = dict(a)
+        if not steps or not all(isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= MAX_RACING_SEEDS
+                                and number(x) for k, x in steps.items()):
+            raise err("racing.alpha", "steps must map seeds (an integer >= 2) to a number in (0, 1), e.g. "
+                                      f"{{3: 0.1, 5: 0.2}}, got {a!r}")
+        return tuple((int(k), float(steps[k])) for k in sorted(steps))
+    if not number(a):
+        raise err("racing.alpha", f"must be a number in (0, 1) or steps {{seeds: alpha}}, e.g. 0.1 or "
+                                  f"{{3: 0.1, 5: 0.2}}, got {a!r}")
+    return float(a)
 
 
 def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: dict, space: dict, n_grid: int,

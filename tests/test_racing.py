@@ -75,6 +75,17 @@ def test_alpha_is_per_comparison_more_configurations_do_not_change_a_p():
     assert strict.at["never", "decision"] == KEEP
 
 
+def test_the_default_alpha_is_0_1_up_to_4_seeds_and_0_2_from_5():
+    # 5 runs each, all reached 80 %: p = 43/252 = 0.171 (counted over the 252 splits) against the leader
+    lead = [(5, 10.0 + i, 20) for i in range(5)]
+    behind = [(5, t, 20) for t in (12, 13, 14, 14.5, 11.5)]
+    r = racing.decide(runs_of(lead=lead, behind=behind), ["lead", "behind"], TARGETS, Racing())
+    assert r.table.at[1, "p_value"] == pytest.approx(43 / 252) and r.table.at[1, "decision"] == ELIMINATE
+    # the same p at 4 seeds or with alpha 0.1 throughout: kept
+    assert racing.decide(runs_of(lead=lead, behind=behind), ["lead", "behind"], TARGETS,
+                         Racing(alpha=0.1)).table.at[1, "decision"] == KEEP
+
+
 def _curves(**configs) -> tuple[dict, dict]:
     """configuration -> [[(epoch, s, test_acc), ...] per run]: runs_from_curves' arguments."""
     curves = {f"{c}-{i}": run for c, runs in configs.items() for i, run in enumerate(runs)}
@@ -157,6 +168,9 @@ def test_runs_from_curves_time_to_target_on_the_epoch_clock():
     ({"min_seeds": 5, "max_seeds": 4}, "racing.max_seeds"),
     ({"alpha": 1.0}, "racing.alpha"),
     ({"alpha": "0.05"}, "racing.alpha"),
+    ({"alpha": {3: 0.1, 5: 1.5}}, "racing.alpha"),
+    ({"alpha": {1: 0.1}}, "racing.alpha"),
+    ({"alpha": {}}, "racing.alpha"),
     ({"budget_s": 0}, "racing.budget_s"),
     ({"budget_s": float("inf")}, "racing.budget_s"),
 ])
@@ -168,9 +182,14 @@ def test_bad_racing_blocks_name_the_key(block, key):
 
 
 def test_racing_block_defaults():
-    assert racing.parse({}, None) == Racing(3, 10, 0.1, None)
+    assert racing.parse({}, None) == Racing(3, 10, ((3, 0.1), (5, 0.2)), None)
     assert racing.parse({"min_seeds": 2, "max_seeds": 2, "alpha": 0.2, "budget_s": 600}, None) == \
         Racing(2, 2, 0.2, 600.0)
+    steps = racing.parse({"alpha": {6: 0.3, 4: 0.05}}, None)
+    assert steps.alpha == ((4, 0.05), (6, 0.3))  # sorted by seeds
+    assert [steps.alpha_at(n) for n in (3, 4, 5, 6, 9)] == [0.05, 0.05, 0.05, 0.3, 0.3]  # the first below it
+    assert [Racing().alpha_at(n) for n in (3, 4, 5, 10)] == [0.1, 0.1, 0.2, 0.2]
+    assert Racing(alpha=0.3).alpha_at(3) == 0.3
 
 
 RACE_BASE = ("name: r\nbase: {model: googlenet, dataset: digits, weights: none, image_size: 16, epochs: 1}\n"
@@ -218,6 +237,10 @@ def test_a_racing_study_file_is_read_with_its_grid_as_configurations(tmp_path):
     f2.write_text(RACE_BASE + "space: {lr: [0.001, 0.01], aux_weight: [0.0, 1.0]}\n"
                               "racing: {min_seeds: 2, max_seeds: 6, alpha: 0.1}\n")
     assert study.load(str(f2)).digest() != spec.digest()  # a changed race is another study
+    f3 = tmp_path / "steps.yaml"
+    f3.write_text(RACE_BASE + "space: {lr: [0.001, 0.01]}\nracing: {alpha: {3: 0.05, 6: 0.2}}\n")
+    steps = study.load(str(f3))
+    assert steps.racing.alpha == ((3, 0.05), (6, 0.2)) and steps.digest() != study.load(str(f2)).digest()
 
 
 def test_the_reports_racing_section_from_racing_csv():
@@ -229,17 +252,18 @@ def test_the_reports_racing_section_from_racing_csv():
             (2, "a", 4, "leader", None, ""), (2, "b", 4, "keep", 0.2, ""),
             (3, "a", 5, "leader", None, "one left"), (3, "b", 5, "eliminate", 0.01, "one left")]
     d = pd.DataFrame(rows, columns=["round", "configuration", "seeds", "decision", "p_value", "stopped_by"])
-    table, totals = summarize(d.assign(max_seeds=10, alpha=0.1))
+    table, totals = summarize(d.assign(max_seeds=10, alpha=d["round"].map({1: 0.1, 2: 0.1, 3: 0.2})))
     t = table.set_index("configuration")
     assert t.loc["slow", ["seeds", "outcome", "round"]].tolist() == [3, "eliminated", 1]
     assert t.at["slow", "p_value"] == 0.05 and "p_holm" not in t
     assert t.loc["b", ["seeds", "outcome", "round"]].tolist() == [5, "eliminated", 3]
     assert t.at["a", "outcome"] == "leader" and math.isnan(t.at["a", "round"])
     assert totals["runs"] == 13 and totals["uniform"] == 30 and totals["saved"] == pytest.approx(17 / 30)
-    assert totals["stopped_by"] == "one left" and totals["rounds"] == 3 and totals["alpha"] == 0.1
+    assert totals["stopped_by"] == "one left" and totals["rounds"] == 3
+    assert totals["alpha"] == "0.1 (rounds 1-2), 0.2 (round 3)"
     # a racing.csv from before issue 26 (log-rank, Holm-adjusted p, no alpha) still reads
     old, totals = summarize(d.assign(max_seeds=10, p_holm=2 * d["p_value"]))
-    assert old.set_index("configuration").at["slow", "p_holm"] == 0.1 and math.isnan(totals["alpha"])
+    assert old.set_index("configuration").at["slow", "p_holm"] == 0.1 and totals["alpha"] == ""
 
 
 def _bench():
@@ -265,12 +289,12 @@ def test_the_benchmarks_true_ert_is_the_simulators():
 
 def test_the_benchmark_races_with_decides_own_decisions():
     """The benchmark's race (racing.compare on arrays) eliminates what racing.decide, the sweep's round decision
-    on DataFrames, eliminates round by round, on 4 simulated studies of 4 configurations; its runs are the
+    on DataFrames, eliminates round by round, on 2 simulated studies of 4 configurations; its runs are the
     seeds the survivors got."""
     bench = _bench()
     cfgs = [(1.0, 0.95), (1.1, 0.95), (2.0, 0.95), (1.2, 0.3)]
     rule = Racing(3, 10, 0.1)
-    for seed in range(4):
+    for seed in range(2):
         t, hit = bench.draw(np.random.default_rng(seed), cfgs, 10, 0.25)
         pick, runs, gone = bench.race(t, hit, rule)
         live, n, spent, out = ["c0", "c1", "c2", "c3"], 3, 0, []

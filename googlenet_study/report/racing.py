@@ -40,8 +40,20 @@ def summarize(rounds: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     stopped = rounds["stopped_by"].fillna("").astype(str)
     totals = {"runs": n, "uniform": k * max_seeds, "saved": 1 - n / (k * max_seeds), "rounds": final,
               "stopped_by": stopped.iloc[-1] if stopped.iloc[-1] else "not yet (the race is still on)",
-              "alpha": float(rounds["alpha"].iloc[-1]) if "alpha" in rounds else math.nan}
+              "alpha": _alphas(rounds) if "alpha" in rounds else ""}
     return table, totals
+
+
+def _alphas(rounds: pd.DataFrame) -> str:
+    """Each round's alpha, as runs of equal values: "0.1 (rounds 1-2), 0.2 (rounds 3-5)"."""
+    per = rounds.groupby("round", sort=True)["alpha"].first()
+    runs: list[list] = []
+    for k, a in per.items():
+        if runs and runs[-1][0] == a:
+            runs[-1][2] = k
+        else:
+            runs.append([a, k, k])
+    return ", ".join(f"{a:g} (round {lo})" if lo == hi else f"{a:g} (rounds {lo}-{hi})" for a, lo, hi in runs)
 
 
 def _p(x) -> str:
@@ -66,7 +78,7 @@ def tables(f, uri: str | None) -> list[render.Table]:
         test = ("the one-sided log-rank test; Holm-adjusted p <= alpha eliminated it (a race recorded before the "
                 "exact permutation test of the ERT ratio replaced it)")
     else:
-        test = (f"the one-sided exact permutation test of the ERT ratio; p <= alpha ({_p(t['alpha'])}, per "
+        test = (f"the one-sided exact permutation test of the ERT ratio; p <= alpha ({t['alpha']}; per "
                 "comparison and per round: no promise over the race, see docs/sweeps.md for its measured "
                 "race-wide rate of eliminating a configuration as fast as the leader) eliminated it")
     note = (f"A racing study (docs/sweeps.md, Racing): {t['runs']} runs in {t['rounds']} rounds against "

@@ -191,5 +191,5 @@ def _log_round(spec: StudySpec, parent: str, uri: str, rounds: list[dict], trial
                     out.writerow(map(csv_cells.cell, [
                         r["round"], row["configuration"], row["seeds"], row["reached"], row["ert"], row["p_value"],
                         row["decision"], r["target"], r["stopped_by"] or "", spec.racing.max_seeds,
-                        spec.racing.alpha]))
+                        spec.racing.alpha_at(r["seeds"])]))
         tracking.log_run_data(parent, uri, files=[path])
