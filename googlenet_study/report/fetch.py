@@ -147,7 +147,8 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
     epochs, logged, invalid = refuse_invalid(epochs, logged, names)
     summary, disagreeing = summaries(epochs, logged, was_logged)
     refused = set(zip(invalid["run_id"], invalid["metric"]))  # listed as invalid, not again as missing
-    disagreeing = disagreeing[[k not in refused for k in zip(disagreeing["run_id"], disagreeing["metric"])]]
+    disagreeing = disagreeing.loc[np.array([k not in refused for k in zip(disagreeing["run_id"],
+                                                                             disagreeing["metric"])], dtype=bool)]
     disagreeing = disagreeing.assign(run_name=disagreeing["run_id"].map(names))
     for rid, what in nan_metrics(epochs, summary).items():
         missing_of[rid] += [w for w in what if w.split(" ")[0] not in missing_of[rid]
