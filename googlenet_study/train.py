@@ -56,6 +56,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
                                ckpt.RunIdentity.of(cfg, run.run_id, parent_run_id, filters_before))
     total, trainable = model.count_params(net)
     result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state.epoch if state else 0)
+    store_full = False  # the tracking store's disk filled up: not even the run's end can be written
     try:
         run.log_start({**cfg.to_params(), schema.TOTAL_PARAMS: total, schema.TRAINABLE_PARAMS: trainable},
                       {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
@@ -87,13 +88,22 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         run.set_tags({schema.FAILURE_REASON_TAG: str(e), schema.FAILURE_EPOCH_TAG: str(e.epoch),
                       schema.FAILURE_BATCH_TAG: str(e.batch)})
     except BaseException as e:  # noqa: BLE001 - any crash must still end the run honestly
+        full = tracking.full_store(e, uri)
+        if full is not None:  # it stays RUNNING in MLflow, its writer gone: `--resume auto` continues it
+            store_full = True
+            raise UserError(f"tracking-uri: {full}; run {run.run_id} is left RUNNING (the store takes no more "
+                            "writes): free some space and run the same command again (it resumes the run from "
+                            "its checkpoint, if one was written)") from None
         result.status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
         result.failure_reason = f"{type(e).__name__}: {e}"
         run.set_tags({schema.FAILURE_REASON_TAG: result.failure_reason[:4000],
                       schema.FAILURE_TRACEBACK_TAG: traceback.format_exc()[-4000:]})
         raise
     finally:
-        run.end(result.status if result.status != "RUNNING" else "FAILED")
+        if store_full:
+            run.end_unrecorded()
+        else:
+            run.end(result.status if result.status != "RUNNING" else "FAILED")
         if result.status == "FINISHED" and not keep_checkpoints:
             ckpt.remove(saver.path)
     return result

@@ -318,3 +318,42 @@ def test_a_parent_run_deleted_mid_study_the_trials_finish_the_rerun_says_how_to_
     run = c.get_run(parent)
     assert run.info.status == "FINISHED" and run.data.metrics[schema.N_TRIALS_PREFIX + "complete"] == 2
     assert len(c.search_runs([run.info.experiment_id])) == 3  # the parent and its two trials: none trained twice
+
+
+@pytest.mark.slow
+def test_mlflow_db_filling_up_mid_run_is_one_line_and_the_rerun_resumes(here, capsys):
+    """The store's disk fills once epoch 1 is logged (a thread writes zeros into its 8 MB tmpfs): the next write
+    fails, and not even FAILED can be written. One line naming the folder, exit 2 (today: 218 lines); the run is
+    left RUNNING with its checkpoint, and once there is room the same command resumes it, each epoch logged once."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    with tmpfs(here / "store", "8m") as mnt:
+        uri = new_store(mnt / "mlflow.db")
+        c = MlflowClient(uri)
+        argv = ["train", *TINY, "--epochs", "3", "--train-size", "30", "--test-size", "10", "--batch-size", "32",
+                "--tracking-uri", uri, "--checkpoint-dir", str(here / "ckpt")]
+
+        def fill_once_epoch_1_is_logged() -> None:
+            while True:
+                exp = c.get_experiment_by_name("googlenet-study")
+                runs = c.search_runs([exp.experiment_id]) if exp else []
+                if runs and c.get_metric_history(runs[0].info.run_id, schema.ACCURACY):
+                    return fill(mnt)
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=fill_once_epoch_1_is_logged, daemon=True)
+        thread.start()
+        code, err = one_line(capsys, argv)
+        thread.join(timeout=60)
+        assert code == 2 and f"tracking-uri: no space left on device: {mnt}; run " in err, err
+        (run,) = c.search_runs([c.get_experiment_by_name("googlenet-study").experiment_id])
+        assert run.info.status == "RUNNING" and f"run {run.info.run_id} is left RUNNING" in err
+        (mnt / "filler").unlink()  # the user frees space
+        assert main(argv) == 0, capsys.readouterr().err
+        run = c.get_run(run.info.run_id)
+        assert run.info.status == "FINISHED"
+        for key in (schema.ACCURACY, schema.CLOCK):
+            assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
+        assert len(c.search_runs([run.info.experiment_id])) == 1

@@ -227,6 +227,17 @@ class MlflowRun:
             self._tmp.cleanup()
 
 
+    def end_unrecorded(self) -> None:
+        """This process lets go of the run without writing to the store (its disk is full): the run stays
+        RUNNING there, and a resume continues it once this process is gone."""
+        try:
+            mlflow.end_run("FAILED")  # pops the fluent run first; the status write itself fails
+        except Exception:  # noqa: BLE001 - the store is full: nothing can be written, nothing more to say
+            pass
+        finally:
+            self._tmp.cleanup()
+
+
 def load_run_config(run_id: str, uri: str | None = None) -> tuple[RunConfig, dict]:
     """The config a run recorded (its config.yaml artifact, else its params, resolved.* first); a sweep's
     parent run, or a run that recorded no config, is a one-line error (never the defaults)."""

@@ -4,6 +4,7 @@ whose calls wait out a tracking server that stays down longer than MLflow's own 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 from pathlib import Path
@@ -168,6 +169,30 @@ def check_tracking_uri(uri: str, write: bool = True) -> None:
         _check_database(uri, shown)
     if scheme in ("http", "https"):
         _check_server(uri, shown)
+
+
+def full_store(e: BaseException, uri: str) -> str | None:
+    """'no space left on device: FOLDER' when `e`, or what caused it, is SQLite's "database or disk is full"
+    for the store at `uri`; else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if "database or disk is full" in str(e):
+            path = sqlite.sqlite_path(uri)
+            return f"no space left on device: {Path(path).absolute().parent if path else redact(uri)}"
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+class _FullStoreSaidOnce(logging.Filter):
+    """MLflow logs a traceback for each failed write (mlflow.store.db.utils); a full disk is said in one line
+    instead (full_store, train.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "database or disk is full" not in str(record.exc_info[1] if record.exc_info else record.msg)
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_FullStoreSaidOnce())
 
 
 def _check_database(uri: str, shown: str) -> None:
