@@ -331,3 +331,14 @@ def test_under_the_train_clock_a_run_without_train_time_s_is_left_out_of_every_t
     e = report.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS)[2]
     b16e = e.set_index("configuration").loc[B16_H100]
     assert b16e["n_timed"] == 3 and b16e["time_to_test_acc_50_reached"] == pytest.approx(1 / 3)
+
+
+def test_the_worked_examples_verdict_is_the_one_docs_reports_md_quotes(example):
+    """docs, code and the worked example say the same (issue 24, item 5): the quoted sentences are the
+    verdict's, all but its second (the ERT ratio and log-rank p of the next configuration)."""
+    from googlenet_study.report import verdict
+
+    words = verdict.verdict(example["rank"].reset_index(), example["runs"], example["main_p"])
+    quoted = [line[2:] for line in (ROOT / "docs" / "reports.md").read_text().splitlines() if line.startswith("> ")]
+    assert words[1].startswith("The next, batch_size=64, hardware=NVIDIA H100 80GB HBM3, is expected to take")
+    assert [w for i, w in enumerate(words) if i != 1] == quoted
