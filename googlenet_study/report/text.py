@@ -73,17 +73,20 @@ def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: s
     ttt = schema.TIME_TO_TARGET_PREFIX
     n = profiles.MIN_RANKED_N
     rank = (f"Timed runs are the runs whose seconds count (none left out of time statistics); a configuration "
-            f"with fewer than {n} is listed, not ranked on time. The ranking target is {main_p:g} %: the highest "
-            f"target that at least half the timed runs of every undominated configuration reached (one dominates "
-            f"another when its ERT is no larger on every target and smaller on one). Configurations that reached "
-            f"it are ranked by ERT to it, then profile_score; those that did not (ERT ∞) come after, by the "
-            f"interquartile mean of best test accuracy. A configuration whose interval (ERT's, or the IQM's) "
-            f"overlaps that of the first of its group shares its rank (=k). Adding or removing a configuration "
-            f"that is worse than another on every target never changes the order of the others."
+            f"with fewer than {n} is listed, not ranked on time. One configuration dominates another when its ERT "
+            f"is no larger on every target and smaller on one; every configuration with a timed run (one is "
+            f"enough) may dominate, across models. The ranking target is {main_p:g} %: the highest target that at "
+            f"least half the timed runs of every undominated configuration with {n} or more timed runs reached (of "
+            f"every undominated one, when none has {n}). Configurations that reached it are ranked by ERT to it, "
+            f"then a profile score whose best ERT per target is over every timed configuration; those that did "
+            f"not (ERT ∞) come after, by the interquartile mean of best test accuracy. Configurations whose "
+            f"intervals (ERT's, or the IQM's) are linked by a chain of overlaps share the rank of the first of "
+            f"them (=k): the first ranks alone only when no other interval overlaps its own. Adding or removing a "
+            f"configuration that is worse than another on every target never changes the order of the others."
             if main_p is not None else
             f"No target was reached by at least half the timed runs of every undominated configuration, so "
             f"configurations with at least {n} accuracies are ranked by the interquartile mean of best test "
-            f"accuracy; overlapping bootstrap intervals share a rank (=k).")
+            f"accuracy; intervals linked by a chain of overlaps share a rank (=k).")
     return [
         "Only FINISHED runs count; every other run in scope is listed under 'Runs excluded' with its status. "
         "Parent runs (a sweep's, or a trial that averages repeats) are not training runs and are listed there too. "
@@ -230,7 +233,8 @@ def ranking_caption(main_p: float | None, clock: str) -> str:
            if main_p is not None else
            f"No ranking target: configurations with at least {n} accuracies are ranked by the IQM of best test "
            f"accuracy.")
-    return how + " rank_by: the criterion that placed each row. =k: a shared rank (overlapping intervals). " \
+    return how + " rank_by: the criterion that placed each row. =k: a shared rank (intervals linked by a chain " \
+        "of overlaps). " \
         "[ ]: 95 % bootstrap intervals, ∞: unbounded or never reached."
 
 
