@@ -201,8 +201,8 @@ def test_checkpoint_writes_are_atomic_and_read_back_as_written(tiny_cfg, tmp_pat
     path = checkpoint.path_for(tmp_path, cfg, "r")
     checkpoint.save(path, checkpoint.TrainingState.snapshot(run, net, opt, None, [], []))
     part = dataclasses.replace(checkpoint.PartialEpoch.fresh(2), batch=3, seen=96, train_time_s=0.5)
-    checkpoint.save(path, checkpoint.TrainingState.snapshot(run, net, opt, None, [{"elapsed_time_s": 1.5}], [7],
-                                                            part))
+    checkpoint.save(path, checkpoint.TrainingState.snapshot(run, net, opt, None,
+                                                            [{"elapsed_time_s": 1.5, "test_acc": 0.5}], [7], part))
     assert sorted(p.name for p in path.parent.iterdir()) == ["r.ckpt"]  # no temp file left behind
     on_disk = torch.load(path, weights_only=True)  # plain data: no class of ours, no numpy array
     assert set(on_disk) == FORMAT_1_KEYS and on_disk["epoch"] == 1 and on_disk["elapsed_time_s"] == 1.5

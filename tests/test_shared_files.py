@@ -134,7 +134,7 @@ def test_the_history_cache_is_data_and_a_warm_report_reads_the_same_histories(tw
     cold = fetch.fetch("cache", uri=two_runs["uri"], cache_dir=tmp_path / "cache")
     assert two_runs["cache"].suffix == ".npz"
     with np.load(two_runs["cache"], allow_pickle=False) as z:  # plain arrays: 2 runs x 2 epochs x 3 metrics
-        assert sorted(z.files) == ["header", "step", "timestamp", "value"] and len(z["value"]) == 12
+        assert sorted(z.files) == ["header", "points"] and len(z["points"]) == 12
     warm = fetch.fetch("cache", uri=two_runs["uri"], cache_dir=tmp_path / "cache")
     assert accuracies(warm) == accuracies(cold) and "history cache" not in capsys.readouterr().err
 
@@ -142,7 +142,7 @@ def test_the_history_cache_is_data_and_a_warm_report_reads_the_same_histories(tw
 def forged_header(cache: Path) -> None:
     with np.load(cache, allow_pickle=False) as z:
         arrays = dict(z)
-    np.savez(cache, **{**arrays, "step": arrays["step"][:-1]})  # one point fewer than the header counts
+    np.savez(cache, **{**arrays, "points": arrays["points"][:-1]})  # one point fewer than the header counts
 
 
 @pytest.mark.parametrize("bad", ["garbage", "truncated", "forged counts", "npy pickle", "fifo", "folder"])

@@ -273,22 +273,21 @@ def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None) -> dic
 
 
 # The history cache, format 1 (histories-<key>.npz, read with allow_pickle=False: data, never code): "header",
-# JSON as uint8: {"format": 1, "runs": [[run_id, end_time, [key, ...], [points of each key, ...]], ...]};
-# "step" (int64), "value" (float64), "timestamp" (int64, ms): every point, in the header's order.
+# JSON as uint8: {"format": 1, "runs": [[run_id, end_time, [key, ...], [points of each key, ...], [epoch key, ...]],
+# ...]}; "points": every (step, value, timestamp ms) in the header's order, one structured array (written and
+# read back as tuples in one numpy call each: 1,000 runs x 30 epochs x 12 metrics in ~0.1 s, faster than pickle).
 CACHE_FORMAT = 1
+POINT = np.dtype([("step", "<i8"), ("value", "<f8"), ("timestamp", "<i8")])
 
 
 def write_cache(f, cached: dict) -> None:
     """{run_id: ((end_time, keys), {key: [(step, value, timestamp)]})} into the open binary file `f`."""
-    runs, points = [], []
-    for rid, ((end_time, keys), hist) in cached.items():
-        runs.append([rid, end_time, list(hist), [len(hist[k]) for k in hist], list(keys)])
-        for k in hist:
-            points += hist[k]
-    cols = list(zip(*points)) if points else [(), (), ()]
+    runs = [[rid, end_time, list(hist), [len(p) for p in hist.values()], list(keys)]
+            for rid, ((end_time, keys), hist) in cached.items()]
+    points = [p for _, hist in cached.values() for ps in hist.values() for p in ps]
     header = json.dumps({"format": CACHE_FORMAT, "runs": runs}).encode()
-    np.savez(f, header=np.frombuffer(header, dtype=np.uint8), step=np.array(cols[0], dtype=np.int64),
-             value=np.array(cols[1], dtype=np.float64), timestamp=np.array(cols[2], dtype=np.int64))
+    np.savez(f, header=np.frombuffer(header, dtype=np.uint8),
+             points=np.fromiter(points, dtype=POINT, count=len(points)))
 
 
 def read_cache(cache: Path) -> dict:
@@ -300,8 +299,10 @@ def read_cache(cache: Path) -> dict:
                 raise ValueError("not an .npz file")
             f.seek(0)
             with np.load(f, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("header", "step", "value", "timestamp")}
-        return _checked(json.loads(arrays["header"].tobytes()), arrays)
+                header, points = z["header"], z["points"]
+        if header.dtype != np.uint8 or header.ndim != 1 or points.dtype != POINT or points.ndim != 1:
+            raise ValueError("arrays of the wrong type")
+        return _checked(json.loads(header.tobytes()), points.tolist())
     except FileNotFoundError:
         return {}
     except Exception as e:  # noqa: BLE001 - whatever the file holds, the cure is to rebuild it
@@ -311,27 +312,21 @@ def read_cache(cache: Path) -> dict:
         return {}
 
 
-def _checked(header, arrays: dict) -> dict:
-    want = {"header": np.uint8, "step": np.int64, "value": np.float64, "timestamp": np.int64}
-    if any(arrays[k].dtype != t or arrays[k].ndim != 1 for k, t in want.items()):
-        raise ValueError("arrays of the wrong type")
+def _checked(header, points: list[tuple]) -> dict:
     if not isinstance(header, dict) or header.get("format") != CACHE_FORMAT or not isinstance(header.get("runs"), list):
         raise ValueError(f"not a history cache of format {CACHE_FORMAT}")
-    step, value, ts = (arrays[k].tolist() for k in ("step", "value", "timestamp"))
     out, at = {}, 0
-    for entry in header["runs"]:
-        rid, end_time, names, counts, keys = entry
+    for rid, end_time, names, counts, keys in header["runs"]:
         if not (isinstance(rid, str) and (end_time is None or type(end_time) is int)
                 and all(isinstance(k, str) for k in (*names, *keys)) and len(names) == len(counts)
                 and all(type(n) is int and n >= 0 for n in counts)):
             raise ValueError("a malformed run entry")
         hist = {}
         for k, n in zip(names, counts):
-            hist[k] = list(zip(step[at:at + n], value[at:at + n], ts[at:at + n]))
-            at += n
+            hist[k], at = points[at:at + n], at + n
         out[rid] = ((end_time, tuple(keys)), hist)
-    if at != len(step) or not len(step) == len(value) == len(ts):
-        raise ValueError(f"{len(step)} points, its header counts {at}")
+    if at != len(points):
+        raise ValueError(f"{len(points)} points, its header counts {at}")
     return out
 
 
