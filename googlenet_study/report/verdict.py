@@ -64,8 +64,8 @@ def _by_time(rank: pd.DataFrame, runs: pd.DataFrame, p: float, clock: str) -> li
            + (f" [{lo:.2f}, {_s(hi) if math.isinf(hi) else f'{hi:.2f}'}] (95 % bootstrap)" if not math.isnan(lo) else "")
            + (f"; log-rank p = {lr.p:.3f}{significance.how(lr)}." if not math.isnan(lr.p) else "."))
     out.append(how)
-    tied = rank[rank["rank"] == first["rank"]] if shared else rank.iloc[:1]
     if shared:
+        tied = rank[rank["rank"] == first["rank"]]
         out.append(f"{first['configuration']} shares rank 1 with {_names(tied['configuration'].iloc[1:])}: their "
                    f"ERT intervals form a chain of overlaps, so {_seeds(tied)} do not separate them to {p:g} %.")
     else:
