@@ -119,3 +119,12 @@ def test_a_target_below_one_others_reached_says_who_is_first_there():
 def test_no_higher_target_sentence_when_the_ranking_target_is_the_highest_reached():
     w, _, p = words({"s1": at([10.0, 11.0, 10.0], t80=30.0), "s2": at([12.0, 12.0, 13.0], t80=40.0)})
     assert p == 80.0 and not any("highest target" in s or "first at" in s for s in w)
+
+
+def test_by_accuracy_every_configuration_sharing_rank_1_is_named():
+    accs = {"a": (0.60, 0.62, 0.64), "b": (0.59, 0.61, 0.63), "c": (0.58, 0.60, 0.62), "far": (0.1, 0.11, 0.12)}
+    w, rank, p = words({c: [(None, None, 60.0, x) for x in xs] for c, xs in accs.items()})
+    assert p is None and list(rank["rank"]) == ["=1", "=1", "=1", "4"]
+    assert w[0].startswith("No target was reached") and "First: a (IQM 62.0 %" in w[0]
+    assert w[1] == ("It shares rank 1 with b and c: their accuracy intervals form a chain of overlaps, so the runs "
+                    "do not separate them.")
