@@ -1,21 +1,22 @@
 """Tests at the sample sizes studies have (3-10 seeds): the log-rank test by permutation, Welch, Cohen's d,
 and Holm's correction.
 
-The log-rank statistic is scipy's: Z = (O_A - E_A) / sqrt(V), O_A the runs of A that reached the target, E_A
-their expected number given who was still at risk at each time, V the hypergeometric variance
-(survival.logrank_p gives its asymptotic normal p). At 3 runs against 3 that p is about 4x too small (every
-run of A before every run of B: 0.0246; exact 0.1), so the p the report prints comes from the permutation
-distribution of Z instead: under the null hypothesis (A and B reach the target at the same rate, and are
-censored alike) every relabelling of the pooled runs into n_A and n_B is equally likely. Three methods, by
-the number of relabellings C(n_A + n_B, n_A):
+The log-rank test compares O_A, the runs of A that reached the target, with E_A, their expected number given
+who was still at risk at each time. scipy's statistic is Z = (O_A - E_A) / sqrt(V), V the hypergeometric
+variance, and its p the normal tail (survival.logrank_p). At 3 runs against 3 that p is about 4x too small
+(every run of A before every run of B: 0.0246; exact 0.1), so the p the report prints comes from the
+permutation distribution instead: under the null hypothesis (A and B reach the target at the same rate, and
+are censored alike) every relabelling of the pooled runs into n_A and n_B is equally likely. The permuted
+statistic is U = O_A - E_A = the sum over A's runs of their log-rank scores (reached 0/1 minus the
+Nelson-Aalen cumulative rate at their time), as coin's exact logrank_test (Hothorn et al. 2006): its
+permutation variance is the same for every relabelling, so U orders relabellings as the standardised
+statistic does, and a relabelling costs one sum. Three methods, by the number of relabellings C(n_A + n_B, n_A):
 
-- `exact`: every relabelling, when there are at most EXACT_MAX (10 vs 10: 184,756, some 0.1 s; Z depends on
-  the times only through their order and ties, so the null distribution is cached per pattern and the next
-  pair of the same sizes and pattern costs microseconds);
+- `exact`: every relabelling, when there are at most EXACT_MAX (10 vs 10: 184,756, some 10 ms);
 - `monte carlo (N)`: MONTE_CARLO_N relabellings drawn with PERMUTATION_SEED (the same p for the same runs),
   p = (1 + hits) / (N + 1), which keeps the test's size <= alpha (Phipson & Smyth 2010); its Monte Carlo
   standard error is sqrt(p (1 - p) / N), < 0.0022 at p = 0.05;
-- `asymptotic`: the normal p, only when both groups have ASYMPTOTIC_MIN_N runs or more.
+- `asymptotic`: scipy's normal p of Z, only when both groups have ASYMPTOTIC_MIN_N runs or more.
 
 Permuting labels assumes exchangeable runs: where A's clock ends much earlier than B's (censoring unlike),
 the permutation p is no longer exact; benchmarks/coverage.py measures the size in that case too
@@ -69,24 +70,34 @@ def logrank(ta, ha, tb, hb, alternative: str = "two-sided", method: str | None =
     if na == 0 or nb == 0 or ha.sum() + hb.sum() == 0:
         return LogRank(math.nan, method)
     t, hit = np.concatenate([ta, tb]), np.concatenate([ha, hb]) > 0
-    order = np.lexsort((~hit, t))  # by time; the order within a tie does not change Z
-    # Z depends on the times only through their order and ties: each run's tie group stands for its time, and
-    # the null distribution is cached per pooled pattern (tie groups, reached) and n_A (_null).
-    t, hit = np.unique(t[order], return_inverse=True)[1].astype(float), hit[order]
-    in_a = np.zeros(na + nb, dtype=bool)
-    in_a[np.argsort(order)[:na]] = True  # A's positions in the sorted pool
-    z_obs = _z(t, hit, in_a[None, :])[0]
+    in_a = np.arange(na + nb) < na
+    z_obs = _z(t, hit, in_a)  # scipy's statistic: the asymptotic p, and NaN where V = 0 (undefined)
     if not np.isfinite(z_obs):
         return LogRank(math.nan, method)
     if method == ASYMPTOTIC:
         from scipy import stats
         return LogRank(float(_tail(stats.norm.cdf, z_obs, alternative)), method)
-    z, total = _null(tuple(t.astype(int).tolist()), tuple(hit.tolist()), na, method == EXACT)
-    hits = _as_extreme(z, z_obs, alternative)
+    score = scores(t, hit)
     if method == EXACT:
-        return LogRank(hits / total, method)
-    p = (1 + hits) / (total + 1)
-    return LogRank(p, method, math.sqrt(p * (1 - p) / total))
+        u = score[_picks(na + nb, na)].sum(axis=1)  # U of every relabelling: (C(n, n_A),)
+    else:
+        draws = np.random.default_rng(PERMUTATION_SEED).random((MONTE_CARLO_N, na + nb))
+        u = score[np.argpartition(draws, na - 1, axis=1)[:, :na]].sum(axis=1)  # n_A random runs per row
+    hits = _as_extreme(u, float(score[:na].sum()), alternative)
+    if method == EXACT:
+        return LogRank(hits / len(u), method)
+    p = (1 + hits) / (len(u) + 1)
+    return LogRank(p, method, math.sqrt(p * (1 - p) / len(u)))
+
+
+def scores(t: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    """Each run's log-rank score: 1 if it reached the target, minus the Nelson-Aalen cumulative rate at its time
+    (the sum of reached / at risk over the times <= its own; ties: every run at a time is at risk then). The
+    scores sum to 0, and O_A - E_A is the sum of A's."""
+    times, d = np.unique(t[hit], return_counts=True)
+    n = (t[:, None] >= times[None, :]).sum(axis=0)            # at risk at each time a run reached the target
+    rate = np.concatenate([[0.0], np.cumsum(d / n)])
+    return hit.astype(float) - rate[np.searchsorted(times, t, side="right")]
 
 
 def how(r: LogRank) -> str:
@@ -114,77 +125,45 @@ def _tail(cdf, z: float, alternative: str) -> float:
     return min(1.0, 2 * cdf(-abs(z)))
 
 
-def _as_extreme(z: np.ndarray, z_obs: float, alternative: str) -> int:
-    """How many relabellings (z: their statistics, sorted) are at least as extreme as the observed one, in the
-    alternative's direction (up to rounding: _TOL)."""
-    tol = _TOL * (1 + abs(z_obs))
+def _as_extreme(u: np.ndarray, u_obs: float, alternative: str) -> int:
+    """How many relabellings (u: their statistics) are at least as extreme as the observed one, in the
+    alternative's direction (up to rounding: _TOL). E[U] = 0 over the relabellings, so two-sided is |U|."""
+    tol = _TOL * (1 + abs(u_obs))
     if alternative == "less":
-        return int(np.searchsorted(z, z_obs + tol, side="right"))
+        return int(np.count_nonzero(u <= u_obs + tol))
     if alternative == "greater":
-        return int(len(z) - np.searchsorted(z, z_obs - tol, side="left"))
-    c = abs(z_obs) - tol
-    if c <= 0:
-        return len(z)
-    return int(len(z) - np.searchsorted(z, c, side="left") + np.searchsorted(z, -c, side="right"))
+        return int(np.count_nonzero(u >= u_obs - tol))
+    return int(np.count_nonzero(np.abs(u) >= abs(u_obs) - tol))
 
 
-@functools.lru_cache(maxsize=32)
-def _null(t: tuple, hit: tuple, na: int, exact: bool) -> tuple[np.ndarray, int]:
-    """(the statistic over the relabellings, sorted; how many relabellings): every relabelling, or
-    MONTE_CARLO_N drawn from a fresh PERMUTATION_SEED generator. Runs in time order: t their tie groups, hit
-    whether each reached the target. Cached: a report's pairs share few patterns (no ties and every run at the
-    target is one pattern per n_A, n_B), so a 10 vs 10 test costs its enumeration once (some 50 ms), then
-    microseconds; at most 32 patterns (10 vs 10: 1.5 MB each) are kept."""
-    t, hit = np.asarray(t, dtype=float), np.asarray(hit, dtype=bool)
-    if exact:
-        labels = _labellings(len(t), na)
-    else:
-        base = np.zeros(len(t), dtype=np.float32)
-        base[:na] = 1.0
-        labels = np.random.default_rng(PERMUTATION_SEED).permuted(np.tile(base, (MONTE_CARLO_N, 1)), axis=1)
-    z = _z(t, hit, labels)
-    out = np.sort(z[np.isfinite(z)])
-    out.flags.writeable = False
-    return out, len(z)
-
-
-def _z(t: np.ndarray, hit: np.ndarray, in_a: np.ndarray) -> np.ndarray:
-    """scipy.stats.logrank's statistic for each row of in_a (relabellings x runs, bool, runs sorted by time t):
-    (O_A - E_A) / sqrt(V), 0 where V = 0 (then O_A = E_A: nobody of one group was at risk at any event)."""
+def _z(t: np.ndarray, hit: np.ndarray, in_a: np.ndarray) -> float:
+    """scipy.stats.logrank's statistic (O_A - E_A) / sqrt(V) for the runs (times t, hit: reached) with A where
+    in_a; NaN where V = 0 (no time at which both groups were at risk and a run reached the target)."""
     times, d = np.unique(t[hit], return_counts=True)          # event times; runs that reached it then
-    n = (t[:, None] >= times[None, :]).sum(axis=0).astype(float)  # runs at risk at each event time
-    risk = (t[:, None] >= times[None, :]).astype(np.float32)  # (runs, event times): at risk then
-    a = in_a if in_a.dtype == np.float32 else in_a.astype(np.float32)
-    at_risk_a = (a @ risk).astype(float)                        # (rows, event times), exact small integers
-    o = a @ hit.astype(np.float32)
-    e = at_risk_a @ (d / n)
-    w = np.where(n > 1, d * (n - d) / (n ** 2 * np.maximum(n - 1, 1)), 0.0)
-    v = at_risk_a @ (n * w) - (at_risk_a * at_risk_a) @ w      # sum of n_A (n - n_A) w per event time
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (o - e) / np.sqrt(v)
-    return np.where(v > 1e-12, z, np.where(np.abs(o - e) > 1e-9, np.nan, 0.0))
-
-
-def _labellings(n: int, k: int) -> np.ndarray:
-    """Every way to pick k of n runs, as a (C(n, k), n) float32 0/1 matrix (a matrix product then counts each
-    relabelling's runs at risk); read-only, cached per (n, k): a report asks for the same sizes again and again."""
-    return _picks(n, k)[1]
+    risk = t[:, None] >= times[None, :]                       # (runs, event times): at risk then
+    n, n_a = risk.sum(axis=0).astype(float), risk[in_a].sum(axis=0).astype(float)
+    o, e = float(np.sum(hit & in_a)), float(np.sum(n_a * d / n))
+    v = float(np.sum(np.where(n > 1, n_a * (n - n_a) * d * (n - d) / (n ** 2 * np.maximum(n - 1, 1)), 0.0)))
+    return (o - e) / math.sqrt(v) if v > 1e-12 else math.nan
 
 
 @functools.lru_cache(maxsize=None)
-def _picks(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bool, float32) matrices of _labellings: those with run 0 in A, then those without it (10 of 20: 3.7 MB
-    and 15 MB)."""
-    if k in (0, n):
-        out = np.full((1, n), k == n, dtype=bool)
+def _picks(n: int, k: int) -> np.ndarray:
+    """Every way to pick k of n runs, as a (C(n, k), k) matrix of run indices, read-only: those with run 0,
+    then those without it. Cached per (n, k): a report asks for the same sizes again and again (10 of 20:
+    3.7 MB)."""
+    if k == 0:
+        out = np.zeros((1, 0), dtype=np.uint16)
+    elif k == n:
+        out = np.arange(n, dtype=np.uint16)[None, :]
     else:
-        with_first, without = _picks(n - 1, k - 1)[0], _picks(n - 1, k)[0]
-        out = np.empty((len(with_first) + len(without), n), dtype=bool)
-        out[:len(with_first), 0], out[len(with_first):, 0] = True, False
-        out[:len(with_first), 1:], out[len(with_first):, 1:] = with_first, without
-    as_float = out.astype(np.float32)
-    out.flags.writeable = as_float.flags.writeable = False
-    return out, as_float
+        with_first, without = _picks(n - 1, k - 1), _picks(n - 1, k)
+        out = np.empty((len(with_first) + len(without), k), dtype=np.uint16)
+        out[:len(with_first), 0] = 0
+        out[:len(with_first), 1:] = with_first + 1
+        out[len(with_first):] = without + 1
+    out.flags.writeable = False
+    return out
 
 
 def holm(p: Sequence[float]) -> np.ndarray:
