@@ -5,6 +5,7 @@ Bad input anywhere ends in one line on stderr and exit status 2, before anything
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 
@@ -230,6 +231,39 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"googlenet-study {args.command}: interrupted", file=sys.stderr)
         return 128 + (STOP.signum or 2)
+    except Exception as e:
+        damage = damaged_database(e)
+        if damage is None:
+            raise
+        print(f"googlenet-study {args.command}: error: {_store_named(args)} is damaged ({damage}); restore it "
+              f"from a backup or move it away", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# What SQLite says of a file whose pages are not a database (the first pages are checked before a store is
+# opened, tracking/sqlite.py; a page further in is only found when a query reaches it).
+DAMAGE = ("database disk image is malformed", "file is not a database")
+
+
+def damaged_database(e: BaseException | None) -> str | None:
+    """SQLite's words when `e`, or what caused it, says a database file is damaged; else None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        said = next((d for d in DAMAGE if d in str(e)), None)
+        if said:
+            return said
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _store_named(args: argparse.Namespace) -> str:
+    from .tracking import redact
+
+    uri = redact(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+    if args.command == "sweep":
+        return f"the tracking store ({uri}) or the Optuna storage ({redact(args.storage or 'optuna.db')})"
+    return f"the tracking store {uri}"
 
 
 if __name__ == "__main__":

@@ -357,3 +357,21 @@ def test_mlflow_db_filling_up_mid_run_is_one_line_and_the_rerun_resumes(here, ca
         for key in (schema.ACCURACY, schema.CLOCK):
             assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [1, 2, 3], key
         assert len(c.search_runs([run.info.experiment_id])) == 1
+
+
+@pytest.mark.parametrize("command", ["train", "report"])
+def test_a_store_damaged_past_its_first_pages_is_one_line_when_a_query_reaches_it(command, here, capsys):
+    """The header and the schema are intact, the experiments table's page is random bytes: the checks before
+    opening pass, MLflow's first query fails (today: a DatabaseError traceback); one line, exit 2."""
+    db = here / "mlflow.db"
+    new_store(db)
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        page = con.execute("select rootpage from sqlite_master where name = 'experiments'").fetchone()[0]
+        size = con.execute("pragma page_size").fetchone()[0]
+    with open(db, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(os.urandom(size))
+    argv = {"train": ["train", *TINY], "report": ["report", "--experiment", "x"]}[command]
+    code, err = one_line(capsys, [*argv, "--tracking-uri", f"sqlite:///{db}"])
+    assert code == 2 and f"the tracking store sqlite:///{db} is damaged (database disk image is malformed)" in err, err
+    assert not (here / ".checkpoints").exists()
