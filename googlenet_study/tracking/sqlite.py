@@ -66,11 +66,42 @@ def _name(what: str) -> str:
 
 
 def _check_content(p: Path, what: str, ours: frozenset[str], size: int) -> None:
-    """The header says SQLite and a size the file has; the tables are ours (or there are none yet)."""
+    """The header says SQLite and a size the file has; the tables are ours (or there are none yet).
+
+    The size is compared under SQLite's shared lock (a read transaction): a writer in another process (a sweep's
+    worker) writes page 1, with the new page count, before the pages it appends, and takes the lock to do so."""
+    with open(p, "rb") as f:
+        if not f.read(16) == HEADER:
+            raise StoreFault(f"{p} is not {what} (not an SQLite file); move it away or name another file")
+    try:
+        con = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        try:
+            con.execute("begin")
+            try:
+                tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+            except sqlite3.DatabaseError as e:
+                tables = e
+            _check_size(p, what, p.with_name(p.name + "-wal").exists())
+            con.execute("commit")
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        tables = e
+    if isinstance(tables, sqlite3.DatabaseError):
+        raise StoreFault(f"{p} is not {what} ({tables}); restore it from a backup or move it away") from None
+    tables = {t for t in tables if not t.startswith("sqlite_")}
+    if tables and not tables & ours:
+        other = ("an Optuna database" if tables & OPTUNA_TABLES else "an MLflow database"
+                 if tables & MLFLOW_TABLES else "another program's database")
+        raise StoreFault(f"{p} is not {what}: it is {other} (tables {', '.join(sorted(tables)[:4])}); "
+                         f"name another file")
+
+
+def _check_size(p: Path, what: str, wal: bool) -> None:
+    """A file shorter than its header says (a copy cut short); a WAL file's pages may live in its -wal."""
     with open(p, "rb") as f:
         header = f.read(100)
-    if not header.startswith(HEADER):
-        raise StoreFault(f"{p} is not {what} (not an SQLite file); move it away or name another file")
+        size = os.fstat(f.fileno()).st_size
     if len(header) < 100:
         raise StoreFault(f"{p} is not {what}: it is truncated ({size} bytes); restore it from a backup or "
                          f"move it away")
@@ -78,23 +109,9 @@ def _check_content(p: Path, what: str, ours: frozenset[str], size: int) -> None:
     page = 65536 if page == 1 else page  # bytes; 1 encodes 65536
     pages = int.from_bytes(header[28:32], "big")
     valid = header[24:28] == header[92:96]  # the page count is only kept by SQLite >= 3.7.0 writers
-    if valid and pages and size < pages * page:
+    if valid and pages and not wal and size < pages * page:
         raise StoreFault(f"{p} is not {what}: it is truncated ({size} of {pages * page} bytes); restore it "
                          f"from a backup or move it away")
-    try:
-        con = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro", uri=True, timeout=30)
-        try:
-            tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as e:
-        raise StoreFault(f"{p} is not {what} ({e}); restore it from a backup or move it away") from None
-    tables = {t for t in tables if not t.startswith("sqlite_")}
-    if tables and not tables & ours:
-        other = ("an Optuna database" if tables & OPTUNA_TABLES else "an MLflow database"
-                 if tables & MLFLOW_TABLES else "another program's database")
-        raise StoreFault(f"{p} is not {what}: it is {other} (tables {', '.join(sorted(tables)[:4])}); "
-                         f"name another file")
 
 
 def _check_writable(p: Path, what: str, exists: bool) -> None:
