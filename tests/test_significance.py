@@ -114,11 +114,19 @@ def test_ten_against_ten_is_exact_and_quick():
 
     rng = np.random.default_rng(2)
     a, b = rng.lognormal(0, 0.3, 10), rng.lognormal(0.2, 0.3, 10)
-    sg._picks.cache_clear()
+    sg._bits.cache_clear()
     t0 = time.perf_counter()
     r = sg.logrank(a, np.ones(10), b, np.ones(10))
-    assert r.method == "exact" and time.perf_counter() - t0 < 1.0  # 184,756 relabellings: ~20 ms on a quiet core
-    assert sg._picks(20, 10).shape == (184_756, 10)
+    assert r.method == "exact" and time.perf_counter() - t0 < 0.5  # 184,756 relabellings: ~1 ms on a quiet core
+
+
+def test_meeting_in_the_middle_counts_what_enumerating_every_pick_counts(monkeypatch):
+    ta, ha = np.array([10.0, 12, 20, 20, 40]), np.array([1.0, 1, 1, 0, 0])
+    tb, hb = np.array([20.0, 30, 30, 40]), np.array([1.0, 1, 1, 0])
+    halves = {alt: sg.logrank(ta, ha, tb, hb, alt).p for alt in sg.ALTERNATIVES}
+    monkeypatch.setattr(sg, "HALF_MAX", 2)  # 9 runs > 2 x 2: every one of the C(9, 5) = 126 picks
+    assert {alt: sg.logrank(ta, ha, tb, hb, alt).p for alt in sg.ALTERNATIVES} == pytest.approx(halves, abs=1e-12)
+    assert 0 < halves["less"] < 1 and 0 < halves["greater"] < 1
 
 
 def test_the_words_after_a_p_say_how_it_was_computed():
