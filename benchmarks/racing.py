@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument("--min-seeds", type=int, default=racing.Racing.min_seeds)
     ap.add_argument("--max-seeds", type=int, default=racing.Racing.max_seeds)
     ap.add_argument("--alpha", type=alpha_arg, default=racing.Racing.alpha,
-                    help="per comparison, per round: a number, or steps SEEDS:ALPHA,... (default 3:0.1,5:0.2)")
+                    help="per comparison, per round: a number, or steps SEEDS:ALPHA,... (default 3:0.1,5:0.15)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes, one scenario each at a time")
     ap.add_argument("--only", default="", help="run the scenarios whose name contains this")

@@ -16,12 +16,15 @@ no MLflow, no Optuna), with the report's own statistics on the report's clock:
   if they ran at least as long, in epochs, as the leader's longest run to it (evidence(): a loaded machine
   changes seconds, not epochs; a shorter run says nothing). A configuration that reaches nothing in such
   runs has ERT inf against the leader's finite one: 3 runs against 3 give p = 1/20;
-- eliminated: p <= alpha. alpha is a per-comparison, per-round knob, not a promise over the race: there is
-  no correction over the round's tests and every round looks again, and the leader is chosen by the same
-  data. What it gives over a race is measured by benchmarks/racing.py: with alpha 0.1 a configuration truly
-  tied with or faster than the leader that eliminated it was eliminated in 4.4-47.9 % of simulated races
-  (docs/sweeps.md, Racing). The race stops when one configuration is left (`one left`),
-  every survivor has max_seeds (`max_seeds`) or the runs have used budget_s seconds (`budget_s`)."""
+- eliminated: p <= alpha, the round's (Racing.alpha_at its seeds; default 0.1 at 3-4 seeds, 0.15 from 5).
+  alpha is a per-comparison, per-round knob, not a promise over the race: there is no correction over the
+  round's tests, every round looks again, and the leader is chosen by the same data. What it gives over a
+  race is measured by benchmarks/racing.py: with the default, a configuration truly tied with or faster than
+  the leader that eliminated it was eliminated in 6.6-71.0 % of simulated races by scenario (71.0 %: two
+  truly tied configurations, where it is harmless; docs/sweeps.md, Racing).
+
+The race stops when one configuration is left (`one left`), every survivor has max_seeds (`max_seeds`) or
+the runs have used budget_s seconds (`budget_s`)."""
 
 from __future__ import annotations
 
@@ -76,11 +79,12 @@ def _censored(g: pd.DataFrame, p: float) -> tuple[np.ndarray, np.ndarray, np.nda
     if EPOCHS_END not in g:
         return t, hit, t
     ok = np.isfinite(g["clock_end_s"].to_numpy(dtype=float))  # the runs survival.observed kept
-    return t, hit, np.where(hit > 0, g[epochs_to(p)].to_numpy(dtype=float)[ok], g[EPOCHS_END].to_numpy(dtype=float)[ok])
+    to_target, end = (g[c].to_numpy(dtype=float)[ok] for c in (epochs_to(p), EPOCHS_END))
+    return t, hit, np.where(hit > 0, to_target, end)
 
 
 def _by_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float]) -> dict:
-    """{configuration: {target: (t, hit)}} for the live configurations (one pass over the runs)."""
+    """{configuration: {target: (t, hit, length)}} for the live configurations (one pass over the runs)."""
     groups = dict(tuple(runs.groupby("configuration", observed=True, sort=False)))
     empty = runs.iloc[:0]
     return {c: {p: _censored(groups.get(c, empty), p) for p in targets} for c in live}

@@ -238,8 +238,8 @@ class Racing:
     min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
     max_seeds: int = 10           # no configuration gets more seeds
     # per comparison with the leader, per round (no promise over the race: racing.py): a number, or steps
-    # ((from seeds, alpha), ...): 0.1 while the configurations have 3-4 seeds, 0.2 from 5 (docs/sweeps.md)
-    alpha: float | tuple[tuple[int, float], ...] = ((3, 0.1), (5, 0.2))
+    # ((from seeds, alpha), ...): 0.1 while the configurations have 3-4 seeds, 0.15 from 5 (docs/sweeps.md)
+    alpha: float | tuple[tuple[int, float], ...] = ((3, 0.1), (5, 0.15))
     budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
 
     def alpha_at(self, seeds: int) -> float:
@@ -287,11 +287,11 @@ def _alpha(a: Any, err) -> float | tuple[tuple[int, float], ...]:
         if not steps or not all(isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= MAX_RACING_SEEDS
                                 and number(x) for k, x in steps.items()):
             raise err("racing.alpha", "steps must map seeds (an integer >= 2) to a number in (0, 1), e.g. "
-                                      f"{{3: 0.1, 5: 0.2}}, got {a!r}")
+                                      f"{{3: 0.1, 5: 0.15}}, got {a!r}")
         return tuple((int(k), float(steps[k])) for k in sorted(steps))
     if not number(a):
         raise err("racing.alpha", f"must be a number in (0, 1) or steps {{seeds: alpha}}, e.g. 0.1 or "
-                                  f"{{3: 0.1, 5: 0.2}}, got {a!r}")
+                                  f"{{3: 0.1, 5: 0.15}}, got {a!r}")
     return float(a)
 
 
