@@ -34,9 +34,8 @@ def problem_of(d: dict, epochs: int, net: torch.nn.Module | None) -> str | None:
     partial = d.get("partial")
     if partial is not None and (not isinstance(partial, dict) or partial.get("epoch") != epoch + 1):
         return f"a partial epoch that does not follow epoch {epoch}"
-    if partial is not None and not (_tensor(partial.get("sums"), torch.float64, (4,))
-                                    and all(_number(partial.get(k)) for k in ("batch", "seen", "data_time_s",
-                                                                              "train_time_s"))):
+    if partial is not None and not (_tensor(partial.get("sums"), torch.float64, (4,))  # every other field a count
+                                    and all(_number(v) for k, v in partial.items() if k != "sums")):  # or seconds
         return "a partial epoch whose counts or sums are not finite numbers >= 0 and a float64 (4,) tensor"
     return _bad_model(d["model"], net) or _bad_optimizer(d["optimizer"]) or _bad_rng(d["rng"]) or \
         (None if d.get("scaler") is None or isinstance(d["scaler"], dict) else "a scaler state that is not a dict")
