@@ -1,5 +1,6 @@
 """Histories through a real `mlflow server`: its bulk endpoint (many runs per request) gives exactly what MLflow's
-public per-run get_metric_history gives, NaN, inf, a re-logged step, several keys and a sampled history included."""
+public per-run get_metric_history gives, NaN, inf, a re-logged step, several keys and answers cut off at the
+endpoint's limit included."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def test_server_bulk_histories_equal_mlflows_per_run_history(tmp_path, monkeypat
         ms.append(Metric("train_loss", 0.5, now - 5, 7))  # a later step logged earlier: MLflow orders by time
         c.log_batch(rid, metrics=ms)
         ids.append(rid)
+    c.log_batch(ids[4], metrics=[Metric("lr", 0.1 / s, now + s, s) for s in range(1, 9)])  # 8 values
     keys = {rid: ["elapsed_time_s", "test_acc", "train_loss"] for rid in ids}
+    keys[ids[4]] = ["elapsed_time_s", "lr", "test_acc", "train_loss"]
     keys[ids[2]] = ["test_acc"]  # a key a run is not asked for is not returned for it
     want = {rid: {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(rid, k)] for k in ks}
             for rid, ks in keys.items()}
@@ -61,23 +64,23 @@ def test_server_bulk_histories_equal_mlflows_per_run_history(tmp_path, monkeypat
         got, left = bulk.server_histories(store, keys, None, workers=3)
         done = []
         through_read = read.metric_histories(keys, http, progress=done.append, workers=3)
-        # The endpoint's limit per run, lowered to 3 values: a longer history may come back sampled, so that
-        # run and key are left to the per-run read.
-        monkeypatch.setattr(bulk, "SERVER_VALUES", 3)
-        _, sampled_left = bulk.server_histories(store, keys, None, workers=3)
-        sampled_read = read.metric_histories(keys, http, workers=3)
+        # The endpoint's limit per answer, lowered to 7 values: an answer that is full may cut off its last
+        # run, which is asked again; a run whose history alone fills an answer (lr) is read per run.
+        monkeypatch.setattr(bulk, "SERVER_VALUES", 7)
+        cut, cut_left = bulk.server_histories(store, keys, None, workers=3)
+        cut_read = read.metric_histories(keys, http, workers=3)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
-    assert left == {}
+    assert left == {} and cut_left == {ids[4]: ["lr"]}
     for rid, ks in keys.items():
-        for have in (got, through_read, sampled_read):
+        for have in (got, through_read, cut_read):
             assert list(have[rid]) == ks
             assert all(same(have[rid][k], want[rid][k]) for k in ks), (rid, have[rid], want[rid])
+        assert all(same(cut[rid][k], want[rid][k]) for k in ks if (rid, k) != (ids[4], "lr"))
     assert math.isnan(got[ids[0]]["test_acc"][1][1]) and got[ids[0]]["test_acc"][-1] == (2, 0.9, now + 9)
     assert got[ids[1]]["elapsed_time_s"][2][1] > 1e308  # MLflow stores inf as the largest double
     assert got[ids[0]]["train_loss"] == [(7, 0.5, now - 5), (1, 2.0, now), (2, 1.0, now + 1)]
+    assert len(got[ids[4]]["lr"]) == 8
     assert sum(done) == len(keys)  # progress counts every run once
-    # 4 or 5 test_acc / elapsed_time_s values > 3: read per run; train_loss (3 values) too, at the limit.
-    assert sampled_left == keys
