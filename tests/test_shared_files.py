@@ -227,6 +227,23 @@ def test_a_symlinked_feature_lock_is_not_followed(tmp_path):
     assert not target.exists()
 
 
+def test_a_symlinked_racing_lock_beside_the_database_is_refused_and_creates_nothing(tmp_path):
+    import hashlib
+
+    from googlenet_study.sweep import race
+    db = tmp_path / "optuna.db"
+    lock = tmp_path / f"optuna.db.racing-{hashlib.sha256(b's').hexdigest()[:12]}.lock"
+    target = tmp_path / "anywhere"
+    lock.symlink_to(target)
+    with pytest.raises(UserError, match=f"racing: {re.escape(str(lock))} is a symbolic link, not a lock file"):
+        with race.study_lock(f"sqlite:///{db}", None, "s"):
+            pass
+    assert not target.exists()
+    lock.unlink()
+    with race.study_lock(f"sqlite:///{db}", None, "s"):  # a real lock: taken and released
+        assert lock.is_file()
+
+
 def test_a_fifo_for_a_checkpoint_is_one_line_and_never_blocks(tiny_cfg, tmp_path):
     cfg = tiny_cfg.resolve()
     path = checkpoint.path_for(tmp_path / "ck", cfg, RUN_A)

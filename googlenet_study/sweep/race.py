@@ -27,6 +27,8 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import csv_cells, racing, schema, tracking
+from ..config import UserError
+from ..safe_files import NotRegular, open_lock
 from ..stop import STOP
 from ..study import StudySpec
 
@@ -75,7 +77,12 @@ def study_lock(storage_url: str, storage, name: str):
     from sqlalchemy.engine import make_url
 
     db = Path(make_url(storage_url).database or "optuna.db")
-    with open(db.with_name(f"{db.name}.racing-{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock"), "a") as f:
+    lock = db.with_name(f"{db.name}.racing-{hashlib.sha256(name.encode()).hexdigest()[:12]}.lock")
+    try:
+        f = open_lock(lock)  # O_NOFOLLOW: a link planted beside a shared database creates nothing elsewhere
+    except NotRegular as e:
+        raise UserError(f"racing: {e}; move it away") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
