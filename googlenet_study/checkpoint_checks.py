@@ -37,7 +37,7 @@ def problem_of(d: dict, epochs: int, net: torch.nn.Module | None) -> str | None:
     if partial is not None and not (_tensor(partial.get("sums"), torch.float64, (4,))  # every other field a count
                                     and all(_number(v) for k, v in partial.items() if k != "sums")):  # or seconds
         return "a partial epoch whose counts or sums are not finite numbers >= 0 and a float64 (4,) tensor"
-    return _bad_model(d["model"], net) or _bad_optimizer(d["optimizer"]) or _bad_rng(d["rng"]) or \
+    return _bad_model(d["model"], net) or _bad_optimizer(d["optimizer"], net) or _bad_rng(d["rng"]) or \
         (None if d.get("scaler") is None or isinstance(d["scaler"], dict) else "a scaler state that is not a dict")
 
 
@@ -83,15 +83,27 @@ def _bad_model(model, net: torch.nn.Module | None) -> str | None:
                                       f"{want[wrong]}"
 
 
-def _bad_optimizer(opt) -> str | None:
-    """torch.optim's state_dict form: state {param index: {name: tensor or number}}, param_groups [{params: [int]}]."""
+def _bad_optimizer(opt, net: torch.nn.Module | None) -> str | None:
+    """torch.optim's state_dict form: state {param index: {name: tensor or number}}, param_groups [{params: [int]}];
+    with `net`, one entry per parameter it trains (engine.make_optimizer's list), each state tensor its shape."""
     ok = isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list) \
         and all(isinstance(g, dict) and isinstance(g.get("params"), list) and all(type(i) is int for i in g["params"])
                 for g in opt["param_groups"])
-    ids = {i for g in opt["param_groups"] for i in g["params"]} if ok else set()
+    ids = [i for g in opt["param_groups"] for i in g["params"]] if ok else []
     ok = ok and all(k in ids and isinstance(s, dict) and all(isinstance(v, (torch.Tensor, int, float)) for v in s.values())
                     for k, s in opt["state"].items())
-    return None if ok else "an optimizer state that is not a torch optimizer's state dict"
+    if not ok:
+        return "an optimizer state that is not a torch optimizer's state dict"
+    if net is None:
+        return None
+    shapes = [tuple(p.shape) for p in net.parameters() if p.requires_grad]
+    if sorted(ids) != list(range(len(shapes))):
+        return f"an optimizer state for {len(ids)} parameters, the model trains {len(shapes)}"
+    for i, s in opt["state"].items():
+        for name, v in s.items():
+            if isinstance(v, torch.Tensor) and v.dim() > 0 and tuple(v.shape) != shapes[i]:
+                return f"optimizer {name} of parameter {i} of shape {tuple(v.shape)}, the parameter's is {shapes[i]}"
+    return None
 
 
 def _bad_rng(rng) -> str | None:

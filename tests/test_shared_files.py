@@ -379,6 +379,10 @@ def forge(path: Path, what: str) -> None:
         d["model"] = {"evil.weight": torch.zeros(1, 2), "bias": torch.zeros(1)}
     elif what == "garbage optimizer":
         d["optimizer"] = {"state": {0: "x"}, "param_groups": [{"params": ["a"]}]}
+    elif what == "optimizer of another model":
+        d["optimizer"]["param_groups"][0]["params"] = [0, 1, 2]
+    elif what == "optimizer state of another shape":
+        d["optimizer"]["state"][0] = {"momentum_buffer": torch.zeros(5, 5)}
     elif what == "garbage rng":
         d["rng"]["torch"] = torch.zeros(7, dtype=torch.uint8)
     elif what == "garbage python rng":
@@ -395,6 +399,9 @@ FORGERIES = {"history longer than the run": "10 epochs of history for a run of 2
              "wrong tensor shape": "model tensor weight of shape (3, 2), the model's is (1, 2)",
              "foreign model keys": "model tensors this model does not have (evil.weight)",
              "garbage optimizer": "an optimizer state that is not a torch optimizer's state dict",
+             "optimizer of another model": "an optimizer state for 3 parameters, the model trains 2",
+             "optimizer state of another shape": "optimizer momentum_buffer of parameter 0 of shape (5, 5), the "
+                                                 "parameter's is (1, 2)",
              "garbage rng": "random generator states of the wrong form",
              "garbage python rng": "random generator states of the wrong form"}
 
