@@ -20,7 +20,7 @@ no MLflow, no Optuna), with the report's own statistics on the report's clock:
   alpha is a per-comparison, per-round knob, not a promise over the race: there is no correction over the
   round's tests, every round looks again, and the leader is chosen by the same data. What it gives over a
   race is measured by benchmarks/racing.py: with the default, a configuration truly tied with or faster than
-  the leader that eliminated it was eliminated in 6.6-71.0 % of simulated races by scenario (71.0 %: two
+  the leader that eliminated it was eliminated in 5.4-59.9 % of simulated races by scenario (59.9 %: two
   truly tied configurations, where it is harmless; docs/sweeps.md, Racing).
 
 The race stops when one configuration is left (`one left`), every survivor has max_seeds (`max_seeds`) or
