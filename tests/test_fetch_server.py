@@ -13,7 +13,7 @@ import time
 
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 
 from conftest import free_port, http_up, new_store, wait_for
 
@@ -84,3 +84,29 @@ def test_server_bulk_histories_equal_mlflows_per_run_history(tmp_path, monkeypat
     assert got[ids[0]]["train_loss"] == [(7, 0.5, now - 5), (1, 2.0, now), (2, 1.0, now + 1)]
     assert len(got[ids[4]]["lr"]) == 8
     assert sum(done) == len(keys)  # progress counts every run once
+
+
+def test_runs_read_from_the_tables_equal_mlflows_search_runs(tmp_path):
+    """bulk.runs (no filter: the report's usual case) gives search_runs' dicts in its order: a NaN latest
+    metric, params and tags, a deleted run and another experiment's run left out."""
+    uri = new_store(tmp_path / "mlflow.db")
+    c = MlflowClient(uri)
+    exp, other = c.create_experiment("runs"), c.create_experiment("other")
+    for i in range(4):
+        rid = c.create_run(exp, run_name=f"r{i}", start_time=1000 + i % 2, tags={"t": str(i)}).info.run_id
+        c.log_batch(rid, metrics=[Metric("test_acc", float("nan") if i == 1 else i / 10, 5, 1)],
+                    params=[Param("lr", str(i))])
+        if i == 2:
+            c.delete_run(rid)
+        elif i == 3:
+            c.set_terminated(rid, "FINISHED")
+    c.create_run(other, run_name="elsewhere")
+    got = bulk.runs(bulk.database_store(read.client(uri)), exp)
+    want = read.search_runs_all("runs", "attributes.run_name != 'no such run'", uri)  # a filter: MLflow's search
+    assert [r["run_name"] for r in got] == [r["run_name"] for r in want] and len(got) == 3
+    for a, b in zip(got, want):
+        assert math.isnan(a["metrics"]["test_acc"]) == math.isnan(b["metrics"]["test_acc"])
+        assert {**a, "metrics": {}} == {**b, "metrics": {}}
+        assert a["metrics"] == b["metrics"] or a["run_name"] == "r1"
+    unfiltered = read.search_runs_all("runs", None, uri)  # no filter: read.search_runs_all reads the tables
+    assert [r["run_id"] for r in unfiltered] == [r["run_id"] for r in want]

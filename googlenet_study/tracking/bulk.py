@@ -81,6 +81,37 @@ def histories(store, keys_by_run: dict[str, list[str]], progress, chunk: int = C
     return result
 
 
+def runs(store, experiment_id: str) -> list[dict]:
+    """Every active run of the experiment as read.search_runs_all gives it (run_id, run_name, status,
+    start_time, end_time, params, metrics: the latest values, NaN as NaN; tags), in search_runs' order
+    (start_time descending, then run id): one query per table. search_runs builds an ORM object per param,
+    tag and metric: 21 CPU s for 10,000 runs, more than their histories."""
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+
+    r = SqlRun.__table__.c
+    active = sa.and_(r.experiment_id == int(experiment_id), r.lifecycle_stage == "active")
+    nan = float("nan")
+    with store.ManagedSessionMaker() as session:
+        head = _plain_rows(session, sa.select(r.run_uuid, r.name, r.status, r.start_time, r.end_time)
+                           .where(active).order_by(r.start_time.desc(), r.run_uuid))
+        out = {rid: {"run_id": rid, "run_name": name or "", "status": status, "start_time": start,
+                     "end_time": end, "params": {}, "metrics": {}, "tags": {}}
+               for rid, name, status, start, end in head}
+        for table, field in ((SqlParam, "params"), (SqlTag, "tags"), (SqlLatestMetric, "metrics")):
+            t = table.__table__.c
+            cols = [t.run_uuid, t.key, t.value] + ([t.is_nan] if field == "metrics" else [])
+            q = sa.select(*cols).join_from(table.__table__, SqlRun.__table__, t.run_uuid == r.run_uuid).where(active)
+            for row in _plain_rows(session, q):
+                run = out.get(row[0])
+                if run is not None:
+                    run[field][row[1]] = nan if field == "metrics" and row[3] else row[2]
+    for run in out.values():  # as MLflow's entity: a run without a name takes its mlflow.runName tag
+        if not run["run_name"]:
+            run["run_name"] = run["tags"].get("mlflow.runName", "")
+    return list(out.values())
+
+
 def _plain_rows(session, q) -> list[tuple]:
     """The rows of `q` as the database driver's own tuples: SQLAlchemy's Row objects cost as much again as
     the query (1,000 runs x 360 values: 1.65 CPU s against 0.9)."""
