@@ -56,7 +56,8 @@ def test_a_logged_summary_never_overrides_its_history_and_is_listed_with_both_va
     assert d["final-logged", "final_test_acc"].value == 0.74
     assert d["final-logged", "final_test_acc"].problem == \
         "disagrees with its history: logged 0.74, per-epoch test_acc gives none (NaN)"
-    assert d["best-nan", "best_test_acc"].problem == "disagrees with its history: logged nan, per-epoch test_acc gives 0.8"
+    assert d["best-nan", "best_test_acc"].problem == \
+        "disagrees with its history: logged nan, per-epoch test_acc gives 0.8"
     runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS)
     r = runs.set_index("run_name")
     assert math.isnan(r.loc["final-logged", "final_test_acc"]) and r.loc["final-logged", "best_test_acc"] == 0.7
