@@ -138,7 +138,8 @@ def main() -> None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
     keys = ["fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s", "pdf_s", "total_s"]  # pdf_s: of render_s
-    print(f"\n{'report over ' + str(a.runs) + ' runs x ' + str(a.epochs) + ' epochs':<40}"
+    n = rows[0][1]["n_runs"]  # with --reuse, the store's runs, whatever --runs says
+    print(f"\n{f'report over {n} runs':<40}"
           + "".join(f"{k:>12}" for k in keys))
     for label, t in rows:
         print(f"{label:<40}" + "".join(f"{t[k]:>12.1f}" for k in keys))
