@@ -246,6 +246,11 @@ def _imagenet_state(arch: str) -> tuple[dict, WeightsInfo]:
     return state, WeightsInfo("imagenet", w.url, str(path), _sha256(path), f"{type(w).__name__}.{w.name}")
 
 
+def _starts_with(p: Path, magic: bytes) -> bool:
+    with open_regular(p) as f:
+        return f.read(len(magic)) == magic
+
+
 def _file_state(path: str) -> tuple[dict, WeightsInfo]:
     p = Path(path)
     if not p.is_file():
@@ -258,7 +263,9 @@ def _file_state(path: str) -> tuple[dict, WeightsInfo]:
     except NotRegular as e:
         raise UserError(f"weights: {e}; allowed: imagenet | none | a state-dict file") from None
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
+        # A pickle (torch.save of objects, or pickle.dumps: protocol >= 2 starts with PROTO, 0x80) is refused by
+        # the weights-only unpickler; any other bytes are merely unreadable (a corrupt or foreign file).
+        if "unsupported GLOBAL" in str(e) or _starts_with(p, b"\x80"):
             raise UserError(f"weights: {p} holds objects other than tensors and plain values (a pickle), which "
                             f"are never loaded; give a state dict saved with torch.save") from None
         raise UserError(f"weights: {p} is not a readable PyTorch state dict") from None
