@@ -110,3 +110,23 @@ def test_runs_read_from_the_tables_equal_mlflows_search_runs(tmp_path):
         assert a["metrics"] == b["metrics"] or a["run_name"] == "r1"
     unfiltered = read.search_runs_all("runs", None, uri)  # no filter: read.search_runs_all reads the tables
     assert [r["run_id"] for r in unfiltered] == [r["run_id"] for r in want]
+
+
+def test_the_sqlite_history_query_finds_a_chunks_rows_by_run_not_by_walking_every_runs_rows_of_each_key(tmp_path):
+    """The bulk read was quadratic: SQLite walked the primary key (key, ...) for every chunk of runs."""
+    import sqlite3
+
+    from sqlalchemy.dialects import sqlite
+
+    uri = new_store(tmp_path / "mlflow.db")
+    c = MlflowClient(uri)
+    rid = c.create_run(c.create_experiment("plan")).info.run_id
+    c.log_batch(rid, metrics=[Metric("test_acc", 0.5, 1, 1)])
+    others = [f"{i:032x}" for i in range(bulk.CHUNK - 1)]  # a whole chunk: 200 runs x 12 keys
+    keys = ["test_acc"] + [f"key_{i}" for i in range(11)]
+    q = bulk.history_query([rid, *others], keys).compile(dialect=sqlite.dialect(),
+                                                         compile_kwargs={"literal_binds": True})
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        plan = " ".join(row[-1] for row in con.execute(f"EXPLAIN QUERY PLAN {q}"))
+        assert con.execute(str(q)).fetchall() == [(rid, "test_acc", 1, 0.5, 1, 0)]
+    assert "USING INDEX index_metrics_run_uuid" in plan and "(key=?)" not in plan, plan

@@ -55,21 +55,13 @@ def database_store(c):
 def histories(store, keys_by_run: dict[str, list[str]], progress, chunk: int = CHUNK) -> dict:
     """{run_id: {key: [(step, value, timestamp_ms)]}} in MLflow's order (timestamp, step, value), one query
     per chunk of runs; a value stored with is_nan is NaN, as MLflow's Metric entity gives it."""
-    import sqlalchemy as sa
-
-    m = _metrics_table().c
     result: dict[str, dict] = {rid: {k: [] for k in keys} for rid, keys in keys_by_run.items()}
     ids = list(keys_by_run)
     nan = float("nan")
     for i in range(0, len(ids), chunk):
         part = ids[i:i + chunk]
         keys = sorted({k for rid in part for k in keys_by_run[rid]})
-        # key || '': the same keys, but no index on key can serve it. Given `key IN (...)`, SQLite (no
-        # statistics) walks the primary key (key, timestamp, ...), i.e. every run's rows of each key, for
-        # every chunk: 10x the runs read 100x the rows. Now it finds the chunk's rows by run_uuid.
-        q = (sa.select(m.run_uuid, m.key, m.step, m.value, m.timestamp, m.is_nan)
-             .where(m.run_uuid.in_(part), m.key.concat("").in_(keys))
-             .order_by(m.run_uuid, m.key, m.timestamp, m.step, m.value))
+        q = history_query(part, keys)
         with store.ManagedSessionMaker() as session:
             rows = _plain_rows(session, q)
         for (rid, key), points in groupby(rows, key=itemgetter(0, 1)):
@@ -110,6 +102,19 @@ def runs(store, experiment_id: str) -> list[dict]:
         if not run["run_name"]:
             run["run_name"] = run["tags"].get("mlflow.runName", "")
     return list(out.values())
+
+
+def history_query(run_ids: list[str], keys: list[str]):
+    """The rows of these runs and keys, in MLflow's per-run order (timestamp, step, value)."""
+    import sqlalchemy as sa
+
+    m = _metrics_table().c
+    # key || '': the same keys, but no index on key can serve it. Given `key IN (...)`, SQLite (no
+    # statistics) walks the primary key (key, timestamp, ...), i.e. every run's rows of each key, for
+    # every chunk: 10x the runs read 100x the rows. Now it finds the chunk's rows by run_uuid.
+    return (sa.select(m.run_uuid, m.key, m.step, m.value, m.timestamp, m.is_nan)
+            .where(m.run_uuid.in_(run_ids), m.key.concat("").in_(keys))
+            .order_by(m.run_uuid, m.key, m.timestamp, m.step, m.value))
 
 
 def _plain_rows(session, q) -> list[tuple]:
