@@ -370,6 +370,38 @@ def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monk
     assert list(csv_rows["decision"]) == ["leader", "keep", "eliminate"] and set(csv_rows["round"]) == {1}
 
 
+def test_a_round_decided_while_the_parent_run_is_deleted_is_kept_in_the_study_and_logs_nothing(tmp_path,
+                                                                                               monkeypatch):
+    """Issue 25: the parent run deleted mid-study. MLflow refuses every write to a deleted run, so the round's
+    metrics and racing.csv were a traceback in the worker that decided it; now the round is decided and queued
+    as usual (recorded in the study), the parent takes nothing, and the race goes on."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from conftest import new_store
+    from googlenet_study import study, tracking
+    from googlenet_study.sweep import race
+    from googlenet_study.sweep.storage import open_storage
+
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    f = tmp_path / "r.yaml"
+    f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01, 1.0e-9]}\nreport_targets: [50]\n"
+                             "racing: {min_seeds: 3, max_seeds: 5}\n")
+    spec = study.load(str(f))
+    uri, url = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
+    parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
+    MlflowClient(uri).delete_run(parent)
+    st = optuna.create_study(study_name="r", storage=open_storage(url), direction="maximize")
+    _round_1_finished(st, spec)
+    assert race.step(st, spec, parent, uri) is True
+    assert sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials
+                  if t.state.name == "WAITING") == [(0.001, 3), (0.01, 3)]
+    assert [k for k in st.user_attrs if k.startswith("racing_round_")] == ["racing_round_1"]
+    MlflowClient(uri).restore_run(parent)
+    assert MlflowClient(uri).get_metric_history(parent, "racing_live_configurations") == []
+    assert [a.path for a in MlflowClient(uri).list_artifacts(parent)] == []
+
+
 # ---- real racing sweeps on digits (slow: they train) -------------------------------------------------------
 # Tiny runs that learn: lr 1e-3 to 3e-3 pass 20 % test accuracy in epoch 2 or 3 (measured: 0.28-0.52 by
 # epoch 3); lr 1e-9 never leaves its initial accuracy (0.10-0.12): the clear loser. 4 epochs: the loser's

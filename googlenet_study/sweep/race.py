@@ -143,8 +143,9 @@ def _stop(st: optuna.Study, spec: StudySpec, parent: str, uri: str, record: dict
     """The race's end on the parent run (racing_winner, or the configurations still tied; racing_stopped_by)."""
     names = [label(p) for p in spec.grid]
     winners = [names[i] for i in record["survivors"]]
-    tracking.set_run_tags(parent, {schema.RACING_STOPPED_BY_TAG: record["stopped_by"], schema.RACING_WINNER_TAG:
-                                   winners[0] if len(winners) == 1 else "tied: " + " | ".join(winners)}, uri)
+    if not tracking.run_deleted(parent, uri):  # deleted mid-study: the sweep's end says how to go on (results.py)
+        tracking.set_run_tags(parent, {schema.RACING_STOPPED_BY_TAG: record["stopped_by"], schema.RACING_WINNER_TAG:
+                                       winners[0] if len(winners) == 1 else "tied: " + " | ".join(winners)}, uri)
     st.set_user_attr(STOPPED_ATTR, record["stopped_by"])
     print(f"[{spec.name}] racing round {record['round']}: stopped ({record['stopped_by']}); "
           f"{'winner' if len(winners) == 1 else 'tied'}: {' | '.join(winners)}", flush=True)
@@ -183,7 +184,11 @@ def _enqueue(st: optuna.Study, spec: StudySpec, record: dict) -> bool:
 
 
 def _log_round(spec: StudySpec, parent: str, uri: str, rounds: list[dict], trials: list) -> None:
-    """Round k's metrics (step k) and racing.csv (every round so far) on the parent run."""
+    """Round k's metrics (step k) and racing.csv (every round so far) on the parent run. A parent run deleted
+    mid-study takes nothing (MLflow refuses every write to it): the round stays recorded in the study, the
+    next round after a restore writes racing.csv with every round, and the sweep's end says how to go on."""
+    if tracking.run_deleted(parent, uri):
+        return
     k = rounds[-1]["round"]
     spent = sum(1 for t in trials if t.state == TrialState.COMPLETE)
     tracking.log_run_data(parent, uri, metrics={schema.RACING_LIVE: len(rounds[-1]["rows"]),
