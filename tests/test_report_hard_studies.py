@@ -99,6 +99,7 @@ def test_impossible_values_are_listed_and_never_averaged_without_a_numpy_warning
     assert set(listed["run_name"]) == {"inf", "minus-one", "clock-back"}
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_the_same_runs_logged_into_two_stores_give_byte_identical_csvs(tmp_path, no_pdf):
     """Run ids are random per store; with equal seeds the bootstrap used to resample in run-id order."""
     csvs = []

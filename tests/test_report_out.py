@@ -98,6 +98,7 @@ def test_every_writer_quotes_formulas_and_leaves_negative_numbers_bare(tmp_path)
     assert (tmp_path / "r.csv").read_text().splitlines() == ["a,b", "'@x,-2", "'=1,"]
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_run_names_and_param_values_are_data_in_runs_and_summary_csv(store):
     runs = rows(store["first"] / "runs.csv")
     assert {r["run_name"] for r in runs} == {"'" + FORMULA, "'@SUM(1+1)", "plain-0", "plain-1"}
@@ -182,6 +183,7 @@ def test_odd_out_paths_are_one_line_exit_2_and_nothing_touched(kind, expected, s
     assert (work / "keep.txt").read_text() == "keep"
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_a_previous_report_is_replaced_by_the_new_one(store, tmp_path, capsys):
     import shutil
     prev = tmp_path / "prev"

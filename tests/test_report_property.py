@@ -88,6 +88,7 @@ def check_numbers(runs, summ, rank, main_p, clock) -> None:
         assert p == main_p and list(less["configuration"]) == [c for c in rank["configuration"] if c != cfg]
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(study=STUDY)
 def test_every_random_study_gives_numbers_tables_and_a_verdict_without_a_warning(client, study):
@@ -171,6 +172,7 @@ def check_invariance(configs: list[dict], loser: dict, targets: tuple[float, ...
                                                                                      max_size=3),
        acc=st.floats(0, 1), n_loser=st.integers(1, 4), width=st.floats(0.0, 30.0),
        targets=st.sampled_from(TARGET_SETS), clock=st.sampled_from(["epoch", "train"]))
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_adding_a_configuration_worse_on_every_target_never_reorders_the_others(configs, which, worse, never, acc,
                                                                                  n_loser, width, targets, clock):
     # Any configuration with a timed run may dominate (one run is enough), of any model, at any --targets.

@@ -70,6 +70,7 @@ def test_a_planted_pickle_checkpoint_is_refused_and_never_runs(how, tiny_cfg, tm
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_train_refuses_a_planted_checkpoint_in_one_line_before_any_run(tiny_cfg, tracking_uri, tmp_path, capsys):
     """The attack as issue 18 ran it: `--resume auto` (the default) reads every .ckpt of this config."""
     path = checkpoint.path_for(tmp_path / ".checkpoints", tiny_cfg.resolve(), RUN_A)
@@ -328,6 +329,7 @@ def job_script(study_file: str, storage_url: str, uri: str) -> str:
         return str(e)
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 @settings(LEAK_CHECK, max_examples=6)
 @given(pw=PASSWORDS)
 def test_no_password_reaches_a_parent_runs_params_tags_or_artifacts(pw, tmp_path, monkeypatch):

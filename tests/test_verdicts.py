@@ -256,6 +256,7 @@ def test_missing_values_lose_in_the_direction_of_the_metric():
     assert p is None and list(r["configuration"]) == ["b", "a"] and list(r["rank_best_acc"]) == [1, 2]
 
 
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_the_command_line_report_pools_on_request_and_its_csvs_carry_hardware_and_times(store, tmp_path, capsys,
                                                                                        no_pdf):
     out = tmp_path / "rep"
