@@ -5,7 +5,6 @@ epoch driver and the only place that logs and checkpoints."""
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import os
 import random
@@ -24,6 +23,7 @@ from .checkpoint import PartialEpoch, RunIdentity, TrainingState
 from .config import RunConfig
 from .device import autocast, place, sync
 from .model import Network
+from .safe_files import out_of_space
 from .schema import ACCURACY, CLOCK, time_to_target
 from .statistics.target import first_at_target
 from .stop import STOP
@@ -47,16 +47,6 @@ class NoSpace(Exception):
         self.folder = folder
 
 
-def _out_of_space(e: BaseException) -> bool:
-    """Is ENOSPC (or a quota) somewhere in e's chain? torch.save reports it as a RuntimeError
-    ("inline_container.cc ... unexpected pos") whose context is the OSError."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def save_checkpoint(checkpoint: Checkpoint, state: TrainingState, epoch: int | None = None) -> None:
@@ -64,7 +54,7 @@ def save_checkpoint(checkpoint: Checkpoint, state: TrainingState, epoch: int | N
     try:
         checkpoint.save(state)
     except Exception as e:
-        if not _out_of_space(e):
+        if not out_of_space(e):
             raise
         path = getattr(checkpoint, "path", None)
         raise NoSpace(path.parent if path is not None else "the checkpoint folder", epoch) from None

@@ -13,6 +13,7 @@ it expects a file. So:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -105,3 +106,16 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+
+
+def out_of_space(e: BaseException | None) -> bool:
+    """Is ENOSPC (or a quota) somewhere in e's chain? Libraries wrap it: torch.save reports a full disk as a
+    RuntimeError ("inline_container.cc ... unexpected pos") whose context is the OSError; matplotlib,
+    WeasyPrint and pandas wrap it too."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False

@@ -9,7 +9,6 @@ move; a signal during the build removes the temporary folder and leaves the dest
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..config import UserError, dir_problem, short
+from ..safe_files import out_of_space
 
 MIN_FREE_BYTES = 1 << 20  # a report is ~1-5 MB (figures, PDF); under 1 MB free it is refused before the build
 MARKER = ".googlenet-study-report"  # written last into every report folder: the files it may replace
@@ -120,7 +120,7 @@ def building(out: Path, label: str = "--out"):
             tmp.rename(out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _out_of_space(e):  # matplotlib, WeasyPrint and pandas wrap the OSError, or raise it mid-figure
+        if out_of_space(e):  # matplotlib, WeasyPrint and pandas wrap the OSError, or raise it mid-figure
             raise UserError(f"{label}: no space left on device: {out.parent.absolute()} (nothing was "
                             f"written); free some space or give another --out") from None
         raise
@@ -137,14 +137,6 @@ def _check_space(folder: Path, label: str) -> None:
                         f"({vfs.f_bavail * vfs.f_frsize // 1024} KiB free); free some space or give another --out")
 
 
-def _out_of_space(e: BaseException | None) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
 
 
 def _mark(folder: Path) -> None:
