@@ -332,17 +332,14 @@ def _round_1_finished(st, spec) -> None:
         _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, acc], [2, 20.0 + s, acc]])
 
 
-@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
-def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monkeypatch):
-    """sweep/race.step on a real Optuna study (SQLite) and a real MLflow parent run: round 1 of 3 configurations
-    eliminates the one that never reaches 50 %, records itself and queues seed 3 of the two others; a second
-    worker that saw the same end of round (step again) changes nothing."""
+def _round_1_with_a_parent(tmp_path, monkeypatch, deleted: bool = False):
+    """(study, spec, parent run id, tracking URI): lr 1e-3, 1e-2, 1e-9 raced in a real Optuna study (SQLite)
+    under a real MLflow parent run (moved to MLflow's trash when `deleted`), round 1 finished, not decided."""
     import optuna
     from mlflow import MlflowClient
 
     from conftest import new_store
     from googlenet_study import study, tracking
-    from googlenet_study.sweep import race
     from googlenet_study.sweep.storage import open_storage
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -352,9 +349,23 @@ def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monk
     spec = study.load(str(f))
     uri, url = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
-    storage = open_storage(url)
-    st = optuna.create_study(study_name="r", storage=storage, direction="maximize")
+    if deleted:
+        MlflowClient(uri).delete_run(parent)
+    st = optuna.create_study(study_name="r", storage=open_storage(url), direction="maximize")
     _round_1_finished(st, spec)
+    return st, spec, parent, uri
+
+
+@pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
+def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monkeypatch):
+    """sweep/race.step on a real Optuna study (SQLite) and a real MLflow parent run: round 1 of 3 configurations
+    eliminates the one that never reaches 50 %, records itself and queues seed 3 of the two others; a second
+    worker that saw the same end of round (step again) changes nothing."""
+    from mlflow import MlflowClient
+
+    from googlenet_study.sweep import race
+
+    st, spec, parent, uri = _round_1_with_a_parent(tmp_path, monkeypatch)
     assert race.step(st, spec, parent, uri) is True
     queued = sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials if t.state.name == "WAITING")
     assert queued == [(0.001, 3), (0.01, 3)]
@@ -376,24 +387,11 @@ def test_a_round_decided_while_the_parent_run_is_deleted_is_kept_in_the_study_an
     """Issue 25: the parent run deleted mid-study. MLflow refuses every write to a deleted run, so the round's
     metrics and racing.csv were a traceback in the worker that decided it; now the round is decided and queued
     as usual (recorded in the study), the parent takes nothing, and the race goes on."""
-    import optuna
     from mlflow import MlflowClient
 
-    from conftest import new_store
-    from googlenet_study import study, tracking
     from googlenet_study.sweep import race
-    from googlenet_study.sweep.storage import open_storage
 
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    f = tmp_path / "r.yaml"
-    f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01, 1.0e-9]}\nreport_targets: [50]\n"
-                             "racing: {min_seeds: 3, max_seeds: 5}\n")
-    spec = study.load(str(f))
-    uri, url = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
-    parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
-    MlflowClient(uri).delete_run(parent)
-    st = optuna.create_study(study_name="r", storage=open_storage(url), direction="maximize")
-    _round_1_finished(st, spec)
+    st, spec, parent, uri = _round_1_with_a_parent(tmp_path, monkeypatch, deleted=True)
     assert race.step(st, spec, parent, uri) is True
     assert sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials
                   if t.state.name == "WAITING") == [(0.001, 3), (0.01, 3)]
