@@ -72,10 +72,10 @@ def epochs_to(p: float) -> str:
 def _censored(g: pd.DataFrame, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(seconds until each timed run reached target p or ended, 1.0 where it reached it: the report's; and each
     run's length to there in epochs, or those seconds where the runs carry no epochs)."""
-    from .report import stats
     from .statistics import survival
+    from .statistics.target import reached
 
-    t, hit = survival.observed(g[_ttt(p)], g[stats.reached(p)], g["clock_end_s"])
+    t, hit = survival.observed(g[_ttt(p)], g[reached(p)], g["clock_end_s"])
     if EPOCHS_END not in g:
         return t, hit, t
     ok = np.isfinite(g["clock_end_s"].to_numpy(dtype=float))  # the runs survival.observed kept
@@ -177,25 +177,26 @@ def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing
 def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[str, str],
                      targets: Sequence[float]) -> pd.DataFrame:
     """decide()'s `runs` from each run's curve [[epoch, elapsed_time_s, test_acc], ...] on the report's default
-    clock (stats.on_clock 'epoch'): a run's time to P is the clock at its first epoch with test_acc >= P %
+    clock (statistics.clock.on_clock 'epoch'): a run's time to P is the clock at its first epoch with test_acc >= P %
     (as stats.per_run), its end the clock at its last epoch; epochs_to(P) and EPOCHS_END the same in epochs.
     `configuration`: run -> configuration."""
     import pandas as pd
 
-    from .report import stats
+    from .statistics.clock import on_clock
+    from .statistics.target import reached
 
     rows = []
     for run, curve in curves.items():
         e = pd.DataFrame(curve, columns=["epoch", CLOCK, ACCURACY]).assign(run_id=run)
-        e = stats.on_clock(e, "epoch")
+        e = on_clock(e, "epoch")
         row = {"run_id": run, "configuration": configuration[run], "clock_end_s": float(e["clock_s"].max()),
                EPOCHS_END: float(e["epoch"].max())}
         for p in targets:
             hit = e[at_target(e[ACCURACY], p)]  # the engine's and the report's rule
             row[_ttt(p)] = float(hit["clock_s"].iloc[0]) if len(hit) else math.nan
             row[epochs_to(p)] = float(hit["epoch"].iloc[0]) if len(hit) else math.nan
-            row[stats.reached(p)] = bool(len(hit))
+            row[reached(p)] = bool(len(hit))
         rows.append(row)
     cols = ["run_id", "configuration", "clock_end_s", EPOCHS_END] + [
-        c for p in targets for c in (_ttt(p), epochs_to(p), stats.reached(p))]
+        c for p in targets for c in (_ttt(p), epochs_to(p), reached(p))]
     return pd.DataFrame(rows, columns=cols)

@@ -28,8 +28,8 @@ FLOORS = (
                                           # "reached P" rule the loop uses too): under the loop, report and race
     ("engine", "feature_cache", "tracking"),  # the loop; a frozen trunk's features; the only MLflow importer
     ("train",),                           # one run end to end
+    ("racing",),                          # which configurations still need seeds: statistics only, never the report
     ("report",),                          # reads runs back; a sweep calls its builder at the end
-    ("racing",),                          # which configurations still need seeds (statistics, the report's per-run rows)
     ("sweep",),                           # many runs: study setup, trials, workers, Slurm
     ("cli",),                             # the command line
     ("__main__",),                        # python -m googlenet_study

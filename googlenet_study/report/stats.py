@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from ..statistics.clock import CLOCKS, on_clock  # noqa: F401 - the report's stages read them as stats.*
+from ..statistics.target import reached  # noqa: F401 - runs.csv's reached_P column
 from ..statistics import profiles, ranking as ranking_, robust, significance, survival, target
 from .fetch import ACCURACY_FEEDS, TIMES, Fetched
 from ..statistics.robust import CONFIDENCE, t_interval  # noqa: F401 - the report's one confidence level and t-interval
@@ -49,20 +51,7 @@ def _label(v) -> str:
     return "none" if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
-def reached(p: float) -> str:
-    """runs.csv's column: whether a run reached test accuracy p % (True even when its time is left out)."""
-    return f"reached_{p:g}"
-
-
-CLOCKS = {"epoch": schema.CLOCK,   # elapsed_time_s: training + evaluation, as recorded
-          "train": schema.TRAIN_TIME}  # cumulative training seconds only (AlgoPerf: evaluation is off the clock)
 HARDWARE = "hardware"  # the device_name tag as a configuration key (pooled: every device_name, joined)
-
-
-def on_clock(epochs: pd.DataFrame, clock: str) -> pd.DataFrame:
-    """The per-epoch rows in (run, epoch) order with clock_s: the seconds on `clock` (CLOCKS) at each epoch end."""
-    e = epochs.sort_values(["run_id", "epoch"])
-    return e.assign(clock_s=e[schema.CLOCK] if clock == "epoch" else e.groupby("run_id")[CLOCKS[clock]].cumsum())
 
 
 def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",

@@ -23,3 +23,9 @@ def first_at_target(acc, p: float) -> int | None:
     """Index of the first epoch at or above target p % (None: never reached)."""
     hit = np.flatnonzero(at_target(acc, p))
     return int(hit[0]) if len(hit) else None
+
+
+def reached(p: float) -> str:
+    """The per-run column (runs.csv, the race's runs): whether a run reached test accuracy p % (True even when
+    its time is left out)."""
+    return f"reached_{p:g}"
