@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from helpers import runs_frame
 from googlenet_study.report import stats, verdict
 from googlenet_study.statistics import profiles, ranking, robust, significance, survival
 
@@ -96,21 +97,6 @@ def test_the_ert_ratio_and_its_interval_are_reproducible_and_infinite_when_b_nev
 
 
 # ---- per-run frames -> summary, profiles, ranking -------------------------------------------------------
-def runs_frame(spec: dict) -> pd.DataFrame:
-    """stats.per_run's columns from {configuration: [(time to 50 %, time to 80 %, end s, best acc, excluded)]}
-    (None: never reached)."""
-    rows = []
-    for cfg, runs in spec.items():
-        for t50, t80, end, acc, why in runs:
-            rows.append({"configuration": cfg, "hardware": "H100", "model": "googlenet", "dataset": "digits",
-                         "time_excluded": why, "best_test_acc": acc, "final_test_acc": acc,
-                         "epoch_time_s": math.nan if why else end / 4, "total_time_s": math.nan if why else end,
-                         "clock_end_s": math.nan if why else end,
-                         "time_to_test_acc_50": math.nan if why or t50 is None else t50, "reached_50": t50 is not None,
-                         "time_to_test_acc_80": math.nan if why or t80 is None else t80, "reached_80": t80 is not None})
-    d = pd.DataFrame(rows)
-    d["configuration"] = pd.Categorical(d["configuration"], categories=list(spec), ordered=True)
-    return d
 
 
 def summarize(spec: dict) -> pd.DataFrame:
