@@ -1,8 +1,8 @@
 """Racing vs the uniform design on simulated studies (no training): runs saved, the truly fastest found, regret.
 
 Each simulated study has K configurations whose runs are drawn once, max_seeds per configuration; the race and
-the uniform designs see the same draws (paired). The race is racing.compare, the round decision's tests that
-racing.decide runs (one target: the round's target is it whenever a live configuration reached it in at least
+the uniform designs see the same draws (paired). The race is race_decision.compare, the round decision's tests that
+race_decision.decide runs (one target: the round's target is it whenever a live configuration reached it in at least
 half its runs, as decide's ranking target then is), round after round, with decide's stopping rules; the
 uniform design of n seeds picks the configuration with the smallest ERT over the first n runs of each (the
 leader decide would name). The configurations' order is shuffled in every study (the leader's ties go to the
@@ -41,7 +41,7 @@ import numpy as np
 from scipy.stats import norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from googlenet_study import racing  # noqa: E402
+from googlenet_study.sweep import race_decision  # noqa: E402
 
 Q = 0.95  # a run's chance of reaching the target at all, when nothing else is said
 BEHIND = [(2.0, Q), (1.2, 0.3), (2.2, Q), (1.2, 0.3)]  # twice as slow, or mostly failing (a tiny lr)
@@ -93,13 +93,13 @@ def pick(t: np.ndarray, hit: np.ndarray, among: list[int], n: int) -> int:
     return among[int(np.argmin(e))]
 
 
-def race(t: np.ndarray, hit: np.ndarray, rule: racing.Racing) -> tuple[int, int, list[tuple[int, int]]]:
-    """(pick, runs spent, [(eliminated, by leader)]): racing.compare round after round, decide's stops."""
+def race(t: np.ndarray, hit: np.ndarray, rule: race_decision.Racing) -> tuple[int, int, list[tuple[int, int]]]:
+    """(pick, runs spent, [(eliminated, by leader)]): race_decision.compare round after round, decide's stops."""
     live, n, spent, out = list(range(len(t))), rule.min_seeds, 0, []
     while True:
         spent += len(live) * (rule.min_seeds if n == rule.min_seeds else 1)  # the round's runs
         if any(hit[c, :n].mean() >= 0.5 for c in live):  # decide's round target exists
-            i, _, _, gone = racing.compare([(t[c, :n], hit[c, :n], t[c, :n]) for c in live],
+            i, _, _, gone = race_decision.compare([(t[c, :n], hit[c, :n], t[c, :n]) for c in live],
                                            rule.alpha_at(n))
             out += [(live[j], live[i]) for j in np.flatnonzero(gone)]
             live = [c for j, c in enumerate(live) if not gone[j]]
@@ -168,15 +168,15 @@ def shown(alpha) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, default=1000, help="simulated studies per scenario")
-    ap.add_argument("--min-seeds", type=int, default=racing.Racing.min_seeds)
-    ap.add_argument("--max-seeds", type=int, default=racing.Racing.max_seeds)
-    ap.add_argument("--alpha", type=alpha_arg, default=racing.Racing.alpha,
+    ap.add_argument("--min-seeds", type=int, default=race_decision.Racing.min_seeds)
+    ap.add_argument("--max-seeds", type=int, default=race_decision.Racing.max_seeds)
+    ap.add_argument("--alpha", type=alpha_arg, default=race_decision.Racing.alpha,
                     help="per comparison, per round: a number, or steps SEEDS:ALPHA,... (default 3:0.1,5:0.15)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="processes, one scenario each at a time")
     ap.add_argument("--only", default="", help="run the scenarios whose name contains this")
     a = ap.parse_args()
-    rule = racing.Racing(a.min_seeds, a.max_seeds, a.alpha)
+    rule = race_decision.Racing(a.min_seeds, a.max_seeds, a.alpha)
     t0 = time.perf_counter()
     print(f"racing (min_seeds {a.min_seeds}, max_seeds {a.max_seeds}, alpha {shown(a.alpha)}) vs uniform designs: "
           f"{a.studies} simulated studies per scenario, seed {a.seed}")

@@ -95,7 +95,7 @@ def check_fits(cfg: RunConfig, available: int | None = None, workers: int = 1) -
 def check_study(spec, workers: int) -> None:
     """A sweep's worker count, and each grid point (or each corner of its ranges) against the
     memory its workers share; before the study or any run exists. `spec` is a study.StudySpec."""
-    from . import space
+    from .sweep import space
 
     if workers > WORKERS_PER_CORE * cores():
         raise UserError(f"--workers: {workers} on a machine with {cores()} cores; at most "

@@ -158,7 +158,7 @@ BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG = "best_trial_number", "best_mlflow_run_id" 
 PARETO_TAG = "pareto_trial_numbers"      # several objectives: the Pareto front's trial numbers (JSON)
 PARENT_TAGS = (BEST_TRIAL_NUMBER_TAG, BEST_RUN_TAG, PARETO_TAG)
 BEST_PARAM_PREFIX = "best_param."        # + a searched field: the best trial's value of it
-# A racing study (racing.py, sweep/race.py): per round k, at step k, and at the race's end.
+# A racing study (sweep/race_decision.py, sweep/race_rounds.py): per round k, at step k, and at the race's end.
 RACING_LIVE = "racing_live_configurations"  # configurations that raced in round k
 RACING_SEEDS_SPENT = "racing_seeds_spent"   # finished runs of the study when round k was decided
 RACING_METRICS = (RACING_LIVE, RACING_SEEDS_SPENT)

@@ -1,7 +1,7 @@
 """The bad-input inventory, made generative: arbitrary values (text, huge and negative integers, nan
 and inf, booleans, lists, mappings, None) at every config field and every study-file key.
 
-(a) Validation, many examples: RunConfig.from_dict and study.load either accept the value or raise
+(a) Validation, many examples: RunConfig.from_dict and study_file.load either accept the value or raise
     UserError with one line naming the field or key; never another exception.
 (b) End to end, few examples, through the real CLI in-process: a clean run, or exit status 2 with
     exactly one line on stderr and nothing written (no MLflow run, no Optuna study, no file).
@@ -22,7 +22,8 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from googlenet_study import budget, cli, space, study
+from googlenet_study import budget, cli
+from googlenet_study.sweep import space, study_file
 from googlenet_study.config import RunConfig, UserError
 
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
@@ -65,7 +66,7 @@ def test_any_value_of_any_field_is_a_config_or_one_line_naming_the_field(field, 
 
 
 @FAST
-@given(key=st.sampled_from([*study.KEYS, "n_trails"]), value=ANYTHING)
+@given(key=st.sampled_from([*study_file.KEYS, "n_trails"]), value=ANYTHING)
 def test_any_value_of_any_study_key_is_a_study_or_one_line_naming_the_file(key, value, tmp_path_factory):
     assert_study_or_one_line({**STUDY, key: value}, tmp_path_factory.mktemp("s"))
 
@@ -85,7 +86,7 @@ def test_any_text_as_a_study_file_is_a_study_or_one_line(text, tmp_path_factory)
     path = tmp_path_factory.mktemp("s") / "study.yaml"
     path.write_text(text, encoding="utf-8")
     try:
-        study.load(str(path))
+        study_file.load(str(path))
     except UserError as e:
         assert one_line(str(e)) and str(path) in str(e), str(e)
 
@@ -97,7 +98,7 @@ def test_any_set_override_is_a_study_or_one_line(sets, tmp_path_factory):
     path = tmp_path_factory.mktemp("s") / "study.yaml"
     path.write_text(yaml.safe_dump(STUDY))
     try:
-        spec = study.load(str(path), sets=sets)
+        spec = study_file.load(str(path), sets=sets)
     except UserError as e:
         assert one_line(str(e)) and (str(path) in str(e) or str(e).startswith("--set")), str(e)
         return
@@ -106,11 +107,11 @@ def test_any_set_override_is_a_study_or_one_line(sets, tmp_path_factory):
 
 
 def assert_study_or_one_line(doc: dict, folder: Path) -> None:
-    """study.load (and the sweep's machine check after it) gives a StudySpec or one line naming the file."""
+    """study_file.load (and the sweep's machine check after it) gives a StudySpec or one line naming the file."""
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(doc, allow_unicode=True))
     try:
-        spec = study.load(str(path))
+        spec = study_file.load(str(path))
         spec.digest(), space.dump_space(spec)  # what the sweep records: must not fail on what load accepted
         budget.check_study(spec, workers=1)
     except UserError as e:
@@ -169,7 +170,7 @@ def test_end_to_end_a_clean_run_or_exit_2_one_line_nothing_written(how, field, v
 
 
 @E2E
-@given(key=st.sampled_from(study.KEYS), value=ANYTHING)
+@given(key=st.sampled_from(study_file.KEYS), value=ANYTHING)
 @example(key="space", value={"image_size": [32, 100000]})
 def test_end_to_end_a_bad_study_file_is_exit_2_one_line_nothing_written(key, value, torch_home, store):
     """Valid study files are not run here (test_sweep.py runs them); every refused one is, through the CLI."""
@@ -177,7 +178,7 @@ def test_end_to_end_a_bad_study_file_is_exit_2_one_line_nothing_written(key, val
         path = folder / "study.yaml"
         path.write_text(yaml.safe_dump({**STUDY, key: value}, allow_unicode=True))
         try:
-            budget.check_study(study.load(str(path)), workers=1)
+            budget.check_study(study_file.load(str(path)), workers=1)
             event("valid: not run")
             return
         except UserError:

@@ -14,13 +14,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "googlenet_study"
 
 # Lowest first. A module may import any module on a lower floor, never one on its own floor or above.
 # A package (tracking/, report/, sweep/) is one room on its floor; inside it, its modules only need no circle.
+# A module named on its own ("sweep.space") is a room of its own: the sweep's folder holds its study file,
+# space, pruners, outage riding and racing decision, which sit lower than the sweep's runner (the run
+# pipeline and the race decision import them; they import none of the runner).
 FLOORS = (
-    ("schema", "stop", "outage", "csv_cells", "strict_yaml", "safe_files"),  # names, process-wide flags, file
+    ("schema", "stop", "sweep.outage", "csv_cells", "strict_yaml", "safe_files"),  # names, process-wide flags, file
                                                                # formats, opening files in shared folders:
                                                                # they import nothing of ours
     ("config",),                          # the run's config, validated; YAML reading
-    ("space",),                           # a study file's search space: values and ranges of config fields
-    ("study", "device", "artifacts", "pruners", "checkpoint_checks"),  # a study file; where a run computes;
+    ("sweep.space",),                     # a study file's search space: values and ranges of config fields
+    ("sweep.study_file", "device", "artifacts", "sweep.pruners", "checkpoint_checks"),  # a study file; where a run computes;
                                           # run artefacts; a checkpoint's contents checked as data
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from config)
@@ -28,7 +31,7 @@ FLOORS = (
                                           # "reached P" rule the loop uses too): under the loop, report and race
     ("engine", "feature_cache", "tracking"),  # the loop; a frozen trunk's features; the only MLflow importer
     ("train",),                           # one run end to end
-    ("racing",),                          # which configurations still need seeds: statistics only, never the report
+    ("sweep.race_decision",),             # which configurations still need seeds: statistics only, never the report
     ("report",),                          # reads runs back; a sweep calls its builder at the end
     ("sweep",),                           # many runs: study setup, trials, workers, Slurm
     ("cli",),                             # the command line
@@ -75,7 +78,9 @@ def graph() -> dict[str, set[str]]:
 
 
 def room(module: str) -> str:
-    return module.split(".")[0]
+    """The module's room: the longest dotted prefix FLOORS names (sweep.space, else sweep)."""
+    parts = module.split(".")
+    return next(".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in FLOOR or i == 1)
 
 
 def cycles(g: dict[str, set[str]]) -> list[list[str]]:

@@ -16,7 +16,7 @@ from googlenet_study.config import RunConfig
 PACKAGE = Path(schema.__file__).parent
 
 # Schema names that are also another interface's own spelling: a RunConfig field (a YAML key and a
-# --flag), a study file's key (study.py validates those by their YAML names), a command-line dest, or a
+# --flag), a study file's key (sweep/study_file.py validates those by their YAML names), a command-line dest, or a
 # plain word used as a DataFrame column or JSON field that merely coincides with a tag's name.
 OTHER_INTERFACES = {f.name for f in fields(RunConfig)} | {
     "sampler", "sampler_seed", "objectives", "pruner", "n_trials", "max_retries", "repeats", "pruner_warmup_s",

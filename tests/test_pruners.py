@@ -8,19 +8,20 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from googlenet_study import pruners, study, tracking
+from googlenet_study import tracking
+from googlenet_study.sweep import pruners, study_file
 from googlenet_study.sweep import setup, worker
 from googlenet_study.sweep import trial as trial_mod
 
 ACCS = [0.5, 0.6, 0.7, 0.8]  # test_acc per epoch, the same for every trial
 
 
-def load_spec(tmp_path, pruner: str, **top) -> study.StudySpec:
+def load_spec(tmp_path, pruner: str, **top) -> study_file.StudySpec:
     doc = {"name": "p", "base": {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16,
                                  "epochs": len(ACCS)},
            "space": {"seed": [0, 1, 2, 3, 4]}, "pruner": pruner, **top}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
-    return study.load(str(tmp_path / "p.yaml"))
+    return study_file.load(str(tmp_path / "p.yaml"))
 
 
 def make_study(tmp_path, pruner: str, **top) -> optuna.Study:
@@ -113,8 +114,8 @@ def test_the_parent_run_records_the_wall_clock_warm_up(tmp_path, tracking_uri):
 
 
 def test_every_pruner_a_study_file_may_name_has_one_constructor():
-    # study.py validates the names (it sits on pruners' floor, so it cannot import the table); one table makes them.
-    assert set(study.PRUNERS) == set(pruners.PRUNERS)
+    # sweep/study_file.py validates the names (it sits on pruners' floor, so it cannot import the table); one table makes them.
+    assert set(study_file.PRUNERS) == set(pruners.PRUNERS)
     for name in pruners.PRUNERS:
         made = pruners.make(name, steps=6, warmup_s=2.0)
         assert isinstance(made, optuna.pruners.BasePruner)

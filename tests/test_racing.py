@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from googlenet_study import racing
-from googlenet_study.racing import ELIMINATE, KEEP, LEADER, Racing
+from googlenet_study.sweep import race_decision, study_file
+from googlenet_study.sweep.race_decision import ELIMINATE, KEEP, LEADER, Racing
 from googlenet_study.statistics import ert_test
 
 TARGETS = (50.0, 80.0)
@@ -50,7 +50,7 @@ def test_the_ert_ratio_permutation_p_by_hand():
 
 
 def test_a_configuration_reaching_no_target_is_eliminated_a_close_one_kept():
-    r = racing.decide(runs_of(fast=FAST, close=CLOSE, never=NEVER), ["fast", "close", "never"], TARGETS, Racing())
+    r = race_decision.decide(runs_of(fast=FAST, close=CLOSE, never=NEVER), ["fast", "close", "never"], TARGETS, Racing())
     t = r.table.set_index("configuration")
     assert r.target == 80.0  # the ranking target over the configurations that reach one; "never" is censored at it
     assert r.leader == "fast"
@@ -69,9 +69,9 @@ def test_alpha_is_per_comparison_more_configurations_do_not_change_a_p():
     # the round's tests); it is eliminated at alpha 0.05 and kept at 0.04.
     runs = runs_of(fast=FAST, close=CLOSE, close2=CLOSE, never=NEVER)
     live = ["fast", "close", "close2", "never"]
-    usual = racing.decide(runs, live, TARGETS, Racing(alpha=0.05)).table.set_index("configuration")
+    usual = race_decision.decide(runs, live, TARGETS, Racing(alpha=0.05)).table.set_index("configuration")
     assert usual.at["never", "p_value"] == 1 / 20 and usual.at["never", "decision"] == ELIMINATE
-    strict = racing.decide(runs, live, TARGETS, Racing(alpha=0.04)).table.set_index("configuration")
+    strict = race_decision.decide(runs, live, TARGETS, Racing(alpha=0.04)).table.set_index("configuration")
     assert strict.at["never", "decision"] == KEEP
 
 
@@ -79,10 +79,10 @@ def test_the_default_alpha_is_0_1_up_to_4_seeds_and_0_15_from_5():
     # 5 runs each, all reached 80 %: p = 33/252 = 0.131 (counted over the 252 splits) against the leader
     lead = [(5, 10.0 + i, 20) for i in range(5)]
     behind = [(5, t, 20) for t in (11, 12.5, 13.5, 14.5, 15)]
-    r = racing.decide(runs_of(lead=lead, behind=behind), ["lead", "behind"], TARGETS, Racing())
+    r = race_decision.decide(runs_of(lead=lead, behind=behind), ["lead", "behind"], TARGETS, Racing())
     assert r.table.at[1, "p_value"] == pytest.approx(33 / 252) and r.table.at[1, "decision"] == ELIMINATE
     # the same p at 4 seeds or with alpha 0.1 throughout: kept
-    assert racing.decide(runs_of(lead=lead, behind=behind), ["lead", "behind"], TARGETS,
+    assert race_decision.decide(runs_of(lead=lead, behind=behind), ["lead", "behind"], TARGETS,
                          Racing(alpha=0.1)).table.at[1, "decision"] == KEEP
 
 
@@ -101,63 +101,63 @@ QUICK_LOSER = [[[e, 1.5 * e, 0.1] for e in range(1, 5)] for _ in range(3)]
 def test_a_loser_whose_runs_end_before_the_leaders_time_in_seconds_but_not_in_epochs_is_eliminated():
     """Issue 26: a configuration reaching no target in runs as long IN EPOCHS as the leader's runs to it is
     evidence whatever the seconds (the log-rank test on seconds saw nothing here: p 0.5, kept)."""
-    runs = racing.runs_from_curves(*_curves(lead=LEADER_RUNS, loser=QUICK_LOSER), TARGETS)
-    r = racing.decide(runs, ["lead", "loser"], TARGETS, Racing())
+    runs = race_decision.runs_from_curves(*_curves(lead=LEADER_RUNS, loser=QUICK_LOSER), TARGETS)
+    r = race_decision.decide(runs, ["lead", "loser"], TARGETS, Racing())
     t = r.table.set_index("configuration")
     assert r.leader == "lead" and t.at["loser", "p_value"] == 1 / 20
-    assert t.at["loser", "decision"] == ELIMINATE and r.stopped_by == racing.ONE_LEFT
+    assert t.at["loser", "decision"] == ELIMINATE and r.stopped_by == race_decision.ONE_LEFT
 
 
 def test_runs_shorter_in_epochs_than_the_leaders_runs_to_target_are_no_evidence():
     # a cheap loser: 1 epoch per run, the leader needed 2: nothing to test, kept
     short = [[[1, 1.5, 0.1]] for _ in range(3)]
-    runs = racing.runs_from_curves(*_curves(lead=LEADER_RUNS, short=short), TARGETS)
-    t = racing.decide(runs, ["lead", "short"], TARGETS, Racing()).table.set_index("configuration")
+    runs = race_decision.runs_from_curves(*_curves(lead=LEADER_RUNS, short=short), TARGETS)
+    t = race_decision.decide(runs, ["lead", "short"], TARGETS, Racing()).table.set_index("configuration")
     assert math.isnan(t.at["short", "p_value"]) and t.at["short", "decision"] == KEEP
     # without epoch columns (the report's per-run rows) the bar is in seconds: runs that ended at 6 s, before
     # the leader's 10-12 s to 80 %, are no evidence either
     runs = runs_of(lead=FAST, quick=[(None, None, 6)] * 3)
-    t = racing.decide(runs, ["lead", "quick"], TARGETS, Racing()).table.set_index("configuration")
+    t = race_decision.decide(runs, ["lead", "quick"], TARGETS, Racing()).table.set_index("configuration")
     assert math.isnan(t.at["quick", "p_value"]) and t.at["quick", "decision"] == KEEP
 
 
 def test_the_race_stops_when_one_is_left():
-    r = racing.decide(runs_of(fast=FAST, never=NEVER), ["fast", "never"], TARGETS, Racing())
-    assert r.survivors == ["fast"] and r.stopped_by == racing.ONE_LEFT
+    r = race_decision.decide(runs_of(fast=FAST, never=NEVER), ["fast", "never"], TARGETS, Racing())
+    assert r.survivors == ["fast"] and r.stopped_by == race_decision.ONE_LEFT
 
 
 def test_the_race_stops_at_max_seeds_and_at_the_budget():
     runs = runs_of(fast=FAST, close=CLOSE)
-    assert racing.decide(runs, ["fast", "close"], TARGETS, Racing(min_seeds=2, max_seeds=3)).stopped_by == \
-        racing.MAX_SEEDS_REACHED
-    assert racing.decide(runs, ["fast", "close"], TARGETS, Racing(budget_s=100.0), spent_s=99.0).stopped_by is None
-    assert racing.decide(runs, ["fast", "close"], TARGETS, Racing(budget_s=100.0), spent_s=120.0).stopped_by == \
-        racing.BUDGET
+    assert race_decision.decide(runs, ["fast", "close"], TARGETS, Racing(min_seeds=2, max_seeds=3)).stopped_by == \
+        race_decision.MAX_SEEDS_REACHED
+    assert race_decision.decide(runs, ["fast", "close"], TARGETS, Racing(budget_s=100.0), spent_s=99.0).stopped_by is None
+    assert race_decision.decide(runs, ["fast", "close"], TARGETS, Racing(budget_s=100.0), spent_s=120.0).stopped_by == \
+        race_decision.BUDGET
 
 
 def test_no_target_reached_keeps_everyone():
-    r = racing.decide(runs_of(a=NEVER, b=NEVER), ["a", "b"], TARGETS, Racing())
+    r = race_decision.decide(runs_of(a=NEVER, b=NEVER), ["a", "b"], TARGETS, Racing())
     assert r.target is None and r.leader is None
     assert list(r.table["decision"]) == [KEEP, KEEP] and r.stopped_by is None
 
 
 def test_eliminated_configurations_are_not_in_the_round():
     # "never" was eliminated in an earlier round: its runs are in the data but it is not live
-    r = racing.decide(runs_of(fast=FAST, close=CLOSE, never=NEVER), ["fast", "close"], TARGETS, Racing())
+    r = race_decision.decide(runs_of(fast=FAST, close=CLOSE, never=NEVER), ["fast", "close"], TARGETS, Racing())
     assert list(r.table["configuration"]) == ["fast", "close"]
     assert r.table.set_index("configuration").at["close", "p_value"] == pytest.approx(7 / 20)
 
 
 def test_runs_from_curves_time_to_target_on_the_epoch_clock():
     curves = {"r1": [[1, 4.0, 0.3], [2, 8.0, 0.6], [3, 12.0, 0.85]], "r2": [[1, 5.0, 0.2], [2, 10.0, 0.4]]}
-    d = racing.runs_from_curves(curves, {"r1": "a", "r2": "b"}, TARGETS).set_index("run_id")
+    d = race_decision.runs_from_curves(curves, {"r1": "a", "r2": "b"}, TARGETS).set_index("run_id")
     assert d.at["r1", "time_to_test_acc_50"] == 8.0 and d.at["r1", "time_to_test_acc_80"] == 12.0
     assert d.at["r1", "clock_end_s"] == 12.0 and bool(d.at["r1", "reached_80"])
     assert math.isnan(d.at["r2", "time_to_test_acc_50"]) and not d.at["r2", "reached_50"]
     assert d.at["r2", "clock_end_s"] == 10.0
-    assert d.at["r1", racing.epochs_to(50)] == 2 and d.at["r1", racing.epochs_to(80)] == 3
-    assert d.at["r1", racing.EPOCHS_END] == 3 and d.at["r2", racing.EPOCHS_END] == 2
-    assert math.isnan(d.at["r2", racing.epochs_to(50)])
+    assert d.at["r1", race_decision.epochs_to(50)] == 2 and d.at["r1", race_decision.epochs_to(80)] == 3
+    assert d.at["r1", race_decision.EPOCHS_END] == 3 and d.at["r2", race_decision.EPOCHS_END] == 2
+    assert math.isnan(d.at["r2", race_decision.epochs_to(50)])
 
 
 @pytest.mark.parametrize("block, key", [
@@ -178,14 +178,14 @@ def test_bad_racing_blocks_name_the_key(block, key):
     def err(k, msg):
         return ValueError(f"{k}: {msg}")
     with pytest.raises(ValueError, match=rf"^{key.replace('.', '[.]')}: "):
-        racing.parse(block, err)
+        study_file.parse_racing(block, err)
 
 
 def test_racing_block_defaults():
-    assert racing.parse({}, None) == Racing(3, 10, ((3, 0.1), (5, 0.15)), None)
-    assert racing.parse({"min_seeds": 2, "max_seeds": 2, "alpha": 0.2, "budget_s": 600}, None) == \
+    assert study_file.parse_racing({}, None) == Racing(3, 10, ((3, 0.1), (5, 0.15)), None)
+    assert study_file.parse_racing({"min_seeds": 2, "max_seeds": 2, "alpha": 0.2, "budget_s": 600}, None) == \
         Racing(2, 2, 0.2, 600.0)
-    steps = racing.parse({"alpha": {6: 0.3, 4: 0.05}}, None)
+    steps = study_file.parse_racing({"alpha": {6: 0.3, 4: 0.05}}, None)
     assert steps.alpha == ((4, 0.05), (6, 0.3))  # sorted by seeds
     assert [steps.alpha_at(n) for n in (3, 4, 5, 6, 9)] == [0.05, 0.05, 0.05, 0.3, 0.3]  # the first below it
     assert [Racing().alpha_at(n) for n in (3, 4, 5, 10)] == [0.1, 0.1, 0.15, 0.15]
@@ -225,26 +225,26 @@ def test_a_bad_racing_block_is_one_line_exit_2_and_nothing_created(body, words, 
 
 
 def test_a_racing_study_file_is_read_with_its_grid_as_configurations(tmp_path):
-    from googlenet_study import study
+    from googlenet_study.sweep import study_file
 
     f = tmp_path / "study.yaml"
     f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01], aux_weight: [0.0, 1.0]}\n"
                              "racing: {min_seeds: 2, max_seeds: 5, alpha: 0.1}\n")
-    spec = study.load(str(f))
+    spec = study_file.load(str(f))
     assert spec.racing == Racing(2, 5, 0.1, None)
     assert len(spec.grid) == 4 and all("seed" not in p for p in spec.grid)
     f2 = tmp_path / "other.yaml"
     f2.write_text(RACE_BASE + "space: {lr: [0.001, 0.01], aux_weight: [0.0, 1.0]}\n"
                               "racing: {min_seeds: 2, max_seeds: 6, alpha: 0.1}\n")
-    assert study.load(str(f2)).digest() != spec.digest()  # a changed race is another study
+    assert study_file.load(str(f2)).digest() != spec.digest()  # a changed race is another study
     f3 = tmp_path / "steps.yaml"
     f3.write_text(RACE_BASE + "space: {lr: [0.001, 0.01]}\nracing: {alpha: {3: 0.05, 6: 0.2}}\n")
-    steps = study.load(str(f3))
-    assert steps.racing.alpha == ((3, 0.05), (6, 0.2)) and steps.digest() != study.load(str(f2)).digest()
+    steps = study_file.load(str(f3))
+    assert steps.racing.alpha == ((3, 0.05), (6, 0.2)) and steps.digest() != study_file.load(str(f2)).digest()
 
 
 def test_the_reports_racing_section_from_racing_csv():
-    from googlenet_study.report.racing import summarize
+    from googlenet_study.report.race_section import summarize
 
     # round 1: 3 configurations at 3 seeds, "slow" eliminated; round 2: the two others at 4 seeds, both go on;
     # round 3: "b" eliminated at 5 seeds, the race stops with one left
@@ -288,7 +288,7 @@ def test_the_benchmarks_true_ert_is_the_simulators():
 
 
 def test_the_benchmark_races_with_decides_own_decisions():
-    """The benchmark's race (racing.compare on arrays) eliminates what racing.decide, the sweep's round decision
+    """The benchmark's race (race_decision.compare on arrays) eliminates what race_decision.decide, the sweep's round decision
     on DataFrames, eliminates round by round, on 2 simulated studies of 4 configurations; its runs are the
     seeds the survivors got."""
     bench = _bench()
@@ -301,7 +301,7 @@ def test_the_benchmark_races_with_decides_own_decisions():
         while True:
             rows = [{"configuration": f"c{c}", "clock_end_s": 3.0, "time_to_test_acc_80": t[c, s] if hit[c, s]
                      else math.nan, "reached_80": bool(hit[c, s])} for c in range(4) for s in range(n)]
-            r = racing.decide(pd.DataFrame(rows), live, (80.0,), rule)
+            r = race_decision.decide(pd.DataFrame(rows), live, (80.0,), rule)
             spent += len(live) * (3 if n == 3 else 1)
             out += [(c, r.leader) for c in live if c not in r.survivors]
             live = r.survivors
@@ -324,9 +324,9 @@ def _finished(st, params: dict, grid_point: int, curve: list) -> None:
 
 def _round_1_finished(st, spec) -> None:
     """Round 1 of lr 1e-3, 1e-2, 1e-9 finished: 50 % at ~10 s, the loser never (its runs end at 20 s)."""
-    from googlenet_study.sweep import race
+    from googlenet_study.sweep import race_rounds
 
-    for params, attrs in race.first_queue(spec):
+    for params, attrs in race_rounds.first_queue(spec):
         i, s = attrs["grid_point"], params["seed"]
         acc = 0.1 if params["lr"] == 1e-9 else 0.6
         _finished(st, params, i, [[1, 10.0 + 0.2 * s + 0.1 * i, acc], [2, 20.0 + s, acc]])
@@ -339,14 +339,15 @@ def _round_1_with_a_parent(tmp_path, monkeypatch, deleted: bool = False):
     from mlflow import MlflowClient
 
     from conftest import new_store
-    from googlenet_study import study, tracking
+    from googlenet_study import tracking
+    from googlenet_study.sweep import study_file
     from googlenet_study.sweep.storage import open_storage
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     f = tmp_path / "r.yaml"
     f.write_text(RACE_BASE + "space: {lr: [0.001, 0.01, 1.0e-9]}\nreport_targets: [50]\n"
                              "racing: {min_seeds: 3, max_seeds: 5}\n")
-    spec = study.load(str(f))
+    spec = study_file.load(str(f))
     uri, url = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
     parent = tracking.start_parent_run("googlenet-study", "r", {}, uri)
     if deleted:
@@ -358,18 +359,18 @@ def _round_1_with_a_parent(tmp_path, monkeypatch, deleted: bool = False):
 
 @pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_a_round_is_decided_once_and_each_next_seed_enqueued_once(tmp_path, monkeypatch):
-    """sweep/race.step on a real Optuna study (SQLite) and a real MLflow parent run: round 1 of 3 configurations
+    """sweep/race_rounds.step on a real Optuna study (SQLite) and a real MLflow parent run: round 1 of 3 configurations
     eliminates the one that never reaches 50 %, records itself and queues seed 3 of the two others; a second
     worker that saw the same end of round (step again) changes nothing."""
     from mlflow import MlflowClient
 
-    from googlenet_study.sweep import race
+    from googlenet_study.sweep import race_rounds
 
     st, spec, parent, uri = _round_1_with_a_parent(tmp_path, monkeypatch)
-    assert race.step(st, spec, parent, uri) is True
+    assert race_rounds.step(st, spec, parent, uri) is True
     queued = sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials if t.state.name == "WAITING")
     assert queued == [(0.001, 3), (0.01, 3)]
-    assert race.step(st, spec, parent, uri) is True  # the second decider: the seeds are queued already
+    assert race_rounds.step(st, spec, parent, uri) is True  # the second decider: the seeds are queued already
     assert len([t for t in st.trials if t.state.name == "WAITING"]) == 2
     assert [k for k in st.user_attrs if k.startswith("racing_round_")] == ["racing_round_1"]
     rows = {r["configuration"]: r for r in st.user_attrs["racing_round_1"]["rows"]}
@@ -389,10 +390,10 @@ def test_a_round_decided_while_the_parent_run_is_deleted_is_kept_in_the_study_an
     as usual (recorded in the study), the parent takes nothing, and the race goes on."""
     from mlflow import MlflowClient
 
-    from googlenet_study.sweep import race
+    from googlenet_study.sweep import race_rounds
 
     st, spec, parent, uri = _round_1_with_a_parent(tmp_path, monkeypatch, deleted=True)
-    assert race.step(st, spec, parent, uri) is True
+    assert race_rounds.step(st, spec, parent, uri) is True
     assert sorted(tuple(t.system_attrs["fixed_params"].values()) for t in st.trials
                   if t.state.name == "WAITING") == [(0.001, 3), (0.01, 3)]
     assert [k for k in st.user_attrs if k.startswith("racing_round_")] == ["racing_round_1"]
@@ -404,7 +405,7 @@ def test_a_round_decided_while_the_parent_run_is_deleted_is_kept_in_the_study_an
 # ---- real racing sweeps on digits (slow: they train) -------------------------------------------------------
 # Tiny runs that learn: lr 1e-3 to 3e-3 pass 20 % test accuracy in epoch 2 or 3 (measured: 0.28-0.52 by
 # epoch 3); lr 1e-9 never leaves its initial accuracy (0.10-0.12): the clear loser. 4 epochs: the loser's
-# runs are as long in epochs as the others' runs to 20 %, which is what makes them evidence (racing.evidence).
+# runs are as long in epochs as the others' runs to 20 %, which is what makes them evidence (race_decision.evidence).
 RACE_TINY = {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16, "train_size": 200,
              "test_size": 50, "epochs": 4, "batch_size": 8, "aux_weight": 0.0, "threads": 1, "system_metrics": False}
 LOSER = 1e-9
@@ -569,7 +570,7 @@ def test_a_racing_sweep_stopped_by_sigterm_resumes_the_same_round(tmp_path):
 @pytest.mark.postgres
 def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_each_seed_once(
         tmp_path, monkeypatch, postgres_url):
-    """Many machines share a racing study through PostgreSQL: sweep/race.study_lock is pg_advisory_lock. While
+    """Many machines share a racing study through PostgreSQL: sweep/race_rounds.study_lock is pg_advisory_lock. While
     one holder has it, a second waits (its own connection, as another machine's worker); then two workers that
     see round 1 end at the same moment both step under the lock: round 1 recorded once, seed 3 of each
     survivor queued once, one point per round on the parent run."""
@@ -580,8 +581,9 @@ def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_
     from mlflow import MlflowClient
 
     from conftest import new_store, wait_for
-    from googlenet_study import study, tracking
-    from googlenet_study.sweep import race
+    from googlenet_study import tracking
+    from googlenet_study.sweep import study_file
+    from googlenet_study.sweep import race_rounds
     from googlenet_study.sweep.storage import open_storage
 
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
@@ -589,7 +591,7 @@ def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_
     f = tmp_path / "r.yaml"
     f.write_text(RACE_BASE.replace("name: r", f"name: {name}") + "space: {lr: [0.001, 0.01, 1.0e-9]}\n"
                  "report_targets: [50]\nracing: {min_seeds: 3, max_seeds: 5}\n")
-    spec = study.load(str(f))
+    spec = study_file.load(str(f))
     uri = new_store(tmp_path / "mlflow.db")
     parent = tracking.start_parent_run("googlenet-study", name, {}, uri)
     storages = [open_storage(postgres_url), open_storage(postgres_url)]  # two workers, two connection pools
@@ -598,12 +600,12 @@ def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_
         holding, released, entered = threading.Event(), threading.Event(), threading.Event()
 
         def hold() -> None:
-            with race.study_lock(postgres_url, storages[0], name):
+            with race_rounds.study_lock(postgres_url, storages[0], name):
                 holding.set()
                 released.wait(60)
 
         def enter() -> None:
-            with race.study_lock(postgres_url, storages[1], name):
+            with race_rounds.study_lock(postgres_url, storages[1], name):
                 entered.set()
 
         a = threading.Thread(target=hold)
@@ -622,8 +624,8 @@ def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_
         def decide(storage) -> None:
             mine = optuna.load_study(study_name=name, storage=storage)
             go.wait(30)
-            with race.study_lock(postgres_url, storage, name):
-                results.append(race.step(mine, spec, parent, uri))
+            with race_rounds.study_lock(postgres_url, storage, name):
+                results.append(race_rounds.step(mine, spec, parent, uri))
 
         workers = [threading.Thread(target=decide, args=(s,)) for s in storages]
         for w in workers:

@@ -46,7 +46,8 @@ from mlflow import MlflowClient
 
 from conftest import ROOT, STATE_TIMEOUT_S, free_port
 
-from googlenet_study import cli, study
+from googlenet_study import cli
+from googlenet_study.sweep import study_file
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LANGUAGES = {"bash", "yaml", "text"}  # fenced block languages the docs may use
@@ -283,7 +284,7 @@ def demo(clone) -> dict:
     parent = re.search(r"parent run ([0-9a-f]{32})", p.stdout + p.stderr).group(1)
     assert REPORT_FILES <= {f.name for f in (clone["dir"] / "reports" / "demo").iterdir()}  # its report
     # ... timed to the study file's report_targets, not the report's defaults.
-    targets = study.load(str(clone["dir"] / "experiments" / "demo.yaml")).report_targets
+    targets = study_file.load(str(clone["dir"] / "experiments" / "demo.yaml")).report_targets
     columns = set(pd.read_csv(clone["dir"] / "reports" / "demo" / "summary.csv").columns)
     assert targets and {f"time_to_test_acc_{p:g}_ert" for p in targets} <= columns
     assert not {f"time_to_test_acc_{p:g}_ert" for p in (50, 60, 70, 80) if p not in targets} & columns

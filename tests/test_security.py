@@ -320,11 +320,11 @@ def cfg_args_tiny() -> list[str]:
 
 def job_script(study_file: str, storage_url: str, uri: str) -> str:
     """The Slurm job script (sweep/slurm.py) for these URLs, or the line a check refuses them with."""
-    from googlenet_study import study
+    from googlenet_study.sweep import study_file
     from googlenet_study.sweep import slurm
 
     try:
-        return slurm.script(slurm.prepare(study.load(study_file), 2, ["nodes=1"], storage_url, uri))
+        return slurm.script(slurm.prepare(study_file.load(study_file), 2, ["nodes=1"], storage_url, uri))
     except UserError as e:
         return str(e)
 

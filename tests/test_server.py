@@ -69,7 +69,7 @@ def stop_server(p: subprocess.Popen) -> None:
 @pytest.mark.slow
 def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric(tiny_cfg, tmp_path):
     """MLflow's client retries twice (about 3 s here, not its default 7 times in about 4 min), then
-    googlenet-study's own wait takes over (outage.py): one line per wait, every metric arrives."""
+    googlenet-study's own wait takes over (sweep/outage.py): one line per wait, every metric arrives."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_server(tmp_path, port)

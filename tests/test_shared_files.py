@@ -20,7 +20,8 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from googlenet_study import checkpoint, feature_cache, schema, study
+from googlenet_study import checkpoint, feature_cache, schema
+from googlenet_study.sweep import study_file
 from googlenet_study.cli import main
 from googlenet_study.config import UserError
 from googlenet_study.csv_cells import cell, needs_quote
@@ -230,17 +231,17 @@ def test_a_symlinked_feature_lock_is_not_followed(tmp_path):
 def test_a_symlinked_racing_lock_beside_the_database_is_refused_and_creates_nothing(tmp_path):
     import hashlib
 
-    from googlenet_study.sweep import race
+    from googlenet_study.sweep import race_rounds
     db = tmp_path / "optuna.db"
     lock = tmp_path / f"optuna.db.racing-{hashlib.sha256(b's').hexdigest()[:12]}.lock"
     target = tmp_path / "anywhere"
     lock.symlink_to(target)
     with pytest.raises(UserError, match=f"racing: {re.escape(str(lock))} is a symbolic link, not a lock file"):
-        with race.study_lock(f"sqlite:///{db}", None, "s"):
+        with race_rounds.study_lock(f"sqlite:///{db}", None, "s"):
             pass
     assert not target.exists()
     lock.unlink()
-    with race.study_lock(f"sqlite:///{db}", None, "s"):  # a real lock: taken and released
+    with race_rounds.study_lock(f"sqlite:///{db}", None, "s"):  # a real lock: taken and released
         assert lock.is_file()
 
 
@@ -467,7 +468,7 @@ def test_reproduce_refuses_a_run_without_this_tools_config_hash_tag(tiny_cfg, tr
 
 
 def test_slurm_array_is_capped_like_workers(tmp_path):
-    spec = study.load(str(write_study(tmp_path, "s", {"lr": [0.01, 0.1, 0.2], "seed": [0, 1]}, sampler="grid")))
+    spec = study_file.load(str(write_study(tmp_path, "s", {"lr": [0.01, 0.1, 0.2], "seed": [0, 1]}, sampler="grid")))
     assert spec.n_trials == 6
     with pytest.raises(UserError, match=r"--slurm-array: 100000000 tasks for a study of at most 6 trials; "
                                         r"allowed: 1 to 6"):

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from googlenet_study import engine, racing, schema
+from googlenet_study import engine, schema
+from googlenet_study.sweep import race_decision
 from googlenet_study.report import fetch, stats
 from googlenet_study.statistics import significance as sg
 from googlenet_study.statistics import survival, target
@@ -211,7 +212,7 @@ def test_the_rule_nan_never_reaches_and_exactly_the_target_does():
 def test_the_engine_the_report_and_the_race_read_one_curve_alike():
     history = [{schema.ACCURACY: a, schema.CLOCK: c} for a, c in zip(CURVE, CLOCK_S)]
     from_engine = engine.summarize(history, (50, 80, 95))
-    from_race = racing.runs_from_curves({"r": [[i + 1, c, a] for i, (a, c) in enumerate(zip(CURVE, CLOCK_S))]},
+    from_race = race_decision.runs_from_curves({"r": [[i + 1, c, a] for i, (a, c) in enumerate(zip(CURVE, CLOCK_S))]},
                                         {"r": "x"}, (50.0, 80.0, 95.0)).iloc[0]
     epochs = pd.DataFrame({"run_id": "r", "epoch": range(1, 5), schema.ACCURACY: CURVE, schema.CLOCK: CLOCK_S,
                            **{m: 1.0 for m in schema.EPOCH_METRICS if m not in (schema.ACCURACY, schema.CLOCK)}})

@@ -211,8 +211,8 @@ def test_bad_submissions_exit_2_and_submit_nothing(slurm_cluster, postgres_url, 
 
 # ---- the job script and the refusals, without a cluster (fast) ---------------------------------------------
 def _spec(tmp_path: Path, **base):
-    from googlenet_study import study
-    return study.load(str(write_study(tmp_path, "gpu-study", {"seed": [0, 1]}, base=base)))
+    from googlenet_study.sweep import study_file
+    return study_file.load(str(write_study(tmp_path, "gpu-study", {"seed": [0, 1]}, base=base)))
 
 
 def test_the_job_script_asks_for_a_gpu_only_for_a_cuda_study_and_never_holds_a_password(tmp_path):

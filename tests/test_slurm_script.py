@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from test_sweep import write_study
 
-from googlenet_study import study
+from googlenet_study.sweep import study_file
 from googlenet_study.cli import main as cli_main
 from googlenet_study.config import UserError
 from googlenet_study.sweep import slurm
@@ -85,7 +85,7 @@ def printer(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    return study.load(str(write_study(tmp_path_factory.mktemp("study"), "s", {"seed": [0, 1]})))
+    return study_file.load(str(write_study(tmp_path_factory.mktemp("study"), "s", {"seed": [0, 1]})))
 
 
 def _array(spec, v: dict) -> slurm.Array:

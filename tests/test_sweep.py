@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from conftest import cli, free_port, http_up, wait_for, new_store
 
 from googlenet_study import cli as cli_mod
-from googlenet_study import study as study_mod
+from googlenet_study.sweep import study_file
 from googlenet_study.sweep import setup, storage, worker
 from googlenet_study.sweep import trial as trial_mod
 
@@ -166,7 +166,7 @@ def race(spec, url: str, workers: int) -> None:
 
 def test_grid_points_run_exactly_once_with_racing_workers(tmp_path):
     path = write_study(tmp_path, "race", {"seed": list(range(8)), "lr": [0.1, 0.2]})
-    spec = study_mod.load(str(path))
+    spec = study_file.load(str(path))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     st = optuna.create_study(study_name="race", storage=storage.open_storage(url))
     for i, point in enumerate(spec.grid):
@@ -220,7 +220,7 @@ def test_pruned_trial_run_ends_killed_and_tagged(tmp_path, tracking_uri, capsys)
 def test_sampler_budget_is_n_trials_across_racing_workers(tmp_path):
     path = write_study(tmp_path, "budget", {"lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}, "seed": [0, 1, 2]},
                        sampler="random", n_trials=7)
-    spec = study_mod.load(str(path))
+    spec = study_file.load(str(path))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="budget", storage=storage.open_storage(url))
     race(spec, url, workers=3)
@@ -236,7 +236,7 @@ def test_unreached_target_is_the_worst_value(tmp_path):
                                                                   {"minimize": "time_to_test_acc_80"},
                                                                   {"maximize": "time_to_test_acc_50"},
                                                                   {"minimize": "test_loss"}])
-    spec = study_mod.load(str(path))
+    spec = study_file.load(str(path))
     summary = {"best_test_acc": 0.6, "final_test_acc": 0.55, "total_time_s": 12.0}
     history = [{"test_acc": 0.6, "test_loss": 1.5}, {"test_acc": 0.55, "test_loss": 1.25}]
     assert trial_mod.objective_values(spec, summary, history) == [0.6, float("inf"), float("-inf"), 1.25]

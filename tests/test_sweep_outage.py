@@ -113,7 +113,7 @@ def _each_point_once(c: MlflowClient, storage: str, name: str, seeds: list[int])
 @pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_a_call_that_fails_transiently_is_retried_with_doubling_waits_one_line_each_then_gives_up():
     """outage.Patience on its own, against a function that fails as a database that is down does."""
-    from googlenet_study import outage
+    from googlenet_study.sweep import outage
 
     lines, calls = [], []
 

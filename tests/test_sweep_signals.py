@@ -21,7 +21,7 @@ from conftest import wait_for
 
 from test_sweep import TINY
 
-from googlenet_study import study
+from googlenet_study.sweep import study_file
 from googlenet_study.sweep import setup
 
 pytestmark = pytest.mark.slow  # a real `googlenet-study sweep` process each
@@ -93,7 +93,7 @@ def test_sigterm_while_the_grid_is_enqueued_ends_with_143_deletes_the_study_and_
     [trashed] = _runs(tmp_path, ViewType.ALL)
     assert trashed.info.lifecycle_stage == "deleted" and trashed.info.status == "KILLED"
     # The same command starts afresh: the study is created again, not joined half-made.
-    spec = study.load(str(tmp_path / "big.yaml"), n_trials=3)
+    spec = study_file.load(str(tmp_path / "big.yaml"), n_trials=3)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     st, created = setup.open_study(spec, uri, f"sqlite:///{db}", setup.connect(spec, uri, f"sqlite:///{db}"))
     assert created and len(st.trials) == 3 and st.user_attrs[setup.READY]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from googlenet_study import cli, space, study
+from googlenet_study import cli
+from googlenet_study.sweep import space, study_file
 from googlenet_study.config import UserError, read_yaml_mapping
 
 from conftest import ROOT
@@ -31,7 +32,7 @@ def with_(**changes) -> dict:
 
 @pytest.mark.parametrize("name", ["demo", "lecture37", "factorial", "pareto"])
 def test_shipped_study_files_are_valid(name):
-    s = study.load(str(ROOT / "experiments" / f"{name}.yaml"))
+    s = study_file.load(str(ROOT / "experiments" / f"{name}.yaml"))
     assert s.name == name
     if name == "factorial":  # seeds x batch size x aux weight x backbone
         assert len(s.grid) == s.n_trials == 3 * 3 * 3 * 2
@@ -51,7 +52,7 @@ def test_shipped_study_files_are_valid(name):
 
 
 def test_grid_defaults_to_whole_grid_and_set_overrides_base(tmp_path):
-    s = study.load(str(write(tmp_path, GOOD)), sets=["epochs=3", "image-size=24"])
+    s = study_file.load(str(write(tmp_path, GOOD)), sets=["epochs=3", "image-size=24"])
     assert s.sampler == "grid" and s.n_trials == 4 and len(s.grid) == 4
     assert [p["seed"] for p in s.grid] == [0, 0, 1, 1]
     cfg = s.config(s.grid[3], threads=1)
@@ -59,7 +60,7 @@ def test_grid_defaults_to_whole_grid_and_set_overrides_base(tmp_path):
 
 
 def test_ranges_int_and_float(tmp_path):
-    s = study.load(str(write(tmp_path, with_(space={"lr": {"low": "1e-5", "high": 1.0e-2, "log": True},
+    s = study_file.load(str(write(tmp_path, with_(space={"lr": {"low": "1e-5", "high": 1.0e-2, "log": True},
                                                     "batch_size": {"low": 16, "high": 64, "step": 16}},
                                              sampler="tpe", n_trials=5))))
     assert s.space["lr"] == space.Range(1e-5, 1e-2, True, None, False)
@@ -180,7 +181,7 @@ def test_bad_command_line_exits_2_and_creates_nothing(tmp_path, tracking_uri, ca
 
 def test_load_error_is_a_user_error_naming_the_file(tmp_path):
     with pytest.raises(UserError, match=r"study\.yaml: space\.seed"):
-        study.load(str(write(tmp_path, with_(space={"seed": [-1]}))))
+        study_file.load(str(write(tmp_path, with_(space={"seed": [-1]}))))
 
 
 def test_a_merge_key_may_be_overridden_and_an_alias_is_not_a_duplicate(tmp_path):
@@ -190,7 +191,7 @@ def test_a_merge_key_may_be_overridden_and_an_alias_is_not_a_duplicate(tmp_path)
     assert data["c"] == {"k": 3, "j": 2} and data["d"] is data["a"]  # an alias stays one shared object
     p = write(tmp_path, "name: ok\nbase: &b {model: googlenet, dataset: digits, weights: none, image_size: 16}\n"
                         "space: {seed: [0, 1]}\nexperiment: e\n")
-    assert study.load(str(p)).base["image_size"] == 16
+    assert study_file.load(str(p)).base["image_size"] == 16
 
 
 def test_a_50_mb_study_file_is_refused_before_parsing_in_well_under_a_second(tmp_path, tracking_uri, capsys):
@@ -208,7 +209,7 @@ def test_a_50_mb_study_file_is_refused_before_parsing_in_well_under_a_second(tmp
     assert size > 50_000_000
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="a study or config file may be at most 1,048,576 bytes"):
-        study.load(str(p))
+        study_file.load(str(p))
     took = time.perf_counter() - t0
     assert took < 0.5, took  # measured: 0.1 ms
     code = cli.main(["sweep", str(p), "--tracking-uri", tracking_uri, "--no-report"])

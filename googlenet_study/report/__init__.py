@@ -20,7 +20,7 @@ import pandas as pd
 from .. import schema, tracking
 from ..config import UserError, dir_problem
 from .. import csv_cells
-from . import document, fetch, figures, lecture, outdir, racing, render, stats
+from . import document, fetch, figures, lecture, outdir, race_section, render, stats
 from .fmt import pct as _pct  # noqa: F401 - tests format tables as the report does
 
 DEFAULT_TARGETS = (50.0, 60.0, 70.0, 80.0)  # percent test accuracy
@@ -91,7 +91,7 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
             reps = _filters(runs, rank, uri, tmp)
             clock["artifacts_s"] = time.perf_counter()
             doc = document.build(f, runs, varying, summ, comp, rank, main_p, targets, reps)
-            doc.tables += racing.tables(f, uri)  # a racing study's rounds (report/racing.py)
+            doc.tables += race_section.tables(f, uri)  # a racing study's rounds (report/race_section.py)
             clock["figures_s"] = time.perf_counter()
             (tmp / "report.html").write_text(render.to_html(doc), encoding="utf-8")
             clock["html_s"] = time.perf_counter()

@@ -1,16 +1,24 @@
 """Stage 6: a sweep. An Optuna study (storage: SQLite or PostgreSQL) whose trials are MLflow child
 runs of one parent run, trained by the same `train()` as `googlenet-study train`.
 
-Modules, each importing only those above it in this list (and stages below the sweep):
-  storage    the Optuna storage: SQLite made safe for several processes, outages waited out
-  race       a racing study's rounds: its queue of seeds, round decisions (racing.py) under a study lock
-  setup      the study and its parent run, created by exactly one process (the names it writes)
-  trial      one trial: the Optuna objective, calling train(); `Worker`, what a worker process needs
-  worker     one worker's loop over the study's queue (`work`)
-  processes  the workers of one machine as processes, signals passed on; planning them
-  results    the parent run's results at the end, and the report
-  slurm      a Slurm job array of workers (a launcher: it uses the sweep, the sweep never uses it)
-  command    `googlenet-study sweep FILE`: validate, create or join, run the workers, conclude
+The study's own pieces, which the run pipeline and the statistics may import (tests/test_imports.py gives
+each its floor; none imports the runner below):
+  outage         riding out an outage of the study's database or tracking server (retries, `Unavailable`)
+  space          a study file's search space: values, ranges and grid points of config fields
+  study_file     the study file (experiments/*.yaml) validated into a frozen `StudySpec`
+  pruners        the pruners a study file may name, built for Optuna
+  race_decision  a racing round's decision from the runs' curves: statistics only, never the report
+
+The runner, each module importing only those above it in this list (and the pieces above):
+  storage        the Optuna storage: SQLite made safe for several processes, outages waited out
+  race_rounds    a racing study's rounds: its queue of seeds, round decisions (race_decision) under a study lock
+  setup          the study and its parent run, created by exactly one process (the names it writes)
+  trial          one trial: the Optuna objective, calling train(); `Worker`, what a worker process needs
+  worker         one worker's loop over the study's queue (`work`)
+  processes      the workers of one machine as processes, signals passed on; planning them
+  results        the parent run's results at the end, and the report
+  slurm          a Slurm job array of workers (a launcher: it uses the sweep, the sweep never uses it)
+  command        `googlenet-study sweep FILE`: validate, create or join, run the workers, conclude
 This file imports nothing: `import googlenet_study.sweep.storage` loads only what that module needs.
 
 Race-free by construction, on one machine or many:
@@ -22,6 +30,6 @@ Race-free by construction, on one machine or many:
 - failed trials are re-queued (`max_retries`), so are trials of killed workers (heartbeat);
 - a trial stopped by SIGTERM/SIGINT goes back in the queue as it was (no retry used up) and its
   run, ended KILLED, resumes from its checkpoint when the queue hands the point out again; so does
-  a trial whose database or tracking server stayed down past storage_timeout_s (outage.py);
+  a trial whose database or tracking server stayed down past storage_timeout_s (sweep/outage.py);
 - a signal before the study is ready (validation, creation) stops the command at once: a study it
   was creating is deleted with its parent run, so the same command starts afresh (setup.py)."""

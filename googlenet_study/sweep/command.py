@@ -11,11 +11,11 @@ from typing import Iterator
 
 import optuna
 
-from .. import budget, outage, tracking
-from .. import study as study_mod
+from .. import budget, tracking
+from . import outage, study_file
 from ..config import UserError
 from ..stop import STOP
-from ..study import StudySpec
+from .study_file import StudySpec
 from . import processes, results, setup, slurm
 from .storage import default_storage
 
@@ -41,7 +41,7 @@ def signals_end_at_once() -> Iterator[None]:
 def load(file: str, sets: list[str], n_trials: int | None, checkpoint_dir: str | None) -> StudySpec:
     """The study file, validated (every UserError comes from here, before anything exists)."""
     with signals_end_at_once():
-        return study_mod.load(file, sets, n_trials, checkpoint_dir)
+        return study_file.load(file, sets, n_trials, checkpoint_dir)
 
 
 def run(spec: StudySpec, workers: int, storage_url: str | None, tracking_uri: str | None, no_report: bool) -> int:

@@ -11,11 +11,11 @@ import sys
 import time
 from multiprocessing.connection import wait
 
-from .. import outage
+from . import outage
 from ..config import UserError, cores
 from ..stop import STOP
-from ..outage import Unavailable
-from ..study import StudySpec
+from .outage import Unavailable
+from .study_file import StudySpec
 from .worker import AGAIN, Worker, work
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -14,11 +14,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import csv_cells, pruners, report, tracking
+from .. import csv_cells, report, tracking
+from . import pruners
 from ..config import UserError
 from ..schema import (BEST_PARAM_PREFIX, BEST_RUN_TAG, BEST_TRIAL_NUMBER_TAG, BEST_TRIAL_PREFIX, MLFLOW_RUN_ID_ATTR,
                       N_PARETO_METRIC, N_TRIALS_PREFIX, PARETO_TAG, STOPPED_BY_SIGNAL_ATTR, SURPLUS_ATTR)
-from ..study import StudySpec
+from .study_file import StudySpec
 from . import setup
 
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import optuna
 
-from .. import pruners
+from . import pruners
 from .. import tracking
 from ..config import UserError
 from ..stop import STOP
 from ..schema import (BASE_PREFIX, GRID_POINT_ATTR, JOINED_PARENT_TAG, PARENT_ROLE, ROLE_TAG, SPACE_PREFIX,
                       STORAGE_TAG, STUDY_FILE_PARAM, STUDY_TAG)
-from ..space import dump_space
-from ..study import StudySpec
-from . import race
+from .space import dump_space
+from .study_file import StudySpec
+from . import race_rounds
 from . import storage as storage_mod
 
 READY_TIMEOUT_S = 300     # how long a joining process waits for the creator to set the study up
@@ -99,7 +99,7 @@ def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: st
             STUDY_TAG: spec.name, ROLE_TAG: PARENT_ROLE, STORAGE_TAG: tracking.redact(storage_url)}, uri)
         experiment = tracking.run_experiment(parent, uri) or spec.experiment
         log_parent_start(spec, parent, storage_url, uri)
-        queue = race.first_queue(spec) if spec.racing else [(p, {GRID_POINT_ATTR: i}) for i, p in enumerate(spec.grid)]
+        queue = race_rounds.first_queue(spec) if spec.racing else [(p, {GRID_POINT_ATTR: i}) for i, p in enumerate(spec.grid)]
         for i, (point, attrs) in enumerate(queue):
             if i % 100 == 0:
                 check_stop()

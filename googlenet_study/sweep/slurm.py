@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from .. import tracking
 from ..config import UserError, shown
 from ..safe_files import create_new
-from ..study import StudySpec
+from .study_file import StudySpec
 from . import results, setup
 from .storage import check_distinct, check_url
 

@@ -7,7 +7,7 @@ so two processes could both pop one grid point (seen here: a 4-process race ran 
 crashed Optuna with "Cannot tell a COMPLETE trial"). Hence BEGIN IMMEDIATE below.
 
 Every call a worker makes (ask, report, should_prune, tell, heartbeat, user attrs) goes through
-PatientStorage: a database that is down or restarting is waited for (outage.py) instead of ending
+PatientStorage: a database that is down or restarting is waited for (sweep/outage.py) instead of ending
 the trial FAILED."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import optuna
 
-from .. import outage
+from . import outage
 from ..config import UserError
 from ..tracking import redact, sqlite, url_problem
 

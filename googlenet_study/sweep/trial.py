@@ -10,18 +10,19 @@ from dataclasses import dataclass, replace
 
 import optuna
 
-from .. import pruners, tracking
+from .. import tracking
+from . import pruners
 from ..checkpoint import AUTO
 from ..config import RunConfig
 from ..engine import Hooks
 from ..stop import STOP
-from ..outage import Unavailable
+from .outage import Unavailable
 from ..schema import (ACCURACY, CLOCK, MLFLOW_RUN_ID_ATTR, PRUNED_AT_TAG, PRUNED_TAG, RETRY_OF_TAG, ROLE_TAG,
                       SEED_INDEX_TAG, STUDY_TAG, TRIAL_ROLE, TRIAL_TAG)
-from ..space import Range
-from ..study import StudySpec
+from .space import Range
+from .study_file import StudySpec
 from ..train import train
-from . import race
+from . import race_rounds
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     if r.status != "FINISHED":
         why = r.failure_reason or ("stopped by a signal; its checkpoint resumes it" if STOP() else "no reason recorded")
         raise RuntimeError(f"run {r.run_id} {r.status}: {why}")
-    if w.spec.racing is not None:  # what the round decisions read (sweep/race.py)
-        trial.set_user_attr(race.CURVE_ATTR, race.curve(r.history))
+    if w.spec.racing is not None:  # what the round decisions read (sweep/race_rounds.py)
+        trial.set_user_attr(race_rounds.CURVE_ATTR, race_rounds.curve(r.history))
     return objective_values(w.spec, r.summary, r.history)
 
 

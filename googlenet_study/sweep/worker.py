@@ -11,13 +11,14 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from .. import pruners, tracking
+from .. import tracking
+from . import pruners
 from ..stop import STOP
-from ..outage import Unavailable
+from .outage import Unavailable
 from ..schema import (END_REASON_TAG, MLFLOW_RUN_ID_ATTR, RETRY_OF_TAG, STOPPED_BY_OUTAGE_ATTR, STOPPED_BY_SIGNAL_ATTR,
                       STUDY_TAG, SURPLUS_ATTR, TRIAL_TAG)
-from ..study import StudySpec
-from . import race
+from .study_file import StudySpec
+from . import race_rounds
 from .storage import open_storage
 from .trial import Worker, run_trial
 
@@ -132,7 +133,7 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
 
     ran = 0
     try:
-        while not exhausted and not STOP() and (race.has_work(st, storage, w) if spec.racing else has_work(st, spec)):
+        while not exhausted and not STOP() and (race_rounds.has_work(st, storage, w) if spec.racing else has_work(st, spec)):
             st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
             ran += 1
     except Exception as e:  # Optuna's tell may turn it into an UnboundLocalError: find the outage

@@ -1,5 +1,5 @@
 """Where runs live: the tracking URI (checked at the edge, set once per process) and one client per URI,
-whose calls wait out a tracking server that stays down longer than MLflow's own retries (outage.py)."""
+whose calls wait out a tracking server that stays down longer than MLflow's own retries (sweep/outage.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 
-from .. import outage
+from ..sweep import outage
 from . import sqlite
 from ..config import UserError
 

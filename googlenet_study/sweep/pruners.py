@@ -93,7 +93,7 @@ PRUNERS: dict[str, Kind] = {
 
 
 def make(name: str, steps: int, warmup_s: float | None = None) -> optuna.pruners.BasePruner:
-    """The Optuna pruner for a study file's `pruner:` (validated by study.py against PRUNERS)."""
+    """The Optuna pruner for a study file's `pruner:` (validated by sweep/study_file.py against PRUNERS)."""
     return PRUNERS[name].make(steps, warmup_s)
 
 

@@ -1,5 +1,5 @@
 """A study file's `space:` block: each searched field a list of values or a numeric range, checked against
-the config; the grid's points and the corners checked before a sweep. Its own module, a floor below study.py:
+the config; the grid's points and the corners checked before a sweep. Its own module, a floor below sweep/study_file.py:
 a trial samples a space and budget.py checks one without the rest of the study file."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig, UserError, field_names, short, shown
+from ..config import RunConfig, UserError, field_names, short, shown
 
 MAX_GRID_CHECK = 20_000  # grid points validated one by one; beyond this only each value is checked
 MAX_TRIALS = 100_000     # trials of one study (a grid point is an Optuna trial row, enqueued up front)
@@ -120,7 +120,7 @@ def grid_points(space: dict, err) -> tuple[dict, ...]:
 def corners(spec) -> tuple[dict, ...]:
     """The points worth checking before a sweep: every grid point, or the corners of the box of each
     dimension's extreme values (ranges); none when there are more than MAX_GRID_CHECK of them.
-    `spec` is a study.StudySpec (here, as in budget.py, by its attributes: study.py sits a floor up)."""
+    `spec` is a study.StudySpec (here, as in budget.py, by its attributes: sweep/study_file.py sits a floor up)."""
     if spec.grid and len(spec.grid) <= MAX_GRID_CHECK:
         return spec.grid
     ends = {k: ((v.low, v.high) if isinstance(v, Range) else v) for k, v in spec.space.items()}

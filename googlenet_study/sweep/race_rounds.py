@@ -1,5 +1,5 @@
 """A racing study's rounds in the sweep (docs/sweeps.md, Racing): the queue of seeds, the round decisions
-(racing.decide, a pure function) and their record on the parent run.
+(race_decision.decide, a pure function) and their record on the parent run.
 
 A trial is one (configuration, seed): the grid point's params plus `seed`, enqueued as fixed params.
 The creator enqueues seeds 0 .. min_seeds-1 of every configuration. A round is over when no trial is
@@ -26,18 +26,19 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from .. import csv_cells, racing, schema, tracking
+from .. import csv_cells, schema, tracking
+from . import race_decision
 from ..config import UserError
 from ..safe_files import NotRegular, open_lock
 from ..stop import STOP
-from ..study import StudySpec
+from .study_file import StudySpec
 
 ROUND_ATTR = "racing_round_"   # + k: study user attr, round k's decision (JSON-able dict)
 STOPPED_ATTR = schema.RACING_STOPPED_BY_TAG  # also a study user attr: the race is over
 CURVE_ATTR = "racing_curve"    # trial user attr: [[epoch, elapsed_time_s, test_acc], ...] of its finished run
 POLL_S = 1.0                   # s between looks while another worker trains the round's last seeds
 CSV_COLUMNS = ("round", "configuration", "seeds", "reached", "ert_s", "p_value", "decision", "target",
-               "stopped_by", "max_seeds", "alpha")  # report/racing.py reads them
+               "stopped_by", "max_seeds", "alpha")  # report/race_section.py reads them
 
 
 def first_queue(spec: StudySpec) -> list[tuple[dict, dict]]:
@@ -152,8 +153,8 @@ def _stop(st: optuna.Study, spec: StudySpec, parent: str, uri: str, record: dict
     return False
 
 
-def _decide(trials: list, spec: StudySpec, live: list[int]) -> racing.Round:
-    """racing.decide on the COMPLETE trials' curves; spent_s sums every finished run's clock."""
+def _decide(trials: list, spec: StudySpec, live: list[int]) -> race_decision.Round:
+    """race_decision.decide on the COMPLETE trials' curves; spent_s sums every finished run's clock."""
     from ..report import DEFAULT_TARGETS
 
     names = [label(p) for p in spec.grid]
@@ -161,9 +162,9 @@ def _decide(trials: list, spec: StudySpec, live: list[int]) -> racing.Round:
     curves = {str(t.number): t.user_attrs[CURVE_ATTR] for t in done}
     config = {str(t.number): names[int(t.user_attrs[schema.GRID_POINT_ATTR])] for t in done}
     targets = tuple(spec.report_targets or DEFAULT_TARGETS)
-    runs = racing.runs_from_curves(curves, config, targets)
+    runs = race_decision.runs_from_curves(curves, config, targets)
     spent = float(runs["clock_end_s"].sum()) if len(runs) else 0.0
-    return racing.decide(runs, [names[i] for i in live], targets, spec.racing, spent)
+    return race_decision.decide(runs, [names[i] for i in live], targets, spec.racing, spent)
 
 
 def _enqueue(st: optuna.Study, spec: StudySpec, record: dict) -> bool:

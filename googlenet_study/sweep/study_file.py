@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import schema
-from .config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
+from .. import schema
+from ..config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
 from .space import MAX_TRIALS, Range, check_combinations, dimension, grid_points, number
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
@@ -48,7 +48,7 @@ class StudySpec:
     storage_timeout_s: float = 600.0            # s: how long a worker waits out its database or tracking server
     pruner_warmup_s: float | None = None        # s: wallclock_median prunes nothing before; None: one epoch
     report_targets: tuple[float, ...] | None = None  # percent: the final report's targets; None: its defaults
-    racing: Racing | None = None                # seeds 0, 1, ... raced over the grid (racing.py); None: no race
+    racing: Racing | None = None                # seeds 0, 1, ... raced over the grid (sweep/race_decision.py); None: no race
 
     @property
     def directions(self) -> list[str]:
@@ -234,10 +234,10 @@ MAX_RACING_SEEDS = 1000  # seeds per configuration: trials are enqueued one per 
 
 @dataclass(frozen=True)
 class Racing:
-    """The study file's `racing:` block (racing.py decides the rounds, docs/sweeps.md explains them)."""
+    """The study file's `racing:` block (sweep/race_decision.py decides the rounds, docs/sweeps.md explains them)."""
     min_seeds: int = 3            # seeds 0 .. min_seeds-1: every configuration gets these first
     max_seeds: int = 10           # no configuration gets more seeds
-    # per comparison with the leader, per round (no promise over the race: racing.py): a number, or steps
+    # per comparison with the leader, per round (no promise over the race: sweep/race_decision.py): a number, or steps
     # ((from seeds, alpha), ...): 0.1 while the configurations have 3-4 seeds, 0.15 from 5 (docs/sweeps.md)
     alpha: float | tuple[tuple[int, float], ...] = ((3, 0.1), (5, 0.15))
     budget_s: float | None = None  # s of the runs' clocks, summed over runs: stop adding seeds past it
@@ -297,7 +297,7 @@ def _alpha(a: Any, err) -> float | tuple[tuple[int, float], ...]:
 
 def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: dict, space: dict, n_grid: int,
             err) -> Racing | None:
-    """The racing: block (racing.py): seeds 0, 1, ... raced over the grid of space; None without one."""
+    """The racing: block (sweep/race_decision.py): seeds 0, 1, ... raced over the grid of space; None without one."""
     if "racing" not in raw:
         return None
     r = parse_racing(raw["racing"], err)
@@ -334,7 +334,7 @@ def _n_trials(raw: dict, n_trials: int | None, sampler: str, grid: tuple, err) -
 
 def _checkpoint_dir(raw: dict, flag: str | None, err) -> str | None:
     """--checkpoint-dir, else the file's checkpoint_dir: a folder that is (or can become) writable."""
-    from .config import dir_problem
+    from ..config import dir_problem
 
     key, v = ("--checkpoint-dir", flag) if flag is not None else ("checkpoint_dir", raw.get("checkpoint_dir"))
     if v is None:

@@ -1,5 +1,5 @@
 """The report's Racing section: what a racing study's rounds decided (docs/sweeps.md, Racing), read from its
-parent run's racing.csv (written by sweep/race.py, one row per configuration per round).
+parent run's racing.csv (written by sweep/race_rounds.py, one row per configuration per round).
 
 Per configuration: the seeds it got, the round it was eliminated in with its p-value against that round's
 leader (one-sided exact permutation test of the ERT ratio), or how it ended; and the runs the race spent

@@ -34,14 +34,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .schema import ACCURACY, CLOCK
-from .schema import time_to_target as _ttt
-from .statistics.target import at_target
-from .study import RACING_KEYS as KEYS  # noqa: F401 - the block's type and parser live with the study file's
-from .study import Racing
-from .study import parse_racing as parse  # noqa: F401
+from ..schema import ACCURACY, CLOCK
+from ..schema import time_to_target as _ttt
+from ..statistics.target import at_target
+from .study_file import Racing
 
-if TYPE_CHECKING:  # pandas and the report load in the functions: study.py validates a racing: block without them
+if TYPE_CHECKING:  # pandas and the report load in the functions: sweep/study_file.py validates a racing: block without them
     import pandas as pd
 
 ELIMINATE, KEEP, LEADER = "eliminate", "keep", "leader"
@@ -72,8 +70,8 @@ def epochs_to(p: float) -> str:
 def _censored(g: pd.DataFrame, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(seconds until each timed run reached target p or ended, 1.0 where it reached it: the report's; and each
     run's length to there in epochs, or those seconds where the runs carry no epochs)."""
-    from .statistics import survival
-    from .statistics.target import reached
+    from ..statistics import survival
+    from ..statistics.target import reached
 
     t, hit = survival.observed(g[_ttt(p)], g[reached(p)], g["clock_end_s"])
     if EPOCHS_END not in g:
@@ -97,7 +95,7 @@ def round_target(runs: pd.DataFrame, live: list[str], targets: Sequence[float],
     the others are compared at it, censored."""
     import pandas as pd
 
-    from .statistics import ranking, survival
+    from ..statistics import ranking, survival
 
     data = _data if _data is not None else _by_target(runs, live, targets)
     lowest = min(targets)
@@ -128,7 +126,7 @@ def compare(obs: list[tuple], alpha: float) -> tuple[int, list[float], np.ndarra
     tested against it with the one-sided exact permutation test of the ERT ratio (statistics/ert_test.py) on its
     and the leader's runs that reached the target or ran at least as long as the leader's longest run to it;
     p <= alpha eliminates it (no correction over the round's tests: alpha is per comparison, module doc)."""
-    from .statistics import ert_test, survival
+    from ..statistics import ert_test, survival
 
     erts = [survival.ert(t, h) for t, h, _ in obs]
     i = int(np.argmin(np.nan_to_num(np.asarray(erts, dtype=float), nan=math.inf)))
@@ -182,8 +180,8 @@ def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[s
     `configuration`: run -> configuration."""
     import pandas as pd
 
-    from .statistics.clock import on_clock
-    from .statistics.target import reached
+    from ..statistics.clock import on_clock
+    from ..statistics.target import reached
 
     rows = []
     for run, curve in curves.items():
