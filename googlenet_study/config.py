@@ -60,7 +60,7 @@ MIN_IMAGE_SIZE = {("inception_v3", True): 299, ("inception_v3", False): 75,
 DEFAULT_IMAGE_SIZE = {"inception_v3": 299, "googlenet": 224}
 MAX_SEED = 2**32 - 1  # numpy.random.seed refuses more
 MAX_INT = 2**63 - 1   # int64
-MAX_TEXT = 4096       # characters of a text field: Linux's PATH_MAX; MLflow params hold 6000
+MAX_TEXT = 4096       # characters of a text field: Linux's PATH_MAX; below schema.MLFLOW_MAX_PARAM_CHARS
 MAX_TARGETS = 100     # target_accs entries (one summary metric each)
 
 

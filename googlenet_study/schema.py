@@ -4,8 +4,10 @@ Engine, tracking, sweep, study, report and tests import them from here; docs/ref
 documents each (tests/test_schema.py fails when a produced name is not documented there;
 tests/test_names.py when a name is spelled again outside this file). Adding a per-epoch metric the report
 shows (say peak_memory_mb) touches four files: here (its constant, TRAIN_METRICS or EVAL_METRICS,
-EPOCH_METRICS, PER_EPOCH_MEANS), engine.py (its value), docs/reference.md's "What MLflow holds" and reports/README.md
-(its summary.csv columns); MLflow, epochs.csv, the report's tables and CSVs follow from here."""
+EPOCH_METRICS, PER_EPOCH_MEANS, and METRIC_SINCE: the record version it arrives in), engine.py (its value, by
+name), docs/reference.md's "What MLflow holds" and reports/README.md (its summary.csv columns); MLflow,
+epochs.csv, the report's tables and CSVs follow from here, and runs logged before it say "not recorded by this
+version", not "missing" (docs/development.md, "Adding a per-epoch metric")."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ EVAL_TIME = "eval_time_s"             # s: evaluating the whole test split
 EPOCH_TIME = "epoch_time_s"           # s: train_time_s + eval_time_s
 CLOCK = "elapsed_time_s"              # s: the study's clock, cumulative epoch_time_s (downtime not counted):
                                       # what "wall-clock time" means in this tool
-# The engine fills these in order: train_one_epoch (its running sums, then its clocks), evaluate, epoch_metrics.
+# Who measures what: train_one_epoch, evaluate, epoch_metrics (each returns its metrics by name).
 TRAIN_METRICS = (TRAIN_LOSS, TRAIN_AUX_LOSS, TRAIN_TOTAL_LOSS, TRAIN_ACC, TRAIN_TIME, DATA_TIME, THROUGHPUT)
 EVAL_METRICS = (TEST_LOSS, ACCURACY, EVAL_TIME)
 CLOCK_METRICS = (EPOCH_TIME, CLOCK)
@@ -46,6 +48,31 @@ PER_EPOCH_MEANS = {EPOCH_TIME: "s / epoch"}
 # By unit (what a valid value is, how it is shown): fractions in [0, 1], and seconds >= 0.
 FRACTIONS = (ACCURACY, TRAIN_ACC, BEST_ACC, FINAL_ACC)
 SECONDS = (EPOCH_TIME, TRAIN_TIME, EVAL_TIME, DATA_TIME, CLOCK, TOTAL_TIME)
+
+
+# ---- the record's versions: which metrics a run's code could log ---------------------------------------
+# A metric added after the first version is absent from the runs logged before it: the report says "not
+# recorded by this version" for them and counts it missing only for a run whose version should have logged it.
+RECORD_VERSION_TAG = "record_version"  # the RECORD_VERSION of the code that started the run (set once, at start)
+FIRST_RECORD_VERSION = 1              # a run without the tag was logged before it existed: version 1
+# Per-epoch or summary metric -> the record version that first logged it; every metric not named here: 1.
+# Adding a metric: name it here with the current RECORD_VERSION + 1 (RECORD_VERSION follows).
+METRIC_SINCE: dict[str, int] = {}
+RECORD_VERSION = max(METRIC_SINCE.values(), default=FIRST_RECORD_VERSION)
+
+
+def record_version(tags: dict[str, str]) -> int:
+    """The record version a run was logged by: its record_version tag, FIRST_RECORD_VERSION without one; a tag
+    that is not a whole number >= 1 (not ours) counts as RECORD_VERSION, so nothing it lacks is excused."""
+    v = tags.get(RECORD_VERSION_TAG)
+    if v is None:
+        return FIRST_RECORD_VERSION
+    return int(v) if v.isascii() and v.isdigit() and int(v) >= 1 else RECORD_VERSION
+
+
+def recorded_by(metric: str, version: int) -> bool:
+    """Whether a run of record version `version` logs `metric` (else its absence is not a gap of the run's)."""
+    return METRIC_SINCE.get(metric, FIRST_RECORD_VERSION) <= version
 
 
 def time_to_target(p: float) -> str:
@@ -111,7 +138,7 @@ CHECKPOINT_TAG = "checkpoint"         # the run's checkpoint file
 RESUMED_AT_EPOCH_TAG, RESUMED_AT_BATCH_TAG = "resumed_at_epoch", "resumed_at_batch"  # where a resume took over
 REPRODUCES_TAG = "reproduces_run_id"  # `googlenet-study reproduce`: the run it reran
 RUN_TAGS = (CHECKPOINT_TAG, RESUMED_AT_EPOCH_TAG, RESUMED_AT_BATCH_TAG, HARDWARE_CHANGED_TAG, *END_TAGS,
-            REPRODUCES_TAG)
+            REPRODUCES_TAG, RECORD_VERSION_TAG)
 # A sweep's runs: study_name on every run of a study; sweep_role parent | trial; trial_number on a trial's
 # runs; seed_index on each seed run of a trial with repeats > 1.
 STUDY_TAG, ROLE_TAG, TRIAL_TAG, SEED_INDEX_TAG = "study_name", "sweep_role", "trial_number", "seed_index"
@@ -171,3 +198,8 @@ RACING_CSV = "racing.csv"                   # artifact: round, configuration, se
 TRIAL_PARAMS = ("repeats", "seeds")      # + every searched field under its own name
 # Each objective over the seeds: <objective> (= the mean) and <objective> + each suffix; _std is the sample std.
 SPREAD_SUFFIXES = ("_mean", "_n", "_n_finite", "_std")
+
+# ---- MLflow's limits on what it records (mlflow/utils/validation.py: MAX_PARAM_VAL_LENGTH,
+# MAX_PARAMS_TAGS_PER_BATCH; a longer value or a bigger batch is rejected with INVALID_PARAMETER_VALUE) ----
+MLFLOW_MAX_PARAM_CHARS = 6000       # characters of one param value
+MLFLOW_MAX_PARAMS_PER_BATCH = 100   # params (and tags) in one log_batch call

@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 
 from ..config import RunConfig, UserError, field_names, short, shown
+from ..schema import MLFLOW_MAX_PARAM_CHARS
 
 MAX_GRID_CHECK = 20_000  # grid points validated one by one; beyond this only each value is checked
 MAX_TRIALS = 100_000     # trials of one study (a grid point is an Optuna trial row, enqueued up front)
-MAX_PARAM = 6000         # characters of an MLflow param value
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def _values(k: str, v: list, base: dict, err) -> tuple:
         raise err(key, "list values must be scalars (numbers, strings, booleans)")
     if len({(type(x), x) for x in v}) != len(v):  # by type too: 1, 1.0 and true are three values
         raise err(key, f"repeated values in {shown(v)}")
-    if len(str(v)) > MAX_PARAM:  # the parent run records the list as the param space.<field>
-        raise err(key, f"{len(v)} values do not fit one MLflow param ({MAX_PARAM} characters); search a range")
+    if len(str(v)) > MLFLOW_MAX_PARAM_CHARS:  # the parent run records the list as the param space.<field>
+        raise err(key, f"{len(v)} values do not fit one MLflow param ({MLFLOW_MAX_PARAM_CHARS} characters); search a range")
     for x in v:
         _check_value(k, x, base, err)
     return tuple(v)

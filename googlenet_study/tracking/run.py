@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 # calls, where they are loaded already: `report` and a sweep's parent read runs through this package and
 # need none of them (torch and torchvision are 3.4 s of a report's 6.3 s of imports on 2 cores).
 SYSTEM_METRICS_INTERVAL_S = 5.0
-PARAMS_PER_BATCH = 100  # MLflow's log_batch limit
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,6 +146,9 @@ class MlflowRun:
 
         if not self.resumed:  # params are immutable in MLflow: a resumed run has them already
             self._log_params({k: redact(str(v)) for k, v in params.items()})
+            # The version of the record its metrics follow; a resume keeps the first (its earlier epochs are that
+            # version's), so a run logged before the tag existed stays version 1.
+            tags = {**tags, schema.RECORD_VERSION_TAG: str(schema.RECORD_VERSION)}
         else:  # device_name is about to be overwritten: keep what the run ran on so far
             tags = {**tags, **hardware_changed(self.client.get_run(self.run_id).data.tags,
                                                tags.get(schema.DEVICE_NAME_TAG))}
@@ -163,8 +165,9 @@ class MlflowRun:
     def _log_params(self, params: dict[str, str]) -> None:
         existing = self.client.get_run(self.run_id).data.params  # non-empty under `mlflow run`
         todo = [Param(k, v) for k, v in params_to_log(params, existing).items()]
-        for i in range(0, len(todo), PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=todo[i:i + PARAMS_PER_BATCH])
+        batch = schema.MLFLOW_MAX_PARAMS_PER_BATCH
+        for i in range(0, len(todo), batch):
+            self.client.log_batch(self.run_id, params=todo[i:i + batch])
 
     def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int | None = None) -> None:
         """step = epoch (from 1); timestamp = when the epoch ended. One log_batch: all or nothing."""

@@ -12,8 +12,6 @@ from mlflow.exceptions import MlflowException
 from .. import schema
 from .store import as_tags, client, experiment_id, redact
 
-BATCH = 100          # MLflow's log_batch limit (params)
-PARAM_VALUE_MAX = 6000  # characters; MLflow rejects longer param values
 
 
 def run_experiment(run_id: str, uri: str | None = None) -> str | None:
@@ -59,9 +57,10 @@ def log_run_data(run_id: str, uri: str | None = None, params: dict | None = None
     c = client(uri)
     now = int(time.time() * 1000)
     ms = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if v is not None and math.isfinite(float(v))]
-    ps = [Param(k, redact(str(v))[:PARAM_VALUE_MAX]) for k, v in (params or {}).items()]
-    for i in range(0, max(len(ms), len(ps), 1), BATCH):
-        c.log_batch(run_id, metrics=ms[i:i + BATCH], params=ps[i:i + BATCH], tags=as_tags(tags or {}) if i == 0 else [])
+    ps = [Param(k, redact(str(v))[:schema.MLFLOW_MAX_PARAM_CHARS]) for k, v in (params or {}).items()]
+    batch = schema.MLFLOW_MAX_PARAMS_PER_BATCH  # metrics may be 1000 a batch; params set the pace
+    for i in range(0, max(len(ms), len(ps), 1), batch):
+        c.log_batch(run_id, metrics=ms[i:i + batch], params=ps[i:i + batch], tags=as_tags(tags or {}) if i == 0 else [])
     for f in files:
         c.log_artifact(run_id, str(f), artifact_path=artifact_path)
 
