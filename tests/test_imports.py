@@ -22,8 +22,9 @@ FLOORS = (
                                                                # formats, opening files in shared folders:
                                                                # they import nothing of ours
     ("config",),                          # the run's config, validated; YAML reading
-    ("sweep.space",),                     # a study file's search space: values and ranges of config fields
-    ("sweep.study_file", "device", "artifacts", "sweep.pruners", "checkpoint_checks"),  # a study file; where a run computes;
+    ("sweep.space", "sweep.pruners", "sweep.samplers"),  # a study file's search space: values and ranges of
+                                          # config fields; its pruner and sampler names, each with its Optuna builder
+    ("sweep.study_file", "device", "artifacts", "checkpoint_checks"),  # a study file; where a run computes;
                                           # run artefacts; a checkpoint's contents checked as data
     ("data", "model", "checkpoint"),      # stage 2 and 3; the resumable state
     ("budget",),                          # will it fit (split sizes from data, cores from config)

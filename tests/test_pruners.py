@@ -9,6 +9,7 @@ import yaml
 from optuna.trial import TrialState
 
 from googlenet_study import tracking
+from googlenet_study.config import UserError
 from googlenet_study.sweep import pruners, study_file
 from googlenet_study.sweep import setup, worker
 from googlenet_study.sweep import trial as trial_mod
@@ -113,13 +114,15 @@ def test_the_parent_run_records_the_wall_clock_warm_up(tmp_path, tracking_uri):
     assert load_spec(tmp_path, "wallclock_median").digest() != spec.digest()
 
 
-def test_every_pruner_a_study_file_may_name_has_one_constructor():
-    # sweep/study_file.py validates the names (it sits on pruners' floor, so it cannot import the table); one table makes them.
-    assert set(study_file.PRUNERS) == set(pruners.PRUNERS)
+def test_every_pruner_a_study_file_may_name_has_one_constructor(tmp_path):
+    # One table (pruners.PRUNERS) names them and makes them; the study file accepts exactly its names.
     for name in pruners.PRUNERS:
+        assert load_spec(tmp_path, name).pruner == name
         made = pruners.make(name, steps=6, warmup_s=2.0)
         assert isinstance(made, optuna.pruners.BasePruner)
         assert pruners.prunes(name) == (not isinstance(made, optuna.pruners.NopPruner))
     assert isinstance(pruners.make("wallclock_median", 6, 2.0), pruners.WallclockMedianPruner)
     assert pruners.make("wallclock_median", 6, 2.0).warmup_s == 2.0 and pruners.by_clock("wallclock_median")
     assert pruners.make("hyperband", 6)._max_resource == 6  # epochs x repeats
+    with pytest.raises(UserError, match=r"pruner: got 'asha'; allowed: " + " [|] ".join(pruners.PRUNERS) + "$"):
+        load_spec(tmp_path, "asha")

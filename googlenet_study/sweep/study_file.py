@@ -14,13 +14,14 @@ from typing import Any, Callable
 
 from .. import schema
 from ..config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapping, short, shown
+from . import pruners, samplers
 from .space import MAX_TRIALS, Range, check_combinations, dimension, grid_points, number
 
 KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
         "n_trials", "max_retries", "repeats", "checkpoint_dir", "storage_timeout_s", "pruner_warmup_s",
         "report_targets", "racing")
-SAMPLERS = ("grid", "tpe", "random", "nsga2")
-PRUNERS = ("none", "median", "hyperband", "wallclock_median")
+SAMPLERS = tuple(samplers.SAMPLERS)  # the names each table of name -> Optuna builder defines
+PRUNERS = tuple(pruners.PRUNERS)
 MAX_NAME = 128           # characters; the study's name also names its parent run, trial runs and checkpoints
 MAX_EXPERIMENT = 256     # characters: MLflow's experiments.name column
 # Each worker's sampler seed is sampler_seed + worker index (+ up to 1e8 for joiners, sweep.plan_workers);

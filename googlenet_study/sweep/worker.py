@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import tracking
-from . import pruners
+from . import pruners, samplers
 from ..stop import STOP
 from .outage import Unavailable
 from ..schema import (END_REASON_TAG, MLFLOW_RUN_ID_ATTR, RETRY_OF_TAG, STOPPED_BY_OUTAGE_ATTR, STOPPED_BY_SIGNAL_ATTR,
@@ -156,12 +156,8 @@ def _outage(e: BaseException | None) -> Unavailable | None:
 
 
 def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    # grid: every point is an enqueued trial, so the sampler never picks a grid value itself.
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+    """The study's sampler (samplers.SAMPLERS), seeded with this worker's seed."""
+    return samplers.make(spec.sampler, seed)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
