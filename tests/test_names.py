@@ -12,15 +12,15 @@ from pathlib import Path
 
 from googlenet_study import schema
 from googlenet_study.config import RunConfig
+from googlenet_study.sweep import study_file
 
 PACKAGE = Path(schema.__file__).parent
 
 # Schema names that are also another interface's own spelling: a RunConfig field (a YAML key and a
 # --flag), a study file's key (sweep/study_file.py validates those by their YAML names), a command-line dest, or a
 # plain word used as a DataFrame column or JSON field that merely coincides with a tag's name.
-OTHER_INTERFACES = {f.name for f in fields(RunConfig)} | {
-    "sampler", "sampler_seed", "objectives", "pruner", "n_trials", "max_retries", "repeats", "pruner_warmup_s",
-    "seeds",                                  # study-file keys
+OTHER_INTERFACES = {f.name for f in fields(RunConfig)} | set(study_file.KEYS) | {
+    "seeds",                                  # a trial's param: the seeds it trains (schema.TRIAL_PARAMS)
     "experiment", "file", "workers", "study", "trial",  # CLI dests and the report's column names
     "host",                                   # checkpoint.py's writer record (host, pid), a JSON field
 }

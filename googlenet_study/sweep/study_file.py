@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from .. import schema
@@ -17,9 +17,6 @@ from ..config import MAX_SEED, RunConfig, UserError, field_names, read_yaml_mapp
 from . import pruners, samplers
 from .space import MAX_TRIALS, Range, check_combinations, dimension, grid_points, number
 
-KEYS = ("name", "experiment", "base", "space", "sampler", "sampler_seed", "objectives", "pruner",
-        "n_trials", "max_retries", "repeats", "checkpoint_dir", "storage_timeout_s", "pruner_warmup_s",
-        "report_targets", "racing")
 SAMPLERS = tuple(samplers.SAMPLERS)  # the names each table of name -> Optuna builder defines
 PRUNERS = tuple(pruners.PRUNERS)
 MAX_NAME = 128           # characters; the study's name also names its parent run, trial runs and checkpoints
@@ -79,6 +76,11 @@ class StudySpec:
         return {k: (list(v) if isinstance(v, tuple) else {kk: vv for kk, vv in v.__dict__.items()
                                                            if vv is not None})
                 for k, v in self.space.items()}
+
+
+# A study file's keys are StudySpec's fields, in its order, but for what reading the file adds.
+NOT_KEYS = ("path", "text", "grid")  # where it was read, the file as written, the grid spelled out
+KEYS = tuple(f.name for f in fields(StudySpec) if f.name not in NOT_KEYS)
 
 
 def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
@@ -229,7 +231,6 @@ def _repeats(raw: dict, base_cfg: RunConfig, space: dict, err) -> int:
     return repeats
 
 
-RACING_KEYS = ("min_seeds", "max_seeds", "alpha", "budget_s")
 MAX_RACING_SEEDS = 1000  # seeds per configuration: trials are enqueued one per seed
 
 
@@ -249,6 +250,9 @@ class Racing:
         if isinstance(self.alpha, (int, float)):
             return float(self.alpha)
         return next((a for s, a in reversed(self.alpha) if s <= seeds), self.alpha[0][1])
+
+
+RACING_KEYS = tuple(f.name for f in fields(Racing))  # the racing: block's keys
 
 
 def parse_racing(v: Any, err: Callable[[str, str], Exception]) -> Racing:
