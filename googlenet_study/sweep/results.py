@@ -15,7 +15,6 @@ import optuna
 from optuna.trial import TrialState
 
 from .. import csv_cells, report, tracking
-from . import pruners
 from ..config import UserError
 from ..schema import (BEST_PARAM_PREFIX, BEST_RUN_TAG, BEST_TRIAL_NUMBER_TAG, BEST_TRIAL_PREFIX, MLFLOW_RUN_ID_ATTR,
                       N_PARETO_METRIC, N_TRIALS_PREFIX, PARETO_TAG, STOPPED_BY_SIGNAL_ATTR, SURPLUS_ATTR)
@@ -132,7 +131,7 @@ def _plots(st: optuna.Study, spec: StudySpec, complete: list, d: Path) -> list[P
     if len(spec.objectives) == 1:
         jobs["optimization_history.png"] = lambda: vm.plot_optimization_history(st, target_name=spec.metrics[0])
         jobs["param_importances.png"] = lambda: vm.plot_param_importances(st, target_name=spec.metrics[0])
-        if pruners.prunes(spec.pruner):
+        if spec.prunes:
             jobs["intermediate_values.png"] = lambda: vm.plot_intermediate_values(st)
     else:
         if len(spec.objectives) <= 3:

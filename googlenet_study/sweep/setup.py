@@ -10,7 +10,6 @@ from pathlib import Path
 
 import optuna
 
-from . import pruners
 from .. import tracking
 from ..config import UserError
 from ..stop import STOP
@@ -99,7 +98,7 @@ def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: st
             STUDY_TAG: spec.name, ROLE_TAG: PARENT_ROLE, STORAGE_TAG: tracking.redact(storage_url)}, uri)
         experiment = tracking.run_experiment(parent, uri) or spec.experiment
         log_parent_start(spec, parent, storage_url, uri)
-        queue = race_rounds.first_queue(spec) if spec.racing else [(p, {GRID_POINT_ATTR: i}) for i, p in enumerate(spec.grid)]
+        queue = race_rounds.first_queue(spec) if spec.races else [(p, {GRID_POINT_ATTR: i}) for i, p in enumerate(spec.grid)]
         for i, (point, attrs) in enumerate(queue):
             if i % 100 == 0:
                 check_stop()
@@ -158,7 +157,7 @@ def log_parent_start(spec: StudySpec, run_id: str, storage_url: str, uri: str) -
                   "n_trials": spec.n_trials, "max_retries": spec.max_retries, "repeats": spec.repeats,
                   STORAGE_TAG: storage_url, STUDY_FILE_PARAM: spec.path,
                   **({"pruner_warmup_s": spec.pruner_warmup_s if spec.pruner_warmup_s is not None else "first_epoch"}
-                     if pruners.by_clock(spec.pruner) else {}),
+                     if spec.prunes_by_clock else {}),
                   **{BASE_PREFIX + k: v for k, v in spec.base.items()},
                   **{SPACE_PREFIX + k: v for k, v in spec.space_dict().items()}}
         tracking.log_run_data(run_id, uri, params=params, files=[Path(d) / "study.yaml", Path(d) / "search_space.yaml"])

@@ -87,7 +87,7 @@ def prepare(spec: StudySpec, tasks: int, option_pairs: list[str], storage_url: s
 
 def max_trials(spec: StudySpec, n_trials: int | None) -> int:
     """The most trials the study can run: --n-trials or its own; a race's grid times its max_seeds."""
-    if spec.racing is not None:
+    if spec.races:
         return max(1, len(spec.grid) * spec.racing.max_seeds)
     return n_trials if n_trials is not None else spec.n_trials
 

@@ -56,6 +56,33 @@ class StudySpec:
     def metrics(self) -> list[str]:
         return [m for _, m in self.objectives]
 
+    # ---- what the study does, decided here once: the runner's modules ask, never compare strings ----
+    @property
+    def is_grid(self) -> bool:
+        """Every trial is a point of the grid queued up front (racing: a point and a seed); the sampler
+        picks nothing, and a trial beyond the queue is surplus."""
+        return self.sampler == samplers.GRID
+
+    @property
+    def races(self) -> bool:
+        """Seeds 0, 1, ... raced over the grid in rounds (sweep/race_rounds.py) instead of a fixed queue."""
+        return self.racing is not None
+
+    @property
+    def nests_seed_runs(self) -> bool:
+        """repeats > 1: a trial's own run nests one run per seed; else the trial's run is its one seed's run."""
+        return self.repeats > 1
+
+    @property
+    def prunes(self) -> bool:
+        """A pruner may stop a trial at an epoch end (sweep/pruners.py)."""
+        return pruners.prunes(self.pruner)
+
+    @property
+    def prunes_by_clock(self) -> bool:
+        """Trials are compared at the same elapsed seconds (wallclock_median), not the same epoch."""
+        return pruners.by_clock(self.pruner)
+
     def config(self, params: dict[str, Any], **fixed: Any) -> RunConfig:
         """The run config of one trial: base, then the trial's params, then per-worker fields."""
         return RunConfig.from_dict({**self.base, **params, **fixed}, source=f"{self.path}: trial")
@@ -68,7 +95,7 @@ class StudySpec:
              "pruner": self.pruner, "repeats": self.repeats}
         if self.pruner_warmup_s is not None:  # only when set: the digests of older studies stay as they were
             d["pruner_warmup_s"] = self.pruner_warmup_s
-        if self.racing is not None:
+        if self.races:
             d["racing"] = self.racing.__dict__
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -106,7 +133,7 @@ def load(path: str, sets: list[str] | None = None, n_trials: int | None = None,
     pruner = _pruner(raw, len(objectives), err)
     max_retries = _int(raw.get("max_retries", 0), "max_retries", err, low=0)
     repeats = _repeats(raw, base_cfg, space, err)
-    grid = grid_points(space, err) if sampler == "grid" else ()
+    grid = grid_points(space, err) if sampler == samplers.GRID else ()
     nt = _n_trials(raw, n_trials, sampler, grid, err)
     if nt * repeats > MAX_TRIALS:  # each repeat is a training run of its own
         raise err("repeats", f"{repeats} seeds x {nt} trials = {nt * repeats:,} training runs; "
@@ -187,22 +214,22 @@ def _base_config(base: dict, space_raw: dict, path: str) -> RunConfig:
 
 def _sampler(raw: dict, space: dict, err) -> str:
     """grid by default when every dimension is a list, else tpe; grid cannot search a range."""
-    sampler = raw.get("sampler", "grid" if all(isinstance(v, tuple) for v in space.values()) else "tpe")
+    sampler = raw.get("sampler", samplers.GRID if all(isinstance(v, tuple) for v in space.values()) else "tpe")
     if sampler not in SAMPLERS:
         raise err("sampler", f"got {shown(sampler)}; allowed: {' | '.join(SAMPLERS)}")
     ranges = [k for k, v in space.items() if isinstance(v, Range)]
-    if sampler == "grid" and ranges:
+    if sampler == samplers.GRID and ranges:
         raise err(f"space.{ranges[0]}", "a range cannot be searched by sampler grid; give a list of values")
     return sampler
 
 
 def _pruner(raw: dict, n_objectives: int, err) -> str:
-    pruner = raw.get("pruner", "none")
+    pruner = raw.get("pruner", pruners.NONE)
     if pruner is None or pruner is False:
-        pruner = "none"
+        pruner = pruners.NONE
     if pruner not in PRUNERS:
         raise err("pruner", f"got {shown(pruner)}; allowed: {' | '.join(PRUNERS)}")
-    if pruner != "none" and n_objectives > 1:
+    if pruners.prunes(pruner) and n_objectives > 1:
         raise err("pruner", f"{pruner} prunes on one objective; with {n_objectives} objectives use none")
     return pruner
 
@@ -212,7 +239,7 @@ def _pruner_warmup(raw: dict, pruner: str, err) -> float | None:
     v = raw.get("pruner_warmup_s")
     if v is None:
         return None
-    if pruner != "wallclock_median":
+    if not pruners.by_clock(pruner):
         raise err("pruner_warmup_s", f"only with pruner wallclock_median (pruner is {pruner})")
     v = number(v)
     if v is None or not math.isfinite(v) or v < 0:
@@ -311,9 +338,9 @@ def _racing(raw: dict, n_trials: int | None, sampler: str, pruner: str, base: di
     if "seed" in space or "seed" in base:
         raise err("racing", f"seeds 0 .. {r.max_seeds - 1} are the racing dimension; remove seed from "
                             f"{'space' if 'seed' in space else 'base (or --set)'}")
-    if sampler != "grid":
+    if sampler != samplers.GRID:
         raise err("racing", f"races the configurations of a grid; sampler must be grid, got {sampler}")
-    if pruner != "none":  # a pruned run's end is the pruner's verdict, not a censoring the log-rank test may ignore
+    if pruners.prunes(pruner):  # a pruned run's end is the pruner's verdict, not a censoring the log-rank test may ignore
         raise err("racing", f"cannot be combined with pruner {pruner}; use pruner none (docs/sweeps.md, Racing)")
     if n_trials is not None or "n_trials" in raw:
         raise err("--n-trials" if n_trials is not None else "n_trials", "not with racing: the race decides the trials")
@@ -328,11 +355,11 @@ def _n_trials(raw: dict, n_trials: int | None, sampler: str, grid: tuple, err) -
     key = "--n-trials" if n_trials is not None else "n_trials"
     nt = n_trials if n_trials is not None else raw.get("n_trials")
     if nt is None:
-        if sampler != "grid":
+        if sampler != samplers.GRID:
             raise err("n_trials", f"required with sampler {sampler} (only grid defaults to its size)")
         nt = len(grid)
     nt = _int(nt, key, err, low=1, high=MAX_TRIALS)
-    if sampler == "grid" and nt > len(grid):
+    if sampler == samplers.GRID and nt > len(grid):
         raise err(key, f"{nt} is more than the grid's {len(grid)} points")
     return nt
 

@@ -46,10 +46,10 @@ def run_trial(trial: optuna.Trial, w: Worker) -> list[float] | float:
     if RETRY_OF_TAG in trial.user_attrs:  # an Optuna user attr of the same name
         tags[RETRY_OF_TAG] = str(trial.user_attrs[RETRY_OF_TAG])
     name = f"{w.spec.name}-t{trial.number}"
-    if w.spec.repeats == 1:
-        values = _train_seed(trial, w, cfg, w.parent_run_id, name, tags, 0)
-    else:
+    if w.spec.nests_seed_runs:
         values = _train_seeds(trial, w, cfg, params, name, tags)
+    else:
+        values = _train_seed(trial, w, cfg, w.parent_run_id, name, tags, 0)
     return values if len(values) > 1 else values[0]
 
 
@@ -79,9 +79,9 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
                 seed_index: int) -> list[float]:
     """One seed's run under `parent` (used by both paths): its objective values, or raise when it was
     pruned, failed or stopped by a signal (ended KILLED by train(); its checkpoint resumes it)."""
-    own = w.spec.repeats == 1  # the seed's run is the trial's run: the trial records its id
-    pruning = ([_pruning_hook(trial, seed_index, cfg.epochs, by_clock=pruners.by_clock(w.spec.pruner))]
-               if pruners.prunes(w.spec.pruner) else [])
+    own = not w.spec.nests_seed_runs  # the seed's run is the trial's run: the trial records its id
+    pruning = ([_pruning_hook(trial, seed_index, cfg.epochs, by_clock=w.spec.prunes_by_clock)]
+               if w.spec.prunes else [])
     try:
         # resume AUTO: a trial re-queued after a stop or a dead worker continues its run from its checkpoint
         r = train(cfg, w.tracking_uri, w.experiment, parent_run_id=parent, run_name=name, tags=tags,
@@ -99,7 +99,7 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
     if r.status != "FINISHED":
         why = r.failure_reason or ("stopped by a signal; its checkpoint resumes it" if STOP() else "no reason recorded")
         raise RuntimeError(f"run {r.run_id} {r.status}: {why}")
-    if w.spec.racing is not None:  # what the round decisions read (sweep/race_rounds.py)
+    if w.spec.races:  # what the round decisions read (sweep/race_rounds.py)
         trial.set_user_attr(race_rounds.CURVE_ATTR, race_rounds.curve(r.history))
     return objective_values(w.spec, r.summary, r.history)
 
@@ -156,7 +156,7 @@ def suggest(trial: optuna.Trial, spec: StudySpec) -> dict:
                 params[k] = trial.suggest_float(k, float(d.low), float(d.high), step=d.step, log=d.log)
         else:
             params[k] = trial.suggest_categorical(k, list(d))
-    if spec.racing is not None:  # the racing dimension: the queued (configuration, seed)'s seed
+    if spec.races:  # the racing dimension: the queued (configuration, seed)'s seed
         params["seed"] = trial.suggest_int("seed", 0, spec.racing.max_seeds - 1)
     return params
 

@@ -44,7 +44,7 @@ def has_work(st: optuna.Study, spec: StudySpec) -> bool:
     trials = st.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
         return True
-    return spec.sampler != "grid" and sum(map(_is_fresh, trials)) < spec.n_trials
+    return not spec.is_grid and sum(map(_is_fresh, trials)) < spec.n_trials
 
 
 def _is_fresh(t) -> bool:
@@ -55,7 +55,7 @@ def _is_fresh(t) -> bool:
 def _is_surplus(trials: list, spec: StudySpec, me) -> bool:
     if not _is_fresh(me):
         return False
-    return spec.sampler == "grid" or sum(1 for t in trials if t.number < me.number and _is_fresh(t)) >= spec.n_trials
+    return spec.is_grid or sum(1 for t in trials if t.number < me.number and _is_fresh(t)) >= spec.n_trials
 
 
 STOPPED = (STOPPED_BY_SIGNAL_ATTR, STOPPED_BY_OUTAGE_ATTR)  # user attrs of a FAIL trial that did not fail
@@ -133,7 +133,7 @@ def work(w: Worker, objective: Callable[[optuna.Trial, Worker], object] | None =
 
     ran = 0
     try:
-        while not exhausted and not STOP() and (race_rounds.has_work(st, storage, w) if spec.racing else has_work(st, spec)):
+        while not exhausted and not STOP() and (race_rounds.has_work(st, storage, w) if spec.races else has_work(st, spec)):
             st.optimize(fn, n_trials=1, catch=(Exception,), callbacks=[after])
             ran += 1
     except Exception as e:  # Optuna's tell may turn it into an UnboundLocalError: find the outage
