@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import schema, tracking
 from ..config import UserError, dir_problem
+from ..stop import stop_at_once
 from .. import csv_cells
 from . import document, fetch, figures, lecture, outdir, race_section, render, stats
 from .fmt import pct as _pct  # noqa: F401 - tests format tables as the report does
@@ -43,7 +44,7 @@ def default_out(experiment: str, study: str | None) -> Path:
 
 
 def main(args) -> int:
-    with outdir.signals_stop_at_once():  # a report has nothing to checkpoint: SIGTERM/SIGINT end it now
+    with stop_at_once():  # a report has nothing to checkpoint: SIGTERM/SIGINT end it now
         return run(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
                    targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri,
                    clock_name=getattr(args, "clock", "epoch"), pool_hardware=getattr(args, "pool_hardware", False))

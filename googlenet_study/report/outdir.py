@@ -12,7 +12,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -142,22 +141,4 @@ def _check_space(folder: Path, label: str) -> None:
 def _mark(folder: Path) -> None:
     names = sorted(os.path.relpath(os.path.join(r, n), folder) for r, ds, fs in os.walk(folder) for n in ds + fs)
     (folder / MARKER).write_text(_HEADER + "".join(f"{n}\n" for n in names), encoding="utf-8")
-
-
-@contextlib.contextmanager
-def signals_stop_at_once():
-    """SIGTERM/SIGINT raise KeyboardInterrupt at once (the CLI exits 128 + signal: 143, 130): a report has
-    no run to end and nothing to checkpoint, so nothing is gained by finishing a stage first. The
-    process's flag (stop.STOP) records which signal it was; the previous handlers come back after."""
-    from ..stop import STOP
-
-    def stop_now(signum, frame):
-        STOP.signum = signum
-        raise KeyboardInterrupt
-    before = {s: signal.signal(s, stop_now) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in before.items():
-            signal.signal(s, h)
 

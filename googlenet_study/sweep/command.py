@@ -3,44 +3,23 @@ the parent run's results and the report. cli.py turns the command line into the 
 
 from __future__ import annotations
 
-import signal
 import sys
 import warnings
-from contextlib import contextmanager
-from typing import Iterator
 
 import optuna
 
 from .. import budget, tracking
 from . import outage, study_file
 from ..config import UserError
-from ..stop import STOP
+from ..stop import stop_at_once
 from .study_file import StudySpec
 from . import processes, results, setup, slurm
 from .storage import default_storage
 
 
-@contextmanager
-def signals_end_at_once() -> Iterator[None]:
-    """While nothing exists yet (the study file read and checked, stores reached), a SIGTERM/SIGINT
-    ends the command at once (KeyboardInterrupt, exit 128 + signal) instead of waiting for a batch."""
-    def handler(signum, frame):
-        STOP.signum = STOP.signum or signum
-        raise KeyboardInterrupt
-
-    kept = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        if STOP():  # one came before these handlers
-            raise KeyboardInterrupt
-        yield
-    finally:
-        for s, h in kept.items():
-            signal.signal(s, h)
-
-
 def load(file: str, sets: list[str], n_trials: int | None, checkpoint_dir: str | None) -> StudySpec:
     """The study file, validated (every UserError comes from here, before anything exists)."""
-    with signals_end_at_once():
+    with stop_at_once():  # nothing exists yet: a signal ends the command now, not after a batch
         return study_file.load(file, sets, n_trials, checkpoint_dir)
 
 
@@ -53,7 +32,7 @@ def run(spec: StudySpec, workers: int, storage_url: str | None, tracking_uri: st
         raise UserError(f"--workers: must be an integer >= 1, got {workers}")
     uri = tracking.tracking_uri(tracking_uri)
     storage_url = storage_url or default_storage(uri)
-    with signals_end_at_once():
+    with stop_at_once():
         budget.check_study(spec, workers)  # workers and each point's step memory, before the study exists
     try:
         storage = setup.connect(spec, uri, storage_url)

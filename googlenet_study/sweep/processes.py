@@ -13,12 +13,12 @@ from multiprocessing.connection import wait
 
 from . import outage
 from ..config import UserError, cores
+from .. import stop
 from ..stop import STOP
 from .outage import Unavailable
 from .study_file import StudySpec
 from .worker import AGAIN, Worker, work
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # s: before passing a signal on, the time a worker that got it itself (Ctrl-C reaches the whole
 # process group) has to count it, so that it does not get it twice (twice = stop at once).
 FORWARD_AFTER_S = 0.2
@@ -66,12 +66,13 @@ def _exit(code: int) -> None:
 def _count_signals(seen) -> None:
     """Count each SIGTERM/SIGINT in memory shared with the supervisor, then hand it to STOP. From the
     third on they are ignored: the second already stops at once, a third would cut short the run's end."""
-    for s in SIGNALS:
-        def handler(signum, frame, stop=signal.getsignal(s)):
-            seen.value += 1
-            if seen.value <= 2:
-                stop(signum, frame)
-        signal.signal(s, handler)
+    stops = {s: signal.getsignal(s) for s in stop.SIGNALS}  # STOP's, installed before
+
+    def count(signum, frame) -> None:
+        seen.value += 1
+        if seen.value <= 2:
+            stops[signum](signum, frame)
+    stop.install(count)
 
 
 def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
@@ -86,8 +87,7 @@ def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
     procs = [ctx.Process(target=_worker_main, args=(w, n), name=f"sweep-worker-{w.index}")
              for w, n in zip(workers, seen)]
     received: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in SIGNALS}
-    try:
+    with stop.handling(lambda signum, frame: received.append(signum)):
         for p in procs:
             p.start()
         forwarded = 0
@@ -99,9 +99,6 @@ def supervise(workers: list[Worker]) -> tuple[list[int], int | None]:
                     if p.is_alive() and n.value < k:
                         os.kill(p.pid, received[k - 1])
                 forwarded = k
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     return [p.exitcode for p in procs], (received[0] if received else None)
 
 

@@ -12,6 +12,7 @@ import optuna
 
 from .. import tracking
 from ..config import UserError
+from .. import stop
 from ..stop import STOP
 from ..schema import (BASE_PREFIX, GRID_POINT_ATTR, JOINED_PARENT_TAG, PARENT_ROLE, ROLE_TAG, SPACE_PREFIX,
                       STORAGE_TAG, STUDY_FILE_PARAM, STUDY_TAG)
@@ -117,19 +118,10 @@ def create_or_join(spec: StudySpec, storage: optuna.storages.RDBStorage, uri: st
 def _undo(spec: StudySpec, storage, parent: str | None, uri: str) -> None:
     """No half-made study left behind: the study deleted, the parent run this process created trashed.
     A further signal meanwhile is only recorded (STOP's second signal would cut this short)."""
-    import signal
-
-    def record(signum, frame) -> None:
-        STOP.signum = STOP.signum or signum
-
-    kept = {s: signal.signal(s, record) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop.handling(STOP.record):
         optuna.delete_study(study_name=spec.name, storage=storage)
         if parent is not None and parent != os.environ.get("MLFLOW_RUN_ID"):
             tracking.delete_run(parent, uri)
-    finally:
-        for s, handler in kept.items():
-            signal.signal(s, handler)
 
 
 def _wait_ready(st: optuna.Study, spec: StudySpec) -> None:
