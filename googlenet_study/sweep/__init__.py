@@ -5,8 +5,10 @@ The study's own pieces, which the run pipeline and the statistics may import (te
 each its floor; none imports the runner below):
   outage         riding out an outage of the study's database or tracking server (retries, `Unavailable`)
   space          a study file's search space: values, ranges and grid points of config fields
-  study_file     the study file (experiments/*.yaml) validated into a frozen `StudySpec`
-  pruners        the pruners a study file may name, built for Optuna
+  pruners        the pruners a study file may name, each with its Optuna builder (`PRUNERS`)
+  samplers       the samplers a study file may name, each with its Optuna builder (`SAMPLERS`)
+  study_file     the study file (experiments/*.yaml) validated into a frozen `StudySpec`, which also says
+                 what the study does (`is_grid`, `races`, `nests_seed_runs`, `prunes`): the runner asks it
   race_decision  a racing round's decision from the runs' curves: statistics only, never the report
 
 The runner, each module importing only those above it in this list (and the pieces above):
