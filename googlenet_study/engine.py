@@ -261,9 +261,10 @@ def train_one_epoch(learner: Learner, batches: Batches, hooks: Hooks, partial: P
     sync(device)
     train_time = partial.train_time_s + time.perf_counter() - t0
     bar.close()
-    s = (sums / seen).tolist()
-    # schema.TRAIN_METRICS, in its order: the four running sums (PartialEpoch.sums), then the clocks
-    return dict(zip(schema.TRAIN_METRICS, (*s, train_time, data_time, seen / train_time), strict=True))
+    main_ce, aux_ce, total_ce, correct = (sums / seen).tolist()  # PartialEpoch.sums' order, per image
+    return {schema.TRAIN_LOSS: main_ce, schema.TRAIN_AUX_LOSS: aux_ce, schema.TRAIN_TOTAL_LOSS: total_ce,
+            schema.TRAIN_ACC: correct, schema.TRAIN_TIME: train_time, schema.DATA_TIME: data_time,
+            schema.THROUGHPUT: seen / train_time}
 
 
 @torch.no_grad()
@@ -283,8 +284,8 @@ def evaluate(learner: Learner, batches: Batches, hooks: Hooks) -> dict:
                              (main.argmax(1) == y).sum()]).double()
     sync(device)
     t = time.perf_counter() - t0
-    loss, correct = sums.tolist()
-    return dict(zip(schema.EVAL_METRICS, (loss / len(order), correct / len(order), t), strict=True))
+    loss, correct = sums.tolist()  # summed over the split's images
+    return {schema.TEST_LOSS: loss / len(order), schema.ACCURACY: correct / len(order), schema.EVAL_TIME: t}
 
 
 def _bar_disabled(hooks: Hooks) -> bool | None:
@@ -292,7 +293,8 @@ def _bar_disabled(hooks: Hooks) -> bool | None:
 
 
 def epoch_metrics(train: dict, ev: dict, history: list[dict]) -> dict[str, float]:
-    """One epoch's record (schema.EPOCH_METRICS): its train and eval metrics and the clocks."""
+    """One epoch's record (schema.EPOCH_METRICS): its train and eval metrics and the clocks, each by name
+    (a metric added to the schema is one more key here or in the pass that measures it, never a position)."""
     epoch_time = train[schema.TRAIN_TIME] + ev[schema.EVAL_TIME]
     elapsed = history[-1][CLOCK] if history else 0.0  # the study's clock: downtime between runs is not counted
     return {**train, **ev, schema.EPOCH_TIME: epoch_time, CLOCK: elapsed + epoch_time}

@@ -29,6 +29,7 @@ TIMES = schema.SECONDS         # >= 0
 ACCURACY_FEEDS = (schema.ACCURACY, schema.BEST_ACC, schema.FINAL_ACC)
 FROM_HISTORY = (schema.BEST_ACC, schema.FINAL_ACC)  # read off the per-epoch test_acc, whatever the run logged
 INVALID_COLUMNS = ["run_id", "run_name", "metric", "epoch", "value", "problem"]
+NOT_RECORDED_COLUMNS = ["run_id", "run_name", schema.RECORD_VERSION_TAG, "not_recorded"]  # the tag's value
 STORED_INF = 1.7976931348623157e308  # MLflow's SQL store writes +-inf as +-sys.float_info.max
 
 
@@ -47,6 +48,9 @@ class Fetched:
     disagreeing: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=INVALID_COLUMNS))  # a logged
     #                               best/final accuracy that its per-epoch test_acc does not give (both values);
     #                               the history's value is the one used
+    not_recorded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=NOT_RECORDED_COLUMNS))  # counted
+    #                               runs whose record version came before some metrics (schema.METRIC_SINCE):
+    #                               those are "not recorded by this version", never in `incomplete`
 
 
 def select(experiment: str, study: str | None = None, parent_run: str | None = None,
@@ -107,11 +111,13 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
         raise UserError(f"no FINISHED runs in scope ({len(leaves)} training runs found, none finished)")
 
     histories = _histories(finished, uri, cache_dir)
-    rows, missing_of, counted = [], {}, []
+    rows, missing_of, older_of, counted = [], {}, {}, []
     for r in finished:
         h = histories[r["run_id"]]
-        missing = [k for k in EPOCH_METRICS if not h.get(k)]
-        missing += [k for k in SUMMARY_METRICS if k not in r["metrics"]]
+        absent = [k for k in EPOCH_METRICS if not h.get(k)] + [k for k in SUMMARY_METRICS if k not in r["metrics"]]
+        version = schema.record_version(r["tags"])
+        missing = [k for k in absent if schema.recorded_by(k, version)]
+        older_of[r["run_id"]] = (version, [k for k in absent if k not in missing])
         if any(k in missing for k in REQUIRED_EPOCH_METRICS):
             excluded.append({"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
                              "reason": "missing per-epoch " + ", ".join(k for k in REQUIRED_EPOCH_METRICS
@@ -151,15 +157,17 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
                                                                              disagreeing["metric"])], dtype=bool)]
     disagreeing = disagreeing.assign(run_name=disagreeing["run_id"].map(names))
     for rid, what in nan_metrics(epochs, summary).items():
-        missing_of[rid] += [w for w in what if w.split(" ")[0] not in missing_of[rid]
+        missing_of[rid] += [w for w in what if w.split(" ")[0] not in missing_of[rid] + older_of[rid][1]
                             and (rid, w.split(" ")[0]) not in refused]
     incomplete = [{"run_id": rid, "run_name": names[rid], "missing": ", ".join(m)}
                   for rid, m in missing_of.items() if m]
+    older = [{"run_id": rid, "run_name": names[rid], schema.RECORD_VERSION_TAG: v, "not_recorded": ", ".join(m)}
+             for rid, (v, m) in older_of.items() if m and rid in missing_of]
     source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
               "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
     return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
                    pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source,
-                   invalid, disagreeing)
+                   invalid, disagreeing, pd.DataFrame(older, columns=NOT_RECORDED_COLUMNS))
 
 
 def refuse_invalid(epochs: pd.DataFrame, logged: pd.DataFrame,
