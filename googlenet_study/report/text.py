@@ -47,6 +47,7 @@ def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
               ("tracking URI", f.source["tracking_uri"]),
               ("runs counted", f"{len(runs)} FINISHED runs in {len(summ)} configurations"),
               ("runs excluded", str(len(f.excluded))), ("runs missing some metrics", str(len(f.incomplete))),
+              *_not_recorded_facts(f),
               ("runs left out of time statistics", f"{len(left_out)}" + (" (listed with the reason in the "
                                                                           "appendix)" if len(left_out) else "")),
               ("runs with invalid metrics", str(invalid_rows(f, runs)["run_id"].nunique())),
@@ -284,4 +285,26 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> 
                      "summaries missing from MLflow are computed from the per-epoch history.",
                      in_run_order(f.incomplete, runs).astype(str)),
     ]
-    return main, appendix
+    return main, appendix + _not_recorded_table(f, runs)
+
+
+def _not_recorded_facts(f) -> list[tuple[str, str]]:
+    """A Scope line only when some counted run was logged before a metric existed (fetch.Fetched.not_recorded):
+    per metric, how many runs its version did not record; they are not missing."""
+    if not len(f.not_recorded):
+        return []
+    per = f.not_recorded["not_recorded"].str.split(", ").explode().value_counts()
+    said = "; ".join(f"{m} (added in record version {schema.METRIC_SINCE[m]}) by {n} run{'s' * (n != 1)}"
+                     for m, n in sorted(per.items()))
+    return [("not recorded by this version", f"{said}: logged by an older version, so not counted as missing "
+                                             "(listed in the appendix)")]
+
+
+def _not_recorded_table(f, runs) -> list:
+    if not len(f.not_recorded):
+        return []  # no metric is newer than a counted run: the appendix is as it was
+    return [render.Table("not-recorded", "Metrics not recorded by this version",
+                         f"Counted FINISHED runs logged by an older record version (tag {schema.RECORD_VERSION_TAG}; "
+                         f"a run without it is version {schema.FIRST_RECORD_VERSION}) than the metrics named: the "
+                         "code that logged them did not have those metrics yet. They are not missing, and not in "
+                         "\"Runs missing some metrics\".", in_run_order(f.not_recorded, runs).astype(str))]
