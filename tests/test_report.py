@@ -28,6 +28,7 @@ from googlenet_study import report
 from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import fetch, stats
+from googlenet_study.statistics.clock import EPOCH
 
 from conftest import ARTIFACTS, http_up, skip_or_fail, wait_for, new_store
 
@@ -366,8 +367,8 @@ def test_an_mlflow_server_gives_the_same_numbers(made, tmp_path, monkeypatch):
         wait_for(lambda: http_up(f"http://127.0.0.1:{port}/health", server),
                  f"mlflow server on port {port} to answer /health", every=0.5)
         targets = (50.0, 60.0, 80.0)
-        over_http, _ = stats.per_run(fetch.fetch("rep", uri=f"http://127.0.0.1:{port}"), targets)
-        direct, _ = stats.per_run(fetch.fetch("rep", uri=made["uri"]), targets)
+        over_http, _ = stats.per_run(fetch.fetch("rep", uri=f"http://127.0.0.1:{port}"), targets, EPOCH)
+        direct, _ = stats.per_run(fetch.fetch("rep", uri=made["uri"]), targets, EPOCH)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

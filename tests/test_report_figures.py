@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from googlenet_study.report import curves, figures, stats
+from googlenet_study.statistics.clock import EPOCH, TRAIN
 
 # Configuration "fast": first epochs end at 10, 20 and 30 s with accuracies 0.9, 0.3, 0.3 (the example,
 # where the old "half the runs have started" rule made the mean fall from 0.6 to 0.5 although no run got worse).
@@ -41,7 +42,7 @@ def mean_line(fig, cfg: str) -> np.ndarray:
 
 def test_a_configurations_mean_uses_all_its_runs_on_its_own_epoch_ends():
     runs, epochs = frames({"fast": FAST})
-    m = curves.mean_curve(runs, curves.timed(runs, epochs)).set_index("clock_s")
+    m = curves.mean_curve(runs, curves.timed(runs, epochs, EPOCH)).set_index("clock_s")
     # Nothing before 30 s (run c has no accuracy yet), then every step is a mean over all three runs.
     assert list(m.index) == [30.0, 40.0, 45.0] and set(m["n"]) == {3}
     assert m["mean"].tolist() == pytest.approx([(0.9 + 0.3 + 0.3) / 3, (0.9 + 0.5 + 0.3) / 3, (0.9 + 0.5 + 0.6) / 3])
@@ -49,21 +50,21 @@ def test_a_configurations_mean_uses_all_its_runs_on_its_own_epoch_ends():
     half = 4.302652729911275 * v.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
     assert (m.loc[45.0, "low"], m.loc[45.0, "high"]) == pytest.approx((v.mean() - half, v.mean() + half))
     # Thin lines: run a ended at 40 s and holds its final accuracy to the configuration's end (45 s).
-    a = curves.run_steps(runs, curves.timed(runs, epochs)).query("run_id == 'a'")
+    a = curves.run_steps(runs, curves.timed(runs, epochs, EPOCH)).query("run_id == 'a'")
     assert a["clock_s"].tolist() == [10.0, 40.0, 45.0] and a["acc"].tolist() == [0.9, 0.9, 0.9]
 
 
 def test_a_configurations_curve_is_unaffected_by_a_much_slower_configuration():
     alone, both = frames({"fast": FAST}), frames({"fast": FAST, "slow": SLOW})
     for x in ("clock_s", "epoch"):
-        f1 = curves.mean_curve(alone[0], curves.timed(*alone), x).query("configuration == 'fast'")
-        f2 = curves.mean_curve(both[0], curves.timed(*both), x).query("configuration == 'fast'")
+        f1 = curves.mean_curve(alone[0], curves.timed(*alone, EPOCH), x).query("configuration == 'fast'")
+        f2 = curves.mean_curve(both[0], curves.timed(*both, EPOCH), x).query("configuration == 'fast'")
         pd.testing.assert_frame_equal(f1.reset_index(drop=True).astype({"configuration": str}),
                                       f2.reset_index(drop=True).astype({"configuration": str}))
     with plt.rc_context(figures.style()):
         colors = figures.palette(["fast", "slow"])
-        one = figures.acc_vs_time(*alone, colors).fig
-        two = figures.acc_vs_time(*both, colors).fig
+        one = figures.acc_vs_time(*alone, colors, EPOCH).fig
+        two = figures.acc_vs_time(*both, colors, EPOCH).fig
         ep1, ep2 = figures.acc_vs_epoch(*alone, colors).fig, figures.acc_vs_epoch(*both, colors).fig
     try:
         np.testing.assert_array_equal(mean_line(one, "fast"), mean_line(two, "fast"))
@@ -83,10 +84,10 @@ def test_a_configurations_curve_is_unaffected_by_a_much_slower_configuration():
 
 def test_train_clock_curves_count_training_seconds_and_leave_out_runs_resumed_on_other_hardware():
     runs, epochs = frames({"fast": FAST})
-    t = curves.timed(runs, epochs, "train")
+    t = curves.timed(runs, epochs, TRAIN)
     assert t.query("run_id == 'c'")["clock_s"].tolist() == pytest.approx([24.0, 36.0])  # 0.8 x (30, 15) cumulative
     runs.loc[runs["run_id"] == "c", "time_excluded"] = "resumed on other hardware: T4, H100"
-    m = curves.mean_curve(runs, curves.timed(runs, epochs))
+    m = curves.mean_curve(runs, curves.timed(runs, epochs, EPOCH))
     assert set(m["n"]) == {2} and m["clock_s"].min() == 20.0  # c is out of every time statistic
 
 
@@ -99,7 +100,7 @@ def test_reached_target_curve_keeps_unreached_runs_as_censored():
     assert d.loc[10.0, "reached"] == pytest.approx(1 / 3) and d.loc[20.0, "reached"] == pytest.approx(2 / 3)
     assert d["reached"].max() == pytest.approx(2 / 3) and set(d["n"]) == {3}  # never 1: c is not dropped
     with plt.rc_context(figures.style()):
-        drawn = figures.reached_target(runs, 60, figures.palette(["x"]))
+        drawn = figures.reached_target(runs, 60, figures.palette(["x"]), EPOCH)
         fig = drawn.fig
     # The caption is written with the figure and says what it draws: the target and the clock.
     assert drawn.title == "Runs that have reached the ranking target"
@@ -109,7 +110,7 @@ def test_reached_target_curve_keeps_unreached_runs_as_censored():
         assert line.get_ydata().max() == pytest.approx(200 / 3)
     finally:
         plt.close(fig)
-    assert figures.reached_target(runs, None, {}) is None  # no ranking target: no figure
+    assert figures.reached_target(runs, None, {}, EPOCH) is None  # no ranking target: no figure
 
 
 def test_the_pdfs_copy_of_a_long_table_is_bounded_and_says_so():

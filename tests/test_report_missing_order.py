@@ -16,6 +16,7 @@ from conftest import ROOT, new_store
 from googlenet_study import config, engine, report, schema
 from googlenet_study.cli import main as cli_main
 from googlenet_study.report import curves, fetch, text
+from googlenet_study.statistics.clock import EPOCH
 
 from test_verdicts import EXAMPLE, H100, TARGETS, log
 
@@ -58,7 +59,7 @@ def test_a_logged_summary_never_overrides_its_history_and_is_listed_with_both_va
         "disagrees with its history: logged 0.74, per-epoch test_acc gives none (NaN)"
     assert d["best-nan", "best_test_acc"].problem == \
         "disagrees with its history: logged nan, per-epoch test_acc gives 0.8"
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS)
+    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
     r = runs.set_index("run_name")
     assert math.isnan(r.loc["final-logged", "final_test_acc"]) and r.loc["final-logged", "best_test_acc"] == 0.7
     assert (r["time_excluded"] == "").all()  # the history is sound: the run's times and best accuracy count
@@ -72,11 +73,11 @@ def test_a_logged_summary_never_overrides_its_history_and_is_listed_with_both_va
 # ---- 7. order-free: the same runs in two stores, logged in different orders --------------------------------
 def _tables_and_curves(uri: str) -> tuple:
     f = fetch.fetch("example", uri=uri, cache_dir="off")
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS)
+    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
     main, appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS)
     shown = {t.id: t.frame.drop(columns=[c for c in ("run_id",) if c in t.frame]).to_csv(index=False)
              for t in main + appendix}
-    timed = curves.timed(runs, f.epochs)
+    timed = curves.timed(runs, f.epochs, EPOCH)
     drawn = {"steps": curves.run_steps(runs, timed).drop(columns="run_id").to_csv(index=False),
              "epochs": curves.run_steps(runs, f.epochs, "epoch").drop(columns="run_id").to_csv(index=False),
              "mean": curves.mean_curve(runs, timed).to_csv(index=False)}

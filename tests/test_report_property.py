@@ -24,6 +24,7 @@ from conftest import new_store
 from googlenet_study import report
 from googlenet_study.report import fetch, stats, text, verdict
 from googlenet_study.statistics import ranking
+from googlenet_study.statistics.clock import CLOCKS, EPOCH, TRAIN
 
 from test_verdicts import H100, T4, log
 
@@ -41,7 +42,7 @@ RUN = st.fixed_dictionaries({
 STUDY = st.fixed_dictionaries({
     "configs": st.lists(st.lists(RUN, min_size=1, max_size=3), min_size=1, max_size=3),
     "one_gpu": st.booleans(),
-    "clock": st.sampled_from(["epoch", "train"]),
+    "clock": st.sampled_from(list(CLOCKS.values())),
 })
 _count = itertools.count()
 
@@ -77,7 +78,7 @@ def check_numbers(runs, summ, rank, main_p, clock) -> None:
     assert rank["rank_by"].str.len().gt(0).all()
     if main_p is not None:
         assert (rank.loc[ranked, "n_timed"] >= ranking.MIN_RANKED_N).all()
-        by_time = rank["rank_by"] == f"ERT to {main_p:g} % ({clock} clock)"
+        by_time = rank["rank_by"] == f"ERT to {main_p:g} % ({clock.label})"
         assert not (by_time.to_numpy()[1:] & ~by_time.to_numpy()[:-1]).any()  # every one that reached P first
     words = verdict.verdict(rank, runs, main_p, clock)
     assert words and all(isinstance(w, str) and w for w in words)
@@ -112,7 +113,7 @@ def test_every_random_study_builds_every_report_file(client, study, tmp_path_fac
     out = tmp_path_factory.mktemp("rep") / name
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # figures and PDF included: no numpy warning either
-        report.build(name, uri=uri, targets=TARGETS, out=out, clock_name=study["clock"])
+        report.build(name, uri=uri, targets=TARGETS, out=out, clock=study["clock"])
     for file in ("report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"):
         assert (out / file).stat().st_size > 0, file
     assert len(pd.read_csv(out / "summary.csv")) == len(pd.read_csv(out / "runs.csv")["configuration"].unique())
@@ -158,7 +159,7 @@ def dominated_by(model: dict, worse, never, n_timed: int, acc: float, width: flo
             "width": width}
 
 
-def check_invariance(configs: list[dict], loser: dict, targets: tuple[float, ...], clock: str) -> None:
+def check_invariance(configs: list[dict], loser: dict, targets: tuple[float, ...], clock) -> None:
     rank, p = ranking.ranking(summary_frame(configs, targets), targets, clock)
     more, q = ranking.ranking(summary_frame(configs + [loser], targets), targets, clock)
     order = [c for c in more["configuration"] if c != f"c{len(configs)}"]
@@ -171,7 +172,7 @@ def check_invariance(configs: list[dict], loser: dict, targets: tuple[float, ...
        worse=st.lists(st.floats(1.01, 3.0), min_size=3, max_size=3), never=st.lists(st.booleans(), min_size=3,
                                                                                      max_size=3),
        acc=st.floats(0, 1), n_loser=st.integers(1, 4), width=st.floats(0.0, 30.0),
-       targets=st.sampled_from(TARGET_SETS), clock=st.sampled_from(["epoch", "train"]))
+       targets=st.sampled_from(TARGET_SETS), clock=st.sampled_from(list(CLOCKS.values())))
 @pytest.mark.slow  # seconds of CPU (3-15 s): the full suite runs it, `make test-fast` does not
 def test_adding_a_configuration_worse_on_every_target_never_reorders_the_others(configs, which, worse, never, acc,
                                                                                  n_loser, width, targets, clock):
@@ -197,11 +198,11 @@ def test_a_one_run_dominator_keeps_a_dominated_configuration_from_moving_the_tar
     b64 = example_config((3.5, 8.0), (1.0, 1.0), 3)
     b128 = example_config((3.0, 36.0), (1.0, 1 / 3), 3)
     b256 = example_config((2.5, 5.0), (1.0, 1.0), 1)
-    with_128, p = ranking.ranking(summary_frame([b32, b64, b256, b128]), TARGETS)
-    without, q = ranking.ranking(summary_frame([b32, b64, b256]), TARGETS)
+    with_128, p = ranking.ranking(summary_frame([b32, b64, b256, b128]), TARGETS, EPOCH)
+    without, q = ranking.ranking(summary_frame([b32, b64, b256]), TARGETS, EPOCH)
     assert p == q == 80.0
     assert list(with_128["configuration"])[:2] == list(without["configuration"])[:2] == ["c0", "c1"]
-    check_invariance([b32, b64, b256], b128, TARGETS, "train")
+    check_invariance([b32, b64, b256], b128, TARGETS, TRAIN)
 
 
 def test_the_ert_tie_break_is_not_set_by_a_configuration_of_another_model_that_is_dominated():
@@ -212,6 +213,6 @@ def test_the_ert_tie_break_is_not_set_by_a_configuration_of_another_model_that_i
     b = example_config((20.0, 40.0), (1.0, 1.0), 3, acc=0.9, model="inception_v3")
     y = example_config((0.5, 5.0), (1.0, 1.0), 3, model="googlenet")
     x = example_config((1.0, 6.0), (1.0, 1.0), 3, model="inception_v3")
-    rank, p = ranking.ranking(summary_frame([a, b, y]), TARGETS)
+    rank, p = ranking.ranking(summary_frame([a, b, y]), TARGETS, EPOCH)
     assert p == 80.0 and list(rank["configuration"]) == ["c2", "c1", "c0"]  # a, b: by accuracy, both r >= 4
-    check_invariance([a, b, y], x, TARGETS, "epoch")
+    check_invariance([a, b, y], x, TARGETS, EPOCH)

@@ -16,6 +16,7 @@ from scipy import stats as sps
 from helpers import runs_frame
 from googlenet_study.report import stats, verdict
 from googlenet_study.statistics import profiles, ranking, robust, significance, survival
+from googlenet_study.statistics.clock import EPOCH, TRAIN
 
 TARGETS = (50.0, 80.0)
 # Two groups of six runs: time to target (s) and whether it was reached (0: censored at that time).
@@ -109,7 +110,7 @@ LOSER = [(None, None, 40.0, 0.30, ""), (None, None, 40.0, 0.35, ""), (None, None
 
 
 def test_a_configuration_that_reaches_nothing_ranks_last_by_accuracy_and_leaves_the_time_ranking_alone():
-    r, p = ranking.ranking(summarize({"fast": FAST, "slow": SLOW, "loser": LOSER}), TARGETS)
+    r, p = ranking.ranking(summarize({"fast": FAST, "slow": SLOW, "loser": LOSER}), TARGETS, EPOCH)
     assert p == 80.0  # was: no target reached by every ranked configuration -> everyone by accuracy
     assert list(r["configuration"]) == ["fast", "slow", "loser"] and list(r["rank"]) == ["1", "2", "3"]
     assert list(r["rank_by"]) == ["ERT to 80 % (epoch clock)"] * 2 + ["accuracy: did not reach 80 %"]
@@ -122,7 +123,7 @@ def test_fewer_than_two_timed_runs_are_listed_not_ranked_and_no_timed_run_has_no
     assert (s.loc["one", "n_runs"], s.loc["one", "n_timed"], s.loc["none", "n_timed"]) == (2, 1, 0)
     assert math.isnan(s.loc["none", "profile_score"]) and s.loc["one", "profile_score"] > 0
     assert s.loc["none", "best_test_acc_n"] == 2  # its accuracy counts
-    r, _ = ranking.ranking(s.reset_index(), TARGETS)
+    r, _ = ranking.ranking(s.reset_index(), TARGETS, EPOCH)
     r = r.set_index("configuration")
     assert r.loc["one", "rank"] == "" and r.loc["one", "rank_by"] == "not ranked: 1 timed run (< 2)"
     assert r.loc["none", "rank_by"] == "not ranked: 0 timed runs (< 2)" and list(r.index)[:2] == ["fast", "slow"]
@@ -143,14 +144,14 @@ def test_the_ranking_target_comes_from_undominated_configurations_only():
 
 def test_without_any_target_everyone_with_two_accuracies_is_ranked_by_accuracy():
     r, p = ranking.ranking(summarize({"a": LOSER, "b": [(None, None, 40.0, 0.6, "")] * 2,
-                                      "c": [(None, None, 40.0, 0.9, "")]}), TARGETS)
+                                      "c": [(None, None, 40.0, 0.9, "")]}), TARGETS, EPOCH)
     assert p is None and list(r["configuration"]) == ["b", "a", "c"]
     assert list(r["rank_by"]) == ["accuracy: no target reached"] * 2 + ["not ranked: 1 accuracy run (< 2)"]
 
 
 def test_overlapping_ert_intervals_share_a_rank():
     close = [(10.0, 21.0, 40.0, 0.90, ""), (12.0, 20.0, 40.0, 0.91, ""), (11.0, 23.0, 40.0, 0.92, "")]
-    r, _ = ranking.ranking(summarize({"fast": FAST, "close": close, "slow": SLOW}), TARGETS)
+    r, _ = ranking.ranking(summarize({"fast": FAST, "close": close, "slow": SLOW}), TARGETS, EPOCH)
     assert list(r["rank"]) == ["=1", "=1", "3"]
 
 
@@ -160,8 +161,8 @@ def test_the_verdict_names_the_winner_the_ratio_and_what_the_seeds_cannot_tell()
                                     (11.0, 23.0, 40.0, 0.92, "")], "loser": LOSER,
             "one": [FAST[0]]}
     runs = runs_frame(spec)
-    rank, p = ranking.ranking(stats.summary(runs, [], TARGETS), TARGETS, "train")
-    words = verdict.verdict(rank, runs, p, "train")
+    rank, p = ranking.ranking(stats.summary(runs, [], TARGETS), TARGETS, TRAIN)
+    words = verdict.verdict(rank, runs, p, TRAIN)
     assert words[0].startswith(f"First by ERT to 80 % on the train clock: {rank['configuration'].iloc[0]} (")
     ratio = robust.ert_ratio_interval(*survival.observed([20, 22, 21], [1, 1, 1], [40] * 3),
                                       *survival.observed([21, 20, 23], [1, 1, 1], [40] * 3))
@@ -173,17 +174,17 @@ def test_the_verdict_names_the_winner_the_ratio_and_what_the_seeds_cannot_tell()
     assert any("3 seeds do not separate" in w for w in words)
     assert any(w.startswith("loser did not reach 80 %") for w in words)
     assert words[-1] == "Not ranked (fewer than 2 timed runs): one."
-    assert verdict.verdict(rank, runs, p, "train") == words and ratio[1] <= ratio[0] <= ratio[2]
+    assert verdict.verdict(rank, runs, p, TRAIN) == words and ratio[1] <= ratio[0] <= ratio[2]
 
 
 def test_the_verdict_of_a_study_without_a_target_or_a_ranked_configuration_is_still_a_sentence():
     runs = runs_frame({"a": LOSER, "b": [(None, None, 40.0, 0.6, "")] * 2})
-    rank, p = ranking.ranking(stats.summary(runs, [], TARGETS), TARGETS)
-    assert verdict.verdict(rank, runs, p)[0].startswith("No target was reached") and "First: b" in \
-        verdict.verdict(rank, runs, p)[0]
+    rank, p = ranking.ranking(stats.summary(runs, [], TARGETS), TARGETS, EPOCH)
+    assert verdict.verdict(rank, runs, p, EPOCH)[0].startswith("No target was reached") and "First: b" in \
+        verdict.verdict(rank, runs, p, EPOCH)[0]
     one = runs_frame({"a": [LOSER[0]]})
-    rank, p = ranking.ranking(stats.summary(one, [], TARGETS), TARGETS)
-    assert verdict.verdict(rank, one, p)[0].startswith("No configuration has 2 or more")
+    rank, p = ranking.ranking(stats.summary(one, [], TARGETS), TARGETS, EPOCH)
+    assert verdict.verdict(rank, one, p, EPOCH)[0].startswith("No configuration has 2 or more")
 
 
 def test_the_bootstrap_is_scipys_percentile_bootstrap_number_for_number():

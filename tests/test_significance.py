@@ -17,6 +17,7 @@ from googlenet_study.sweep import race_decision
 from googlenet_study.report import fetch, stats
 from googlenet_study.statistics import significance as sg
 from googlenet_study.statistics import survival, target
+from googlenet_study.statistics.clock import EPOCH
 
 
 def brute_force_p(ta, ha, tb, hb, alternative="two-sided") -> float:
@@ -222,7 +223,7 @@ def test_the_engine_the_report_and_the_race_read_one_curve_alike():
                            schema.HARDWARE_CHANGED_TAG: [None]}),
         epochs=epochs, excluded=pd.DataFrame(), incomplete=pd.DataFrame(), params=[],
         logged_summary=pd.DataFrame({"run_id": ["r"], **{m: [math.nan] for m in schema.SUMMARY_METRICS}}))
-    from_report = stats.per_run(f, (50.0, 80.0, 95.0))[0].iloc[0]
+    from_report = stats.per_run(f, (50.0, 80.0, 95.0), EPOCH)[0].iloc[0]
     for p, want in ((50, 10.0), (80, 30.0)):
         k = schema.time_to_target(p)
         assert from_engine[k] == from_race[k] == from_report[k] == want

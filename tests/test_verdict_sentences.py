@@ -12,13 +12,14 @@ import pytest
 from googlenet_study.report import stats, verdict
 from helpers import runs_frame
 from googlenet_study.statistics import ranking
+from googlenet_study.statistics.clock import EPOCH, TRAIN, Clock
 
 TARGETS = (50.0, 80.0)
 
 
 
 
-def words(spec: dict, clock: str = "epoch") -> tuple[list[str], pd.DataFrame, float | None]:
+def words(spec: dict, clock: Clock = EPOCH) -> tuple[list[str], pd.DataFrame, float | None]:
     runs = runs_frame(spec)
     rank, p = ranking.ranking(stats.summary(runs, [], TARGETS), TARGETS, clock)
     return verdict.verdict(rank, runs, p, clock), rank, p
@@ -87,7 +88,7 @@ def test_a_target_below_one_others_reached_says_who_is_first_there():
     # s1 and s2 reached 80 % in every run. The verdict says who is first at 80 % and that weak never got there.
     spec = {"weak": at([5.0, 5.0, 6.0], t80=None, acc=0.59),
             "s1": at([10.0, 11.0, 10.0], t80=30.0), "s2": at([12.0, 12.0, 13.0], t80=40.0)}
-    w, rank, p = words(spec, "train")
+    w, rank, p = words(spec, TRAIN)
     assert p == 50.0 and rank["configuration"].iloc[0] == "weak"
     s1 = rank.set_index("configuration").loc["s1"]
     ci = (s1["time_to_test_acc_80_ert_ci_low"], s1["time_to_test_acc_80_ert_ci_high"])

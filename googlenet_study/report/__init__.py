@@ -21,6 +21,8 @@ from .. import schema, tracking
 from ..config import UserError, dir_problem
 from ..stop import stop_at_once
 from .. import csv_cells
+from ..statistics import clock as clocks
+from ..statistics.clock import EPOCH, Clock
 from . import document, fetch, figures, lecture, outdir, race_section, render, stats
 from .fmt import pct as _pct  # noqa: F401 - tests format tables as the report does
 
@@ -47,18 +49,18 @@ def main(args) -> int:
     with stop_at_once():  # a report has nothing to checkpoint: SIGTERM/SIGINT end it now
         return run(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
                    targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri,
-                   clock_name=getattr(args, "clock", "epoch"), pool_hardware=getattr(args, "pool_hardware", False))
+                   clock=clocks.parse(args.clock), pool_hardware=getattr(args, "pool_hardware", False))
 
 
 def run(experiment: str, *, study: str | None = None, parent_run: str | None = None, filter_string: str | None = None,
         targets: tuple[float, ...] = DEFAULT_TARGETS, out: str | None = None, uri: str | None = None,
-        clock_name: str = "epoch", pool_hardware: bool = False) -> int:
+        clock: Clock = EPOCH, pool_hardware: bool = False) -> int:
     """`googlenet-study report` with plain values (the sweep calls it too): check, build, say where it went."""
     if out is not None and dir_problem(out):  # build() would replace a file (or /dev/null) by a folder
         raise UserError(f"--out: {dir_problem(out)}")
     tracking.check_tracking_uri(tracking.tracking_uri(uri), write=False)  # a report reads (a damaged file: one line)
     out, timings = build(experiment, study=study, parent_run=parent_run, filter_string=filter_string,
-                         targets=targets, out=out, uri=uri, clock_name=clock_name, pool_hardware=pool_hardware)
+                         targets=targets, out=out, uri=uri, clock=clock, pool_hardware=pool_hardware)
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "
           f"({timings['n_runs']} runs, {timings['n_configs']} configurations, {timings['total_s']:.1f} s)"
           + (f"; attached to run {timings['attached_to']} as report/" if timings.get("attached_to") else ""))
@@ -67,22 +69,20 @@ def run(experiment: str, *, study: str | None = None, parent_run: str | None = N
 
 def build(experiment: str, study: str | None = None, parent_run: str | None = None,
           filter_string: str | None = None, targets: tuple[float, ...] = DEFAULT_TARGETS,
-          out: str | Path | None = None, uri: str | None = None, clock_name: str = "epoch",
+          out: str | Path | None = None, uri: str | None = None, clock: Clock = EPOCH,
           pool_hardware: bool = False) -> tuple[Path, dict]:
     """Write the report folder (and attach it to the study's parent run, when there is one); returns it and
-    how long each stage took (seconds). clock_name: epoch (elapsed_time_s) | train (cumulative train_time_s);
+    how long each stage took (seconds). clock: what time to target is read on (statistics.clock.parse);
     pool_hardware: runs of equal params on different hardware make one configuration."""
-    if clock_name not in stats.CLOCKS:
-        raise UserError(f"--clock: got {clock_name!r}; allowed: {' | '.join(stats.CLOCKS)}")
     document.written()  # a bad SOURCE_DATE_EPOCH is refused before any work
     out, out_label = (Path(out), "--out") if out else (default_out(experiment, study), "report folder")
     outdir.check(out, out_label)  # before the build: a folder the report may not replace costs nothing
-    clock = {"start": time.perf_counter()}
+    at = {"start": time.perf_counter()}  # s: when each stage ended
     with _gc_paused():
         f = fetch.fetch(experiment, study, parent_run, filter_string, uri)  # every UserError is raised in here
-    clock["fetch_s"] = time.perf_counter()
-    runs, varying, summ, comp, rank, main_p = numbers(f, targets, clock_name, pool_hardware)
-    clock["stats_s"] = time.perf_counter()
+    at["fetch_s"] = time.perf_counter()
+    runs, varying, summ, comp, rank, main_p = numbers(f, targets, clock, pool_hardware)
+    at["stats_s"] = time.perf_counter()
 
     with outdir.building(out, out_label) as tmp:  # on any error or signal: tmp removed, out untouched
         csv_cells.write_frame(_tidy(runs, f, targets), tmp / "runs.csv")
@@ -90,21 +90,21 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
         csv_cells.write_frame(comp, tmp / "comparisons.csv")
         with plt.rc_context(figures.style()):
             reps = _filters(runs, rank, uri, tmp)
-            clock["artifacts_s"] = time.perf_counter()
+            at["artifacts_s"] = time.perf_counter()
             doc = document.build(f, runs, varying, summ, comp, rank, main_p, targets, reps)
             doc.tables += race_section.tables(f, uri)  # a racing study's rounds (report/race_section.py)
-            clock["figures_s"] = time.perf_counter()
+            at["figures_s"] = time.perf_counter()
             (tmp / "report.html").write_text(render.to_html(doc), encoding="utf-8")
-            clock["html_s"] = time.perf_counter()
+            at["html_s"] = time.perf_counter()
             render.to_pdf(doc, tmp / "report.pdf")
             for fig in doc.figures:
                 plt.close(fig.fig)
-        clock["render_s"] = time.perf_counter()
+        at["render_s"] = time.perf_counter()
         shutil.rmtree(tmp / ".artifacts", ignore_errors=True)
     keys = ["start", "fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s"]
-    t = {k: clock[k] - clock[keys[i - 1]] for i, k in enumerate(keys) if i}
-    t.update(total_s=clock["render_s"] - clock["start"], n_runs=len(runs), n_configs=len(summ),
-             pdf_s=clock["render_s"] - clock["html_s"])  # of render_s: WeasyPrint's part
+    t = {k: at[k] - at[keys[i - 1]] for i, k in enumerate(keys) if i}
+    t.update(total_s=at["render_s"] - at["start"], n_runs=len(runs), n_configs=len(summ),
+             pdf_s=at["render_s"] - at["html_s"])  # of render_s: WeasyPrint's part
     if len(f.source["roots"]) == 1:  # a study's report belongs to its parent run: open it from the MLflow UI
         try:
             tracking.log_report(f.source["roots"][0], out, uri)
@@ -115,16 +115,16 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     return out, t
 
 
-def numbers(f: fetch.Fetched, targets: tuple[float, ...], clock_name: str = "epoch", pool_hardware: bool = False):
+def numbers(f: fetch.Fetched, targets: tuple[float, ...], clock: Clock, pool_hardware: bool = False):
     """Stage 2 in one call: (runs, varying, summary, comparisons, ranking, ranking target); summary gets its
     `rank` column and f.source the clock and pooling (the report states both)."""
-    runs, varying = stats.per_run(f, targets, clock_name, pool_hardware)
+    runs, varying = stats.per_run(f, targets, clock, pool_hardware)
     summ = stats.summary(runs, varying, targets)
     comp = stats.comparisons(runs, varying, targets)
-    rank, main_p = stats.ranking(summ, targets, clock_name)
+    rank, main_p = stats.ranking(summ, targets, clock)
     for c in ("rank", "rank_by"):  # summary.csv says each configuration's rank and the criterion behind it
         summ[c] = summ["configuration"].map(dict(zip(rank["configuration"], rank[c])))
-    f.source.update(clock=clock_name, pool_hardware=pool_hardware)
+    f.source.update(clock=clock, pool_hardware=pool_hardware)
     return runs, varying, summ, comp, rank, main_p
 
 

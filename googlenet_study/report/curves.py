@@ -19,20 +19,17 @@ import pandas as pd
 
 from .. import schema
 from ..statistics import robust, survival
+from ..statistics.clock import Clock, on_clock
 from . import stats
 
 MAX_GRID = 600  # points per configuration's mean curve: beyond this, an even grid (1,000-run reports)
 
 
-CLOCK_LABEL = {"epoch": "elapsed wall-clock time (s; training + evaluation)",
-               "train": "training time (s; evaluation off the clock)"}
-
-
-def timed(runs: pd.DataFrame, epochs: pd.DataFrame, clock: str = "epoch") -> pd.DataFrame:
+def timed(runs: pd.DataFrame, epochs: pd.DataFrame, clock: Clock) -> pd.DataFrame:
     """The per-epoch rows of the runs whose times count (not resumed on other hardware), with clock_s: the
-    seconds on the report's clock (stats.CLOCKS) at the end of each epoch."""
+    seconds on the report's clock at the end of each epoch."""
     keep = runs.loc[runs["time_excluded"] == "", "run_id"] if "time_excluded" in runs else runs["run_id"]
-    return stats.on_clock(epochs[epochs["run_id"].isin(keep)], clock)
+    return on_clock(epochs[epochs["run_id"].isin(keep)], clock)
 
 
 def _histories(runs: pd.DataFrame, epochs: pd.DataFrame, x: str):

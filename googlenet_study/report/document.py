@@ -35,7 +35,7 @@ def written(env=os.environ) -> datetime:
 def build(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.Document:
     """The whole report as a render.Document; reps: the filters figure's representative runs."""
     colors = figures.palette(list(runs["configuration"].cat.categories))
-    clk = f.source.get("clock", "epoch")
+    clk = f.source["clock"]
     when = written()
     title = f"googlenet-study report: {f.source['study'] or f.source['experiment']}"
     facts = scope_facts(f, runs, varying, summ, targets) + [("written", when.strftime("%Y-%m-%d %H:%M UTC"))]

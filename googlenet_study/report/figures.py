@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import schema  # noqa: E402
+from ..statistics.clock import Clock  # noqa: E402
 from . import curves, fmt, stats  # noqa: E402
 
 LOG_X_SPREAD = 20.0  # log time axis when configurations' longest runs differ by more than this factor
@@ -133,17 +134,17 @@ def acc_vs_epoch(runs, epochs, colors) -> Drawn:
                  "accuracy).", fig)
 
 
-def acc_vs_time(runs, epochs, colors, clock: str = "epoch") -> Drawn:
+def acc_vs_time(runs, epochs, colors, clock: Clock) -> Drawn:
     fig, ax = _figure(len(colors))
     mean = _accuracy_curves(ax, runs, curves.timed(runs, epochs, clock), "clock_s", colors, step=True)
     _log_x_if_spread(ax, mean.groupby("configuration", observed=True)["clock_s"].max())
-    ax.set(xlabel=curves.CLOCK_LABEL[clock] + (", log scale" if ax.get_xscale() == "log" else ""),
+    ax.set(xlabel=clock.axis + (", log scale" if ax.get_xscale() == "log" else ""),
            ylabel="test accuracy (%)",
-           title=f"Test accuracy vs time on the {fmt.clock_name(clock)} (thin: runs; thick: mean of all n runs, "
+           title=f"Test accuracy vs time on the {clock.label} (thin: runs; thick: mean of all n runs, "
                  "95 % t-interval)")
     _legend(fig, ax, len(colors))
-    return Drawn("Test accuracy vs wall-clock time" if clock == "epoch" else "Test accuracy vs training time",
-                 f"The main figure, on the {fmt.clock_name(clock)} ({curves.CLOCK_LABEL[clock]}). Thin lines: each "
+    return Drawn(f"Test accuracy vs {clock.measures}",
+                 f"The main figure, on the {clock.label} ({clock.axis}). Thin lines: each "
                  "run's last evaluated test accuracy, held until its next epoch ends, and its final accuracy once it "
                  "has finished. Thick line and band: the mean of all n runs of a configuration with its 95 % "
                  "t-interval, on that configuration's own epoch ends, drawn from the moment every one of its runs has "
@@ -151,7 +152,7 @@ def acc_vs_time(runs, epochs, colors, clock: str = "epoch") -> Drawn:
                  "it; other configurations do not move it).", fig)
 
 
-def reached_target(runs, target, colors, clock: str = "epoch") -> Drawn | None:
+def reached_target(runs, target, colors, clock: Clock) -> Drawn | None:
     """Kaplan-Meier: the fraction of each configuration's runs that have reached `target` % by time t."""
     if target is None:
         return None
@@ -162,7 +163,7 @@ def reached_target(runs, target, colors, clock: str = "epoch") -> Drawn | None:
                 label=f"{cfg} (n={g['n'].iloc[0]})", gid=f"reached:{cfg}")
         ax.fill_between(g["t"], 100 * g["low"], 100 * g["high"].fillna(1.0), step="post", color=colors[cfg],
                         alpha=0.15, lw=0)
-    ax.set(xlabel=curves.CLOCK_LABEL[clock] + (", log scale" if ax.get_xscale() == "log" else ""),
+    ax.set(xlabel=clock.axis + (", log scale" if ax.get_xscale() == "log" else ""),
            ylabel=f"runs that reached {target:g} % (%)", ylim=(-2, 102),
            title=f"Runs that have reached {target:g} % test accuracy (Kaplan-Meier, 95 % interval; unreached runs "
                  "censored at their end)")
@@ -171,12 +172,12 @@ def reached_target(runs, target, colors, clock: str = "epoch") -> Drawn | None:
     _legend(fig, ax, len(colors))
     return Drawn("Runs that have reached the ranking target",
                  f"Kaplan-Meier estimate (the one behind the tables' medians) of the fraction of each configuration's "
-                 f"timed runs that have reached {target:g} % by each second on the {fmt.clock_name(clock)}, with its "
+                 f"timed runs that have reached {target:g} % by each second on the {clock.label}, with its "
                  "95 % interval; a run that never reached it is censored at its end (it counts as not yet there, "
                  "never as dropped).", fig)
 
 
-def profiles(prof: pd.DataFrame | None, colors, clock: str = "epoch") -> Drawn | None:
+def profiles(prof: pd.DataFrame | None, colors, clock: Clock) -> Drawn | None:
     """Performance profiles (Dolan & More): rho(tau), the fraction of workloads whose ERT is within a factor
     tau of the best configuration's; `prof` is stats.performance_profile's frame (configuration, tau, rho)."""
     if prof is None or not len(prof):
@@ -191,7 +192,7 @@ def profiles(prof: pd.DataFrame | None, colors, clock: str = "epoch") -> Drawn |
     _legend(fig, ax, len(colors))
     return Drawn("Performance profiles",
                  "Dolan & More: for each workload (model, dataset, target) a configuration's ratio r = its expected "
-                 f"running time (ERT, {fmt.clock_name(clock)}) to the best configuration's ERT there; the line is "
+                 f"running time (ERT, {clock.label}) to the best configuration's ERT there; the line is "
                  "rho(tau), the share of workloads with r <= tau. High and to the left is better; its area over "
                  "[1, 4] / 3 is profile_score.", fig)
 
@@ -216,7 +217,7 @@ def epoch_time(runs, varying) -> Drawn:
                  "clock): the mean over each run's epochs, then the mean and 95 % t-interval across runs.", fig)
 
 
-def time_to_target(runs, targets, colors, clock: str = "epoch") -> Drawn:
+def time_to_target(runs, targets, colors, clock: Clock) -> Drawn:
     configs = list(colors)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * len(configs) * max(1, len(targets)) ** 0.5), layout="constrained")
     tcol = sns.color_palette("viridis", len(targets))
@@ -238,21 +239,21 @@ def time_to_target(runs, targets, colors, clock: str = "epoch") -> Drawn:
     ax.set_yticks(range(len(configs)), [str(c) for c in configs], fontsize=7 if len(configs) <= 20 else 5)
     ax.invert_yaxis()
     ax.set_xlim(0, xmax * 1.35)
-    ax.set(xlabel=f"time to reach the target test accuracy (s, {fmt.clock_name(clock)})",
+    ax.set(xlabel=f"time to reach the target test accuracy {fmt.seconds(clock)}",
            title="Time to target accuracy (mean over runs that reached it, 95 % t-interval; x: not reached)")
     ax.legend(title="target", loc="lower right", fontsize=7)
-    return Drawn("Time to target accuracy", f"Seconds on the {fmt.clock_name(clock)}: the mean over the timed runs "
+    return Drawn("Time to target accuracy", f"Seconds on the {clock.label}: the mean over the timed runs "
                  "that reached the target; runs that never reached it are counted on the right.", fig)
 
 
-def factor_effects(runs, varying, main_target, clock: str = "epoch") -> Drawn | None:
+def factor_effects(runs, varying, main_target, clock: Clock) -> Drawn | None:
     factors = [f for f in stats.FACTORS if f in varying] or varying[:3]
     if not factors:
         return None
     ys = [(schema.BEST_ACC, "best test accuracy (%)", 100.0), (schema.TOTAL_TIME, "total time (s, epoch clock)", 1.0)]
     if main_target is not None:
         ys.append((schema.time_to_target(main_target),
-                   f"time to {main_target:g} % (s, {fmt.clock_name(clock)}; runs that reached it)", 1.0))
+                   f"time to {main_target:g} % (s, {clock.label}; runs that reached it)", 1.0))
     fig, axes = plt.subplots(len(ys), len(factors), figsize=(max(7.5, 3.4 * len(factors) + 1), 2.6 * len(ys)),
                              squeeze=False, layout="constrained")
     for j, f in enumerate(factors):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 from .. import schema
+from ..statistics.clock import Clock
 
-CLOCK_NAMES = {"epoch": "epoch clock", "train": "train clock"}  # report --clock NAME -> the words in headers
 EPOCH_CLOCK_METRICS = (schema.EPOCH_TIME, schema.TOTAL_TIME, schema.CLOCK)  # on the epoch clock whatever --clock
 
 
@@ -42,11 +42,6 @@ def ci(row, m: str, fmt=pct, scale: float = 100.0) -> str:
     return fmt(v, lo, hi, scale)
 
 
-def clock_name(clock: str) -> str:
-    """'epoch clock' | 'train clock': how a header names the clock of its seconds."""
-    return CLOCK_NAMES[clock]
-
-
-def seconds(clock: str) -> str:
+def seconds(clock: Clock) -> str:
     """The unit of a time column: '(s, epoch clock)'."""
-    return f"(s, {clock_name(clock)})"
+    return f"(s, {clock.label})"

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import schema  # noqa: E402
+from ..statistics.clock import EPOCH  # noqa: E402
 from . import curves, stats  # noqa: E402
 from .figures import Drawn, _accuracy_curves, _figure, _legend, _title  # noqa: E402
 
@@ -84,7 +85,7 @@ def lecture_reference(runs, epochs, colors) -> Drawn | None:
     ep = epochs[epochs["run_id"].isin(inc["run_id"])]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     _accuracy_curves(a, inc, ep, "epoch", colors, step=False)
-    _accuracy_curves(b, inc, curves.timed(inc, ep), "clock_s", colors, step=True)
+    _accuracy_curves(b, inc, curves.timed(inc, ep, EPOCH), "clock_s", colors, step=True)
     e = np.arange(1, len(LECTURE_TEST_ACC) + 1)
     for ax, x in ((a, e), (b, e * LECTURE_EPOCH_S)):
         ax.plot(x, LECTURE_TEST_ACC, "k--", marker="s", ms=4, lw=1.5,

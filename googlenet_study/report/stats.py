@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
-from ..statistics.clock import CLOCKS, on_clock  # noqa: F401 - the report's stages read them as stats.*
+from ..statistics.clock import Clock, on_clock
 from ..statistics.target import reached  # noqa: F401 - runs.csv's reached_P column
 from ..statistics import profiles, ranking as ranking_, robust, significance, survival, target
 from .fetch import ACCURACY_FEEDS, TIMES, Fetched
@@ -54,7 +54,7 @@ def _label(v) -> str:
 HARDWARE = "hardware"  # the device_name tag as a configuration key (pooled: every device_name, joined)
 
 
-def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
+def per_run(f: Fetched, targets: tuple[float, ...], clock: Clock,
             pool_hardware: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """One row per counted run with its config label and summary numbers; and the params that vary
     (with `hardware` among them when runs of equal params ran on different hardware, unless pooled).
@@ -68,7 +68,7 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
     g = ep.groupby("run_id", sort=False)
     d = pd.DataFrame({"n_epochs": g["epoch"].max(), **{m: g[m].mean() for m in schema.PER_EPOCH_MEANS},
                       "clock_end_s": g["clock_s"].max(),
-                      "_no_clock": g[CLOCKS[clock]].count() < g["epoch"].count()})
+                      "_no_clock": g[clock.metric].count() < g["epoch"].count()})
     for p in targets:  # the clock at the first epoch at target P (statistics.target; NaN: never reached)
         hit = ep[target.at_target(ep[schema.ACCURACY], p)].groupby("run_id", sort=False)
         d[schema.time_to_target(p)] = hit["clock_s"].first()
@@ -102,7 +102,7 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: str = "epoch",
     return runs, key
 
 
-def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: str) -> np.ndarray:
+def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: Clock) -> np.ndarray:
     """Per run, why its seconds are left out of every time statistic ("" when they count): resumed on other
     hardware (tag hardware_changed), an invalid time or accuracy (times to target are read off test_acc),
     or an epoch without a value on the clock (e.g. no train_time_s under --clock train)."""
@@ -114,7 +114,7 @@ def time_excluded(runs: pd.DataFrame, invalid: pd.DataFrame, clock: str) -> np.n
     refused = np.array([text.get(rid, "") for rid in runs["run_id"]], dtype=object)
     why.append(refused)  # an invalid clock value is NaN now: say "invalid", not "no value" as well
     why.append(np.where(runs["_no_clock"].to_numpy(dtype=bool) & (refused == ""),
-                        f"no {CLOCKS[clock]} at some epoch (--clock {clock})", ""))
+                        f"no {clock.metric} at some epoch (--clock {clock.name})", ""))
     return np.array(["; ".join(w for w in ws if w) for ws in zip(*why)], dtype=object)
 
 
@@ -234,7 +234,7 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
     return out
 
 
-def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: str = "epoch") -> tuple[pd.DataFrame, float | None]:
+def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: Clock) -> tuple[pd.DataFrame, float | None]:
     """See ranking.ranking (kept here: the report's stages call stats)."""
     return ranking_.ranking(summ, targets, clock)
 

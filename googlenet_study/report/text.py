@@ -8,11 +8,10 @@ import pandas as pd
 
 from .. import schema
 from ..statistics import profiles, robust, significance
+from ..statistics.clock import EPOCH, Clock
 from . import fmt, render, stats
 
 
-CLOCK_WORDS = {"epoch": "epoch: elapsed_time_s, the sum of epoch times (training + evaluation), as recorded",
-               "train": "train: cumulative train_time_s (training only; evaluation is off the clock, as in AlgoPerf)"}
 FAKE_DATASET = "fake"  # random pixels: a run on it times the pipeline, its accuracy is chance
 
 
@@ -53,7 +52,7 @@ def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
               ("runs with invalid metrics", str(invalid_rows(f, runs)["run_id"].nunique())),
               ("varying params", ", ".join(varying) or "none"),
               ("targets", ", ".join(f"{p:g} %" for p in targets)),
-              ("clock", CLOCK_WORDS[f.source.get("clock", "epoch")]),
+              ("clock", f.source["clock"].words),
               ("hardware per configuration", _hardware(summ)),
               ("hosts", ", ".join(sorted(set(runs["host"].astype(str)) - {""})) or "-"),
               ("bootstrap", f"percentile, {robust.BOOTSTRAP_RESAMPLES} resamples, numpy default_rng seed "
@@ -70,7 +69,7 @@ def _hardware(summ) -> str:
     return "; ".join(f"{hw}: {', '.join(cfgs)}" for hw, cfgs in short.items())
 
 
-def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: str = "epoch") -> list[str]:
+def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: Clock) -> list[str]:
     ttt = schema.TIME_TO_TARGET_PREFIX
     n = profiles.MIN_RANKED_N
     rank = (f"Timed runs are the runs whose seconds count (none left out of time statistics); a configuration "
@@ -99,7 +98,7 @@ def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: s
         f"(mean ± t(0.975, n-1)·s/√n, none for n = 1), and the interquartile mean (IQM, the mean of the middle "
         f"50 % of runs) with a 95 % percentile-bootstrap interval (Agarwal et al. 2021). For times, the olympic "
         f"mean (the fastest and slowest run dropped) is given too when n ≥ {stats.OLYMPIC_MIN_N}.",
-        f"{ttt}P is the clock ({CLOCK_WORDS[clock]}) at the end of the first epoch whose test accuracy is at least "
+        f"{ttt}P is the clock ({clock.words}) at the end of the first epoch whose test accuracy is at least "
         f"P %, for the targets {', '.join(f'{p:g}' for p in targets)} %. A run that never reached P is censored "
         f"at its end, never dropped: the median time to P is the Kaplan-Meier median with its 95 % interval "
         f"(empty when fewer than half reached P), and the expected running time ERT is the seconds all runs "
@@ -150,7 +149,7 @@ def _target_cell(r, p, pct) -> str:
     return f"{fmt.ci(r, f'{k}_median', pct, 1.0)} · ERT {fmt.ert(ert)} ({_reached(r, p)})"
 
 
-def _ranking_rows(rank, main_p, pct, clock: str = "epoch") -> list[dict]:
+def _ranking_rows(rank, main_p, pct, clock: Clock) -> list[dict]:
     rows, sec = [], fmt.seconds(clock)
     for _, r in rank.iterrows():
         row = {"rank": r["rank"] or "not ranked", "rank_by": r["rank_by"], "configuration": r["configuration"],
@@ -174,8 +173,8 @@ def _fewer(r) -> str:
     return f"; {', '.join(parts)}" if parts else ""
 
 
-def _summary_rows(summ, targets, pct, clock: str = "epoch") -> list[dict]:
-    rows, epoch_sec = [], fmt.seconds("epoch")  # s / epoch and totals stay on the epoch clock under --clock train
+def _summary_rows(summ, targets, pct, clock: Clock) -> list[dict]:
+    rows, epoch_sec = [], fmt.seconds(EPOCH)  # s / epoch and totals stay on the epoch clock under --clock train
     for _, r in summ.iterrows():
         row = {"configuration": r["configuration"], "hardware": r[stats.HARDWARE],
                "n (timed)": f"{r['n_runs']} ({r['n_timed']})" + _fewer(r),
@@ -192,10 +191,10 @@ def _summary_rows(summ, targets, pct, clock: str = "epoch") -> list[dict]:
 
 def _header(m: str, header: str) -> str:
     """A per-epoch mean's header, with the clock of its seconds: "s / epoch (epoch clock)"."""
-    return f"{header} (epoch clock)" if m in fmt.EPOCH_CLOCK_METRICS else header
+    return f"{header} ({EPOCH.label})" if m in fmt.EPOCH_CLOCK_METRICS else header
 
 
-def _comparison_rows(comp, main_p, clock: str = "epoch") -> list[dict]:
+def _comparison_rows(comp, main_p, clock: Clock) -> list[dict]:
     rows = []
     shown = {schema.BEST_ACC, schema.TOTAL_TIME} | ({schema.time_to_target(main_p)} if main_p is not None else set())
     for _, c in comp[comp["metric"].isin(shown)].iterrows() if len(comp) else ():
@@ -204,7 +203,7 @@ def _comparison_rows(comp, main_p, clock: str = "epoch") -> list[dict]:
         p_ci = "" if math.isnan(c["p_A_better_ci_low"]) else \
             f" [{c['p_A_better_ci_low']:.2f}, {c['p_A_better_ci_high']:.2f}]"
         rows.append({"factor": c["factor"], "A": c["A"], "B": c["B"], "other params": c["others"],
-                     "metric": c["metric"] + (" (%)" if acc else " " + fmt.seconds(clock if ttt else "epoch")),
+                     "metric": c["metric"] + (" (%)" if acc else " " + fmt.seconds(clock if ttt else EPOCH)),
                      "n A/B": f"{c['reached_A']}/{c['n_A']} vs {c['reached_B']}/{c['n_B']} reached" if ttt
                      else f"{c['n_A']}/{c['n_B']}",
                      "mean or KM median A": fmt.num(scale * (c["median_A"] if ttt else c["mean_A"]), d),
@@ -225,11 +224,11 @@ def _logrank_cell(c) -> str:
     return f"{fmt.num(c['logrank_p'], 3)}{how}; Holm {fmt.num(c['logrank_p_holm'], 3)}"
 
 
-def ranking_caption(main_p: float | None, clock: str) -> str:
+def ranking_caption(main_p: float | None, clock: Clock) -> str:
     """The Ranking table's criterion, in words (rank_by gives it per configuration)."""
     n = profiles.MIN_RANKED_N
     how = (f"Configurations with at least {n} timed runs that reached {main_p:g} % (the ranking target) first, by "
-           f"ERT to {main_p:g} % on the {clock} clock; then those that did not reach it, by the IQM of best test "
+           f"ERT to {main_p:g} % on the {clock.label}; then those that did not reach it, by the IQM of best test "
            f"accuracy; configurations with fewer than {n} timed runs are listed, not ranked."
            if main_p is not None else
            f"No ranking target: configurations with at least {n} accuracies are ranked by the IQM of best test "
@@ -241,7 +240,7 @@ def ranking_caption(main_p: float | None, clock: str) -> str:
 
 def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> tuple[list, list]:
     """The report's tables: (main, appendix). Every header of seconds names its clock (fmt.seconds)."""
-    clk = f.source.get("clock", "epoch")
+    clk = f.source["clock"]
     r_rows, s_rows, c_rows = _ranking_rows(rank, main_p, pct, clk), _summary_rows(summ, targets, pct, clk), \
         _comparison_rows(comp, main_p, clk)
 
@@ -250,7 +249,7 @@ def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> 
 
     left_out = runs.loc[runs["time_excluded"] != "", ["run_id", "run_name", "configuration", "time_excluded"]]
     main = [
-        render.Table("ranking", "Ranking", ranking_caption(main_p, f.source.get("clock", "epoch")), frame(r_rows)),
+        render.Table("ranking", "Ranking", ranking_caption(main_p, clk), frame(r_rows)),
         render.Table("summary", "Summary per configuration",
                      "Mean [95 % t-interval] and IQM [95 % bootstrap interval] across seeds; per target: Kaplan-Meier "
                      "median [95 % interval] · ERT (k/n timed runs that reached it). Full precision, with every "

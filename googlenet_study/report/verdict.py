@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import schema
 from ..statistics import robust, significance, survival
+from ..statistics.clock import Clock
 from ..statistics.ranking import MIN_RANKED_N, ert_column, ranking
 
 FEW = 4  # names in a list before "and k more"
@@ -46,11 +47,11 @@ def _seeds(rows: pd.DataFrame) -> str:
     return f"{n[0]} seeds" if len(n) == 1 else f"their {n[0]} to {n[-1]} timed runs"
 
 
-def _by_time(rank: pd.DataFrame, runs: pd.DataFrame, p: float, clock: str) -> list[str]:
+def _by_time(rank: pd.DataFrame, runs: pd.DataFrame, p: float, clock: Clock) -> list[str]:
     k = ert_column(p)
     first, reached = rank.iloc[0], rank[rank["rank_by"].str.startswith("ERT")]
     hi = first[f"{k}_ci_high"] if pd.notna(first[f"{k}_ci_high"]) else math.inf  # empty: unbounded
-    out = [f"First by ERT to {p:g} % on the {clock} clock: {first['configuration']} "
+    out = [f"First by ERT to {p:g} % on the {clock.label}: {first['configuration']} "
            f"({_s(first[k])} s [{_s(first[f'{k}_ci_low'])}, {_s(hi)}], {first['n_timed']} timed runs)."]
     if len(reached) < 2:
         return out + _missed(rank, p)
@@ -74,7 +75,7 @@ def _by_time(rank: pd.DataFrame, runs: pd.DataFrame, p: float, clock: str) -> li
     return out + _higher(rank, p, clock) + _missed(rank, p)
 
 
-def _higher(rank: pd.DataFrame, p: float, clock: str) -> list[str]:
+def _higher(rank: pd.DataFrame, p: float, clock: Clock) -> list[str]:
     """When a higher target than p was reached by at least half the timed runs of two or more ranked
     configurations: who is first by ERT there, and how often the first at p reached it."""
     targets = sorted({float(schema.target_of(c[:-len("_ert")])) for c in rank.columns
@@ -133,7 +134,7 @@ def _not_ranked(unranked: pd.DataFrame) -> list[str]:
     return out
 
 
-def verdict(rank: pd.DataFrame, runs: pd.DataFrame, main_p: float | None, clock: str = "epoch") -> list[str]:
+def verdict(rank: pd.DataFrame, runs: pd.DataFrame, main_p: float | None, clock: Clock) -> list[str]:
     """A few sentences from the ranking (stats.ranking's frame, in rank order) and the runs (stats.per_run's
     frame, for the ERT ratio's bootstrap and the log-rank test); main_p: the ranking target (None: by accuracy)."""
     ranked = rank[rank["rank"].astype(str) != ""]

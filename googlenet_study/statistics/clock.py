@@ -1,4 +1,10 @@
-"""The clocks a report or a race reads times on, as the per-epoch rows carry them (pandas in, pandas out).
+"""The clocks a report or a race reads times on, one value each (pandas in, pandas out).
+
+A Clock says everything the report needs about one `--clock NAME`: the per-epoch metric it reads, whether
+that metric is already cumulative seconds or per-epoch seconds to add up, and the words the report prints
+(Scope and Method, headers, figure axes). Code reads those fields and never compares a clock's name, so a new
+clock is one more Clock value (issue 28's `timestamps` and `metric:NAME`: a `metric:NAME` clock is built from
+NAME by `parse`, cumulative seconds read as they are).
 
 `epoch`: elapsed_time_s, training + evaluation as recorded; `train`: cumulative training seconds only
 (AlgoPerf: evaluation is off the clock). Here, below the report and the race, so that the race's decision
@@ -6,15 +12,46 @@ reads its runs the report's way without importing the report."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from .. import schema
-
-CLOCKS = {"epoch": schema.CLOCK,   # elapsed_time_s: training + evaluation, as recorded
-          "train": schema.TRAIN_TIME}  # cumulative training seconds only (AlgoPerf: evaluation is off the clock)
+from ..config import UserError
 
 
-def on_clock(epochs: pd.DataFrame, clock: str) -> pd.DataFrame:
-    """The per-epoch rows in (run, epoch) order with clock_s: the seconds on `clock` (CLOCKS) at each epoch end."""
+@dataclass(frozen=True)
+class Clock:
+    name: str          # as `--clock` spells it
+    metric: str        # the per-epoch column it reads (a run without a value at some epoch is not timed)
+    cumulative: bool   # True: `metric` is seconds since the run's start; False: seconds per epoch, summed
+    words: str         # Scope's and Method's line: "epoch: elapsed_time_s, ..."
+    axis: str          # a figure's x label: "elapsed wall-clock time (s; training + evaluation)"
+    measures: str      # what its seconds are, in a figure's title: "wall-clock time" | "training time"
+
+    @property
+    def label(self) -> str:
+        """How a header or a sentence names it: 'epoch clock'."""
+        return f"{self.name} clock"
+
+
+EPOCH = Clock("epoch", schema.CLOCK, cumulative=True,
+              words="epoch: elapsed_time_s, the sum of epoch times (training + evaluation), as recorded",
+              axis="elapsed wall-clock time (s; training + evaluation)", measures="wall-clock time")
+TRAIN = Clock("train", schema.TRAIN_TIME, cumulative=False,
+              words="train: cumulative train_time_s (training only; evaluation is off the clock, as in AlgoPerf)",
+              axis="training time (s; evaluation off the clock)", measures="training time")
+CLOCKS = {c.name: c for c in (EPOCH, TRAIN)}  # --clock NAME -> its Clock, in the order --help and errors list
+
+
+def parse(name: str) -> Clock:
+    """The Clock `--clock NAME` names; an unknown name is one line naming the allowed ones."""
+    if name not in CLOCKS:
+        raise UserError(f"--clock: got {name!r}; allowed: {' | '.join(CLOCKS)}")
+    return CLOCKS[name]
+
+
+def on_clock(epochs: pd.DataFrame, clock: Clock) -> pd.DataFrame:
+    """The per-epoch rows in (run, epoch) order with clock_s: the seconds on `clock` at each epoch end."""
     e = epochs.sort_values(["run_id", "epoch"])
-    return e.assign(clock_s=e[schema.CLOCK] if clock == "epoch" else e.groupby("run_id")[CLOCKS[clock]].cumsum())
+    return e.assign(clock_s=e[clock.metric] if clock.cumulative else e.groupby("run_id")[clock.metric].cumsum())

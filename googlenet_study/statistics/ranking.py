@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .. import schema
+from .clock import Clock
 
 MIN_RANKED_N = 2   # fewer timed runs than this: listed, not ranked on time (one run is an anecdote)
 ACCURACY_KEY = "best_test_acc_iqm"
@@ -103,7 +104,7 @@ def _worst_last(x: pd.Series, higher_is_better: bool) -> np.ndarray:
     return np.where(np.isnan(v), math.inf, -v if higher_is_better else v)
 
 
-def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: str = "epoch",
+def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: Clock,
             target: float | None = None) -> tuple[pd.DataFrame, float | None]:
     """(summ in rank order with `rank` ("1", "=2" for a shared rank, "" when not ranked), `rank_by` (the
     criterion that placed it) and `rank_best_acc`; the ranking target). Within a group, configurations whose
@@ -126,7 +127,7 @@ def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: str = "epoch"
         k1 = np.where(group == 0, ert, acc)
         lo = np.where(group == 0, r[f"{k}_ci_low"].to_numpy(float), acc_lo)
         hi = np.where(group == 0, r[f"{k}_ci_high"].astype(float).fillna(math.inf).to_numpy(), acc_hi)
-        by = np.where(group == 0, f"ERT to {p:g} % ({clock} clock)", f"accuracy: did not reach {p:g} %")
+        by = np.where(group == 0, f"ERT to {p:g} % ({clock.label})", f"accuracy: did not reach {p:g} %")
     untimed = (p is not None) & (n_timed(r).to_numpy() < MIN_RANKED_N)
     by = np.where(group == 2, [f"not ranked: {n} {'timed' if t else 'accuracy'} run{'' if n == 1 else 's'} "
                                f"(< {MIN_RANKED_N})" for n, t in zip(np.where(untimed, n_timed(r), n_accuracy(r)),

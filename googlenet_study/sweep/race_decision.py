@@ -175,18 +175,18 @@ def decide(runs: pd.DataFrame, live: list[str], targets: Sequence[float], racing
 def runs_from_curves(curves: dict[str, list[list[float]]], configuration: dict[str, str],
                      targets: Sequence[float]) -> pd.DataFrame:
     """decide()'s `runs` from each run's curve [[epoch, elapsed_time_s, test_acc], ...] on the report's default
-    clock (statistics.clock.on_clock 'epoch'): a run's time to P is the clock at its first epoch with test_acc >= P %
+    clock (statistics.clock.EPOCH): a run's time to P is the clock at its first epoch with test_acc >= P %
     (as stats.per_run), its end the clock at its last epoch; epochs_to(P) and EPOCHS_END the same in epochs.
     `configuration`: run -> configuration."""
     import pandas as pd
 
-    from ..statistics.clock import on_clock
+    from ..statistics.clock import EPOCH, on_clock
     from ..statistics.target import reached
 
     rows = []
     for run, curve in curves.items():
         e = pd.DataFrame(curve, columns=["epoch", CLOCK, ACCURACY]).assign(run_id=run)
-        e = on_clock(e, "epoch")
+        e = on_clock(e, EPOCH)
         row = {"run_id": run, "configuration": configuration[run], "clock_end_s": float(e["clock_s"].max()),
                EPOCHS_END: float(e["epoch"].max())}
         for p in targets:
