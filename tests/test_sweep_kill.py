@@ -16,7 +16,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from helpers import new_store, wait_for, write_study
+from conftest import new_store, wait_for
+
+from test_sweep import write_study
 
 
 @pytest.mark.slow
