@@ -75,14 +75,14 @@ def bare(cfg, ds) -> list[float]:
 def harness(cfg, store: Path) -> tuple[list[float], list[float], float]:
     """Per-epoch wall seconds (outside clock), the harness's own train throughputs, and the run's total wall."""
     from googlenet_study.checkpoint import NEVER
-    from googlenet_study.train import train
+    from googlenet_study.train import RunOptions, train
 
     store.mkdir(parents=True, exist_ok=True)
     ends: list[float] = []
     hooks = Hooks(progress=True, on_epoch=[lambda epoch, m: ends.append(time.perf_counter())])
     t0 = time.perf_counter()
     result = train(cfg, tracking_uri=f"sqlite:///{store / 'mlflow.db'}", experiment="harness-vs-bare",
-                   hooks=hooks, checkpoint_dir=store / "checkpoints", resume=NEVER)
+                   options=RunOptions(hooks=hooks, checkpoint_dir=store / "checkpoints", resume=NEVER))
     total = time.perf_counter() - t0
     assert result.status == "FINISHED", result.failure_reason
     epochs = [b - a for a, b in zip(ends, ends[1:])]

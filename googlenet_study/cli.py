@@ -131,13 +131,14 @@ def check_train_flags(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import Resume
-    from .train import train
+    from .train import RunOptions, train
 
     cfg = config_from_args(args)
     check_train_flags(args)
     resume = Resume.parse(args.resume)  # auto | never | a 32-hex run id: no glob or path reaches the folder
-    result = train(cfg, args.tracking_uri, args.experiment, run_name=args.run_name, resume=resume,
-                   checkpoint_dir=args.checkpoint_dir, keep_checkpoints=args.keep_checkpoints)
+    result = train(cfg, args.tracking_uri, args.experiment, RunOptions(
+        run_name=args.run_name, resume=resume, checkpoint_dir=args.checkpoint_dir,
+        keep_checkpoints=args.keep_checkpoints))
     print(one_line(result))
     return exit_status(result)
 
@@ -163,7 +164,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from . import tracking
     from .checkpoint import NEVER, RUN_ID
     from .config import short
-    from .train import train
+    from .train import RunOptions, train
 
     uri = tracking.tracking_uri(args.tracking_uri)
     tracking.check_tracking_uri(uri)  # like train: before the store is opened (a sqlite file is not created)
@@ -173,8 +174,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         check_experiment_flag(args.experiment)
     cfg, _ = tracking.load_run_config(args.run_id, uri)  # a sweep's parent run, a run without a config: refused
     exp = args.experiment or tracking.run_experiment(args.run_id, uri)
-    result = train(cfg, uri, exp, run_name=f"reproduce-{args.run_id[:8]}",
-                   tags={schema.REPRODUCES_TAG: args.run_id}, resume=NEVER)
+    result = train(cfg, uri, exp, RunOptions(run_name=f"reproduce-{args.run_id[:8]}",
+                                             tags={schema.REPRODUCES_TAG: args.run_id}, resume=NEVER))
     print(one_line(result))
     keys = (schema.TRAIN_LOSS, schema.TRAIN_ACC, schema.TEST_LOSS, schema.ACCURACY)
     old = {k: dict(tracking.metric_history(args.run_id, k, uri)) for k in keys}

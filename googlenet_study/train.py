@@ -28,52 +28,56 @@ class RunResult:
     resumed_from_epoch: int = 0               # epochs already done when this process took over
 
 
-def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "googlenet-study",
-          parent_run_id: str | None = None, run_name: str | None = None, tags: dict | None = None,
-          hooks: Hooks | None = None, resume: ckpt.Resume = ckpt.AUTO, checkpoint_dir: str | Path | None = None,
-          keep_checkpoints: bool = False, reraise: tuple[type[BaseException], ...] = ()) -> RunResult:
-    """Train `cfg` and record it; exceptions in `reraise` end the run KILLED and propagate.
+@dataclass(frozen=True)
+class RunOptions:
+    """How train() places, continues and ends a run, beyond its config and its store (defaults: a fresh
+    top-level run of `googlenet-study train`)."""
+    parent_run_id: str | None = None          # a sweep trial's: the run is nested under it
+    run_name: str | None = None               # None: MLflow names it
+    tags: dict | None = None                  # set at the start (a sweep's study/trial tags, reproduce's)
+    hooks: Hooks | None = None                # per-epoch callbacks and the stop check (engine.Hooks)
+    resume: ckpt.Resume = ckpt.AUTO           # AUTO: this config's unfinished run, if any; NEVER; or a run id
+    checkpoint_dir: str | Path | None = None  # None: beside the tracking store (ckpt.default_dir)
+    keep_checkpoints: bool = False            # keep a FINISHED run's checkpoint (else it is removed)
+    reraise: tuple[type[BaseException], ...] = ()  # end the run KILLED and propagate (a trial's pruning, outages)
 
-    resume: ckpt.AUTO (continue this config's unfinished run from its checkpoint, if any), ckpt.NEVER, or
-    ckpt.Resume.parse(run_id) to continue that run (the caller decides: cli.py parses --resume)."""
+
+@dataclass
+class _Ready:
+    """Everything a run needs that can reject input, made before the MLflow run is created or reopened."""
+    cfg: RunConfig
+    uri: str
+    root: Path                                # the checkpoints' folder
+    dataset: data_mod.Dataset
+    net: model.Network
+    weights: model.WeightsInfo
+    state: ckpt.TrainingState | None          # what a resumed run continues from; None: a fresh run
+    cache: feature_cache.Cache | None         # a frozen trunk's features, shared between runs
+    cache_tags: dict[str, str]
+
+
+def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "googlenet-study",
+          options: RunOptions = RunOptions()) -> RunResult:
+    """Train `cfg` and record it in `experiment` of the store at `tracking_uri`; exceptions in
+    options.reraise end the run KILLED and propagate. Every way it ends maps to a run status below.
+
+    options.resume: ckpt.AUTO (continue this config's unfinished run from its checkpoint, if any), ckpt.NEVER,
+    or ckpt.Resume.parse(run_id) to continue that run (the caller decides: cli.py parses --resume)."""
     from . import tracking  # mlflow is heavy; config errors should not wait for it
 
-    cfg = cfg.resolve()
-    budget.check_fits(cfg)  # memory of a step and threads against this machine, before any data or run
-    uri = tracking.tracking_uri(tracking_uri)
-    tracking.check_tracking_uri(uri)
-    root = Path(checkpoint_dir) if checkpoint_dir else ckpt.default_dir(uri)
-    engine.seed_everything(cfg)
-    dataset = data_mod.load(cfg)
-    net, weights = model.build(cfg)
-    state = _resume_state(cfg, uri, root, resume, parent_run_id, net)
-    tracking.experiment_id(tracking.client(uri), experiment, create=False)  # a deleted one: a line, not a trace
-    cache, cache_tags = feature_cache.obtain(cfg, net, dataset, root)  # a frozen run's features, shared
-    run = tracking.MlflowRun(cfg, uri, experiment, parent_run_id, run_name, tags,
-                             run_id=state.run.run_id if state else None)
-    filters_before = state.run.filters_before if state else model.first_conv_weight(net)
-    saver = ckpt.RunCheckpoint(ckpt.path_for(root, cfg, run.run_id),
-                               ckpt.RunIdentity.of(cfg, run.run_id, parent_run_id, filters_before))
-    total, trainable = model.count_params(net)
-    result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=state.epoch if state else 0)
+    r = _prepare(cfg, tracking_uri, experiment, options)
+    run = tracking.MlflowRun(r.cfg, r.uri, experiment, options.parent_run_id, options.run_name, options.tags,
+                             run_id=r.state.run.run_id if r.state else None)
+    filters_before = r.state.run.filters_before if r.state else model.first_conv_weight(r.net)
+    saver = ckpt.RunCheckpoint(ckpt.path_for(r.root, r.cfg, run.run_id),
+                               ckpt.RunIdentity.of(r.cfg, run.run_id, options.parent_run_id, filters_before))
+    result = RunResult(run.run_id, "RUNNING", resumed_from_epoch=r.state.epoch if r.state else 0)
     store_full = False  # the tracking store's disk filled up: not even the run's end can be written
     try:
-        run.log_start({**cfg.to_params(), schema.TOTAL_PARAMS: total, schema.TRAINABLE_PARAMS: trainable},
-                      {**tracking.provenance_tags(cfg, dataset.digest, weights), **model.speed_tags(net),
-                       **cache_tags, schema.CHECKPOINT_TAG: str(saver.path),
-                       **(_resume_tags(state) if state else {})},
-                      model.parameter_table(net), filters_before)
-        if state:  # the earlier stop's reason no longer describes how this run ends, nor its cache warning this one
-            run.clear_tags(schema.END_TAGS + tuple(k for k in schema.FEATURE_CACHE_TAGS if k not in cache_tags))
-            run.log_missing_epochs(state.history, state.epoch_ended_ms)
-        elif cache is not None:  # step 0, once: a resumed run has it, and its charge in the checkpointed history
-            run.log_epoch(0, {schema.FEATURE_CACHE_BUILD_S: cache.build_s})
-        train_b, test_b = (cache.batches if cache else data_mod.batches)(cfg, dataset, place(cfg, net))
-        result.history, result.summary = engine.fit(cfg, net, train_b, test_b, run, hooks, resume=state,
-                                                    checkpoint=saver)
-        run.log_summary(result.summary, result.history, model.first_conv_weight(net))
+        _log_start(run, r, saver, filters_before)
+        result.history, result.summary = _fit(run, r, saver, options.hooks)
         result.status = "FINISHED"
-    except reraise as e:
+    except options.reraise as e:
         result.status = "KILLED"
         run.set_tags({schema.END_REASON_TAG: getattr(e, "end_reason", type(e).__name__)})  # outage.Unavailable has one
         raise
@@ -88,7 +92,7 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
         run.set_tags({schema.FAILURE_REASON_TAG: str(e), schema.FAILURE_EPOCH_TAG: str(e.epoch),
                       schema.FAILURE_BATCH_TAG: str(e.batch)})
     except BaseException as e:  # noqa: BLE001 - any crash must still end the run honestly
-        full = tracking.full_store(e, uri)
+        full = tracking.full_store(e, r.uri)
         if full is not None:  # it stays RUNNING in MLflow, its writer gone: `--resume auto` continues it
             store_full = True
             raise UserError(f"tracking-uri: {full}; run {run.run_id} is left RUNNING (the store takes no more "
@@ -104,9 +108,57 @@ def train(cfg: RunConfig, tracking_uri: str | None = None, experiment: str = "go
             run.end_unrecorded()
         else:
             run.end(result.status if result.status != "RUNNING" else "FAILED")
-        if result.status == "FINISHED" and not keep_checkpoints:
+        if result.status == "FINISHED" and not options.keep_checkpoints:
             ckpt.remove(saver.path)
     return result
+
+
+def _prepare(cfg: RunConfig, tracking_uri: str | None, experiment: str, options: RunOptions) -> _Ready:
+    """Every check that can reject input, in order, and what it made: nothing is recorded yet."""
+    from . import tracking
+
+    cfg = cfg.resolve()
+    budget.check_fits(cfg)  # memory of a step and threads against this machine, before any data or run
+    uri = tracking.tracking_uri(tracking_uri)
+    tracking.check_tracking_uri(uri)
+    root = Path(options.checkpoint_dir) if options.checkpoint_dir else ckpt.default_dir(uri)
+    engine.seed_everything(cfg)
+    dataset = data_mod.load(cfg)
+    net, weights = model.build(cfg)
+    state = _resume_state(cfg, uri, root, options.resume, options.parent_run_id, net)
+    tracking.experiment_id(tracking.client(uri), experiment, create=False)  # a deleted one: a line, not a trace
+    cache, cache_tags = feature_cache.obtain(cfg, net, dataset, root)  # a frozen run's features, shared
+    return _Ready(cfg, uri, root, dataset, net, weights, state, cache, cache_tags)
+
+
+def _log_start(run, r: _Ready, saver: ckpt.RunCheckpoint, filters_before) -> None:
+    """Params, provenance and the start's artefacts; a resumed run's missing epochs, a fresh one's cache charge."""
+    total, trainable = model.count_params(r.net)
+    run.log_start({**r.cfg.to_params(), schema.TOTAL_PARAMS: total, schema.TRAINABLE_PARAMS: trainable},
+                  _start_tags(r, saver),
+                  model.parameter_table(r.net), filters_before)
+    if r.state:  # the earlier stop's reason no longer describes how this run ends, nor its cache warning this one
+        run.clear_tags(schema.END_TAGS + tuple(k for k in schema.FEATURE_CACHE_TAGS if k not in r.cache_tags))
+        run.log_missing_epochs(r.state.history, r.state.epoch_ended_ms)
+    elif r.cache is not None:  # step 0, once: a resumed run has it, and its charge in the checkpointed history
+        run.log_epoch(0, {schema.FEATURE_CACHE_BUILD_S: r.cache.build_s})
+
+
+def _start_tags(r: _Ready, saver: ckpt.RunCheckpoint) -> dict[str, str]:
+    """The tags a run starts with: provenance, how the model runs, the feature cache, its checkpoint, where
+    it resumed."""
+    from . import tracking
+
+    return {**tracking.provenance_tags(r.cfg, r.dataset.digest, r.weights), **model.speed_tags(r.net),
+            **r.cache_tags, schema.CHECKPOINT_TAG: str(saver.path), **(_resume_tags(r.state) if r.state else {})}
+
+
+def _fit(run, r: _Ready, saver: ckpt.RunCheckpoint, hooks: Hooks | None) -> tuple[list[dict], dict[str, float]]:
+    """The epochs (engine.fit, from the checkpoint when resumed), then the summary and end-of-run artefacts."""
+    train_b, test_b = (r.cache.batches if r.cache else data_mod.batches)(r.cfg, r.dataset, place(r.cfg, r.net))
+    history, summary = engine.fit(r.cfg, r.net, train_b, test_b, run, hooks, resume=r.state, checkpoint=saver)
+    run.log_summary(summary, history, model.first_conv_weight(r.net))
+    return history, summary
 
 
 def _resume_tags(state: ckpt.TrainingState) -> dict[str, str]:

@@ -142,7 +142,7 @@ def shared_run(tmp_path_factory) -> dict:
     """One tiny finished run, trained once per session, for the tests that only read it: frozen GoogLeNet
     (speed and feature-cache tags too) on 100 digits for 1 epoch, 10 % reached and 99 % not, no system
     metrics. {"uri", "result" (train's RunResult), "cfg"}; the tests must not write to its store."""
-    from googlenet_study.train import train
+    from googlenet_study.train import RunOptions, train
 
     root = tmp_path_factory.mktemp("shared-run")
     uri = new_store(root / "mlflow.db")
@@ -152,7 +152,7 @@ def shared_run(tmp_path_factory) -> dict:
     with pytest.MonkeyPatch.context() as mp:  # MLflow puts a SQLite store's artifacts under the working folder
         mp.chdir(root)
         mp.delenv("MLFLOW_RUN_ID", raising=False)
-        result = train(cfg, uri, "shared", checkpoint_dir=root / ".checkpoints")
+        result = train(cfg, uri, "shared", RunOptions(checkpoint_dir=root / ".checkpoints"))
     assert result.status == "FINISHED", result.failure_reason
     return {"uri": uri, "result": result, "cfg": cfg}
 

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from googlenet_study import checkpoint
 from googlenet_study.engine import Hooks
-from googlenet_study.train import train
+from googlenet_study.train import RunOptions, train
 
 from conftest import cli, tiny_config, wait_for, new_store
 
@@ -228,7 +228,7 @@ def test_any_exception_ends_the_run_failed_never_running(tiny_cfg, tracking_uri)
     def boom(epoch, metrics):
         raise RuntimeError("disk full")
     with pytest.raises(RuntimeError, match="disk full"):
-        train(dataclasses.replace(tiny_cfg, epochs=1), hooks=Hooks(on_epoch=[boom]))
+        train(dataclasses.replace(tiny_cfg, epochs=1), options=RunOptions(hooks=Hooks(on_epoch=[boom])))
     c = MlflowClient(tracking_uri)
     (run,) = c.search_runs([e.experiment_id for e in c.search_experiments()])
     assert run.info.status == "FAILED" and "disk full" in run.data.tags["failure_reason"]

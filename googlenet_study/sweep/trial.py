@@ -21,7 +21,7 @@ from ..schema import (ACCURACY, CLOCK, MLFLOW_RUN_ID_ATTR, PRUNED_AT_TAG, PRUNED
                       SEED_INDEX_TAG, STUDY_TAG, TRIAL_ROLE, TRIAL_TAG)
 from .space import Range
 from .study_file import StudySpec
-from ..train import train
+from ..train import RunOptions, train
 from . import race_rounds
 
 
@@ -84,9 +84,10 @@ def _train_seed(trial: optuna.Trial, w: Worker, cfg: RunConfig, parent: str, nam
                if w.spec.prunes else [])
     try:
         # resume AUTO: a trial re-queued after a stop or a dead worker continues its run from its checkpoint
-        r = train(cfg, w.tracking_uri, w.experiment, parent_run_id=parent, run_name=name, tags=tags,
-                  hooks=Hooks(on_epoch=[*pruning, _storage_check(trial, cfg.epochs)], progress=False),
-                  resume=AUTO, checkpoint_dir=w.spec.checkpoint_dir, reraise=(optuna.TrialPruned, Unavailable))
+        r = train(cfg, w.tracking_uri, w.experiment, RunOptions(
+            parent_run_id=parent, run_name=name, tags=tags,
+            hooks=Hooks(on_epoch=[*pruning, _storage_check(trial, cfg.epochs)], progress=False),
+            resume=AUTO, checkpoint_dir=w.spec.checkpoint_dir, reraise=(optuna.TrialPruned, Unavailable)))
     except BaseException as e:
         run_ids = tracking.find_run_ids(w.experiment, tags, w.tracking_uri)[:1]  # train() raised: no result
         if own and run_ids:
