@@ -204,8 +204,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers != 1:  # the workers run as a Slurm job array, not here
         raise UserError("--workers: with --slurm-array every array task is one worker; leave --workers out")
     uri = tracking.tracking_uri(args.tracking_uri)
-    array = slurm.prepare(spec, args.slurm_array, args.slurm_option, args.storage or default_storage(uri), uri,
-                          args.n_trials, tuple(args.set))
+    array = slurm.prepare(slurm.Array(spec, args.slurm_array, args.storage or default_storage(uri), uri,
+                                      slurm.options(args.slurm_option), args.n_trials, tuple(args.set)))
     if args.dry_run:
         print(slurm.script(array), end="")
         return 0

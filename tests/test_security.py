@@ -324,7 +324,7 @@ def job_script(study_file: str, storage_url: str, uri: str) -> str:
     from googlenet_study.sweep import slurm
 
     try:
-        return slurm.script(slurm.prepare(study_file.load(study_file), 2, ["nodes=1"], storage_url, uri))
+        return slurm.script(slurm.prepare(slurm.Array(study_file.load(study_file), 2, storage_url, uri, {"nodes": "1"})))
     except UserError as e:
         return str(e)
 

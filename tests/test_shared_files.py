@@ -472,11 +472,13 @@ def test_slurm_array_is_capped_like_workers(tmp_path):
     assert spec.n_trials == 6
     with pytest.raises(UserError, match=r"--slurm-array: 100000000 tasks for a study of at most 6 trials; "
                                         r"allowed: 1 to 6"):
-        slurm.prepare(spec, 100000000, ["nodes=1"], f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db")
-    assert slurm.prepare(spec, 6, ["nodes=1"], f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db").tasks == 6
+        slurm.prepare(slurm.Array(spec, 100000000, f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db",
+                                  {"nodes": "1"}))
+    assert slurm.prepare(slurm.Array(spec, 6, f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db",
+                                     {"nodes": "1"})).tasks == 6
     with pytest.raises(UserError, match="allowed: 1 to 1000"):
-        slurm.prepare(spec, 1001, ["nodes=1"], f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db",
-                      n_trials=5000)
+        slurm.prepare(slurm.Array(spec, 1001, f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db",
+                                  {"nodes": "1"}, n_trials=5000))
 
 
 @pytest.mark.parametrize("text", [" =1+1", "  @SUM(A1)", "\n=cmd|' /C calc'!A0", "\t=1", "\r+1", "\u3000=1", " -1.5",

@@ -217,13 +217,13 @@ def _spec(tmp_path: Path, **base):
 
 def test_the_job_script_asks_for_a_gpu_only_for_a_cuda_study_and_never_holds_a_password(tmp_path):
     storage, uri = "postgresql://alice:s3cret@db.cluster/optuna", "https://bob:hunter2@mlflow.cluster"
-    text = slurm.script(slurm.prepare(_spec(tmp_path, device="cuda"), 8, ["partition=gpu"], storage, uri,
-                                      n_trials=8))  # no more tasks than trials (issue 25)
+    text = slurm.script(slurm.prepare(slurm.Array(_spec(tmp_path, device="cuda"), 8, storage, uri,
+                                                  slurm.options(["partition=gpu"]), n_trials=8)))  # no more tasks than trials (issue 25)
     assert "#SBATCH --gres=gpu:1" in text and "#SBATCH --array=0-7" in text and "#SBATCH --partition=gpu" in text
     assert "s3cret" not in text and "hunter2" not in text and "alice" not in text and "bob" not in text
     assert '--storage="${GOOGLENET_STUDY_STORAGE}"' in text
     assert '--tracking-uri="${GOOGLENET_STUDY_TRACKING_URI}"' in text
-    cpu = slurm.script(slurm.prepare(_spec(tmp_path), 2, [], "postgresql://u@db/o", "http://mlflow:5000"))
+    cpu = slurm.script(slurm.prepare(slurm.Array(_spec(tmp_path), 2, "postgresql://u@db/o", "http://mlflow:5000")))
     assert "--gres" not in cpu and "--storage=postgresql://u@db/o" in cpu  # no password: written as given
     assert cpu.splitlines()[-1].startswith("exec ") and "--workers=1 --no-report" in cpu
 

@@ -90,8 +90,9 @@ def spec(tmp_path_factory):
 
 def _array(spec, v: dict) -> slurm.Array:
     s = dataclasses.replace(spec, name=v["name"], path=v["path"], checkpoint_dir=v["checkpoint_dir"])
-    return slurm.prepare(s, 3, [f"{v['option_key']}={v['option_value']}"], v["storage"], v["uri"], n_trials=5,
-                         sets=(v["set"],), cwd=v["cwd"], python=v["python"])
+    option = slurm.options([f"{v['option_key']}={v['option_value']}"])
+    return slurm.prepare(slurm.Array(s, 3, v["storage"], v["uri"], option, n_trials=5, sets=(v["set"],), cwd=v["cwd"],
+                                     python=v["python"]))
 
 
 def _expected_argv(v: dict) -> list[str]:

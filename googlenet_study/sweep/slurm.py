@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,36 +53,38 @@ MAX_TASKS = 1000             # Slurm's default MaxArraySize is 1001: array indic
 
 @dataclass(frozen=True)
 class Array:
-    """A job array of `tasks` workers of one study: every value its script holds."""
+    """A job array of `tasks` workers of one study: every value its script holds (checked by prepare)."""
     spec: StudySpec
     tasks: int
-    options: dict[str, str]    # --slurm-option: sbatch long option -> value
     storage_url: str
     uri: str
-    n_trials: int | None       # --n-trials, passed on to every task
-    sets: tuple[str, ...]      # --set field=value, passed on to every task
-    cwd: str                   # the working folder: the tasks run there
-    python: str                # the interpreter the tasks run (this one)
+    options: dict[str, str] = field(default_factory=dict)  # --slurm-option: sbatch long option -> value (options())
+    n_trials: int | None = None                  # --n-trials, passed on to every task
+    sets: tuple[str, ...] = ()                   # --set field=value, passed on to every task
+    cwd: str = field(default_factory=os.getcwd)  # the working folder: the tasks run there
+    python: str = sys.executable                 # the interpreter the tasks run (this one)
 
 
-def prepare(spec: StudySpec, tasks: int, option_pairs: list[str], storage_url: str, uri: str,
-            n_trials: int | None = None, sets: tuple[str, ...] = (), cwd: str | None = None,
-            python: str = sys.executable) -> Array:
-    """Every check that needs neither Slurm nor a store, in one line each (exit 2) before anything exists."""
+def prepare(a: Array) -> Array:
+    """`a`, once every check that needs neither Slurm nor a store has passed: one line each (exit 2) before
+    anything exists."""
+    check_tasks(a.spec, a.tasks, a.n_trials)
+    check_values(a)
+    check_url(a.storage_url)
+    check_distinct(a.storage_url, a.uri)  # one SQLite file for both stores: refused before sbatch
+    check_reachable(a.storage_url, a.uri, a.options)
+    return a
+
+
+def check_tasks(spec: StudySpec, tasks: int, n_trials: int | None) -> None:
+    """At least one task, and no more than the study has trials for (as --workers is capped) or Slurm allows."""
     if tasks < 1:
         raise UserError(f"--slurm-array: must be an integer >= 1, got {tasks}")
-    most = min(MAX_TASKS, max_trials(spec, n_trials))  # as --workers is capped: no task without a trial to run
+    most = min(MAX_TASKS, max_trials(spec, n_trials))
     if tasks > most:
         raise UserError(f"--slurm-array: {tasks} tasks for a study of at most {max_trials(spec, n_trials)} trials; "
                         f"allowed: 1 to {most} (each task is one worker; Slurm arrays hold at most "
                         f"{MAX_TASKS + 1} tasks by default)")
-    a = Array(spec, tasks, options(option_pairs), storage_url, uri, n_trials, tuple(sets),
-              os.getcwd() if cwd is None else cwd, python)
-    check_values(a)
-    check_url(storage_url)
-    check_distinct(storage_url, uri)  # one SQLite file for both stores: refused before sbatch
-    check_reachable(storage_url, uri, a.options)
-    return a
 
 
 def max_trials(spec: StudySpec, n_trials: int | None) -> int:
