@@ -1,4 +1,4 @@
-"""Shared fixtures: a real, shrunken config; a real MLflow store in a temp dir; real services.
+"""Shared fixtures (a real, shrunken config; a real MLflow store in a temp dir; real services) and the fast tier.
 
 On CI (CI=true) a missing service or browser is a failure, not a skip."""
 
@@ -14,39 +14,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import contextlib  # noqa: E402
 import shutil
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import pytest
 
 from googlenet_study.config import RunConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"  # screenshots and other things a person may want to look at
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# What test files share is in tests/helpers/ (a test file imports from there, never from here); these are the
+# fixtures and the fast tier's rules.
+from helpers import new_store, skip_or_fail, tiny_config
+
 POSTGRES_URL = os.environ.get("GS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-# s: how long a test waits for a state (a checkpoint, a run's status, a log line) before it fails. Generous:
-# the suite must pass on a machine loaded to several times its cores; a state that comes returns at once.
-STATE_TIMEOUT_S = float(os.environ.get("GS_TEST_STATE_TIMEOUT_S", "600"))
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], what: str, timeout: float = STATE_TIMEOUT_S, every: float = 0.05) -> T:
-    """Poll `predicate` until it returns something truthy, and return that; after `timeout` s fail naming `what`.
-
-    Tests wait on a state, never a fixed sleep: `wait_for(lambda: ckpt.exists(), "the epoch-1 checkpoint")`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:g} s for {what}; it never came")
-        time.sleep(every)
-
 
 # The fast tier (`make test-fast`, `pytest -m fast`): every test not marked slow, postgres, browser or gpu.
 # A test that trains through train(), starts a process or a server, waits on one, or takes seconds of CPU
@@ -119,19 +98,6 @@ def pytest_runtest_call(item):
         yield
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip where a service is simply absent; on CI that absence is a failure."""
-    if ON_CI:
-        pytest.fail(f"required on CI: {reason}")
-    pytest.skip(reason)
-
-
-def tiny_config() -> RunConfig:
-    """The real config, shrunk: GoogLeNet on offline digits at 32 px, random init, 2 epochs."""
-    return RunConfig(model="googlenet", dataset="digits", weights="none", image_size=32, epochs=2,
-                     batch_size=32, train_size=200, test_size=100, threads=2, system_metrics=False)
-
-
 @pytest.fixture
 def tiny_cfg() -> RunConfig:
     return tiny_config()
@@ -155,30 +121,6 @@ def shared_run(tmp_path_factory) -> dict:
         result = train(cfg, uri, "shared", RunOptions(checkpoint_dir=root / ".checkpoints"))
     assert result.status == "FINISHED", result.failure_reason
     return {"uri": uri, "result": result, "cfg": cfg}
-
-
-_store_template: list[Path] = []  # this process's empty MLflow store, its tables made once
-
-
-def new_store(db: Path) -> str:
-    """A real, empty MLflow SQLite store at `db`, and its URI. MLflow makes a new store's tables by running
-    its ~60 schema migrations (2-5 s of CPU); a test process runs them once, into a template, and copies that
-    file: the same tables, the same alembic revision, the same Default experiment (its artifact location
-    rewritten to `db`'s folder's mlruns/0, where MLflow would have put it for a store opened from there)."""
-    import sqlite3
-    import tempfile
-
-    if not _store_template:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        template = Path(tempfile.mkdtemp(prefix="googlenet-study-mlflow-schema-")) / "template.db"
-        SqlAlchemyStore(f"sqlite:///{template}", str(template.parent / "mlruns")).engine.dispose()
-        _store_template.append(template)
-    shutil.copyfile(_store_template[0], db)
-    with contextlib.closing(sqlite3.connect(db)) as con, con:
-        con.execute("update experiments set artifact_location = ? where experiment_id = 0",
-                    (str(db.parent / "mlruns" / "0"),))
-    return f"sqlite:///{db}"
 
 
 @pytest.fixture
@@ -230,32 +172,3 @@ def chromium() -> str:
     except ImportError:
         skip_or_fail("the playwright Python package is not installed")
     return path
-
-
-def http_up(url: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> bool:
-    """True once `url` answers at all (an HTTP error status is an answer); fails at once, with the end of
-    `log`, if the server process `proc` has exited. For wait_for."""
-    import urllib.error
-    import urllib.request
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the server exited ({proc.returncode}) before {url} answered: "
-                        + (log.read_text()[-2000:] if log else ""))
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600):
-    """Run the real command line in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "googlenet_study", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout)

@@ -14,7 +14,7 @@ from googlenet_study.cli import build_parser, config_from_args, main
 from googlenet_study import budget
 from googlenet_study.config import RunConfig, UserError
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_defaults_are_the_lecture():

@@ -13,46 +13,13 @@ import torch.nn.functional as F
 
 from googlenet_study import data as data_mod
 from googlenet_study import engine, model, schema
-from googlenet_study.checkpoint import PartialEpoch, RunIdentity, TrainingState
+from googlenet_study.checkpoint import PartialEpoch
 from googlenet_study.config import RunConfig
 from googlenet_study.data import DeviceBatches
 from googlenet_study.device import place
 from googlenet_study.engine import Hooks, Interrupted, Learner, NonFiniteLoss
 
-LEARNED = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")  # not clocks
-
-
-class ListTracker:
-    """engine.Tracker without a store: keeps what fit logs."""
-
-    def __init__(self) -> None:
-        self.logged: list[tuple[int, dict, int]] = []
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float], timestamp_ms: int) -> None:
-        self.logged.append((epoch, metrics, timestamp_ms))
-
-
-class ListCheckpoint:
-    """engine.Checkpoint without a file: keeps every state fit saves."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.run = RunIdentity.of(cfg, "in-memory", None, None)
-        self.states: list[TrainingState] = []
-
-    def save(self, state: TrainingState) -> None:
-        self.states.append(state)
-
-
-class StopAfter:
-    """hooks.should_stop asking for a stop after the n-th batch trained (counted from 1, across epochs)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.batches = n, 0
-
-    def __call__(self) -> bool:
-        self.batches += 1
-        return self.batches == self.n
-
+from helpers.loop import LEARNED, ListCheckpoint, ListTracker, StopAfter
 
 class Recorder:
     """A forward that records each input batch, then runs the model."""

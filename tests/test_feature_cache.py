@@ -22,8 +22,8 @@ from googlenet_study.config import RunConfig
 from googlenet_study.device import place
 from googlenet_study.engine import Hooks, Interrupted
 
-from conftest import ROOT
-from test_engine import LEARNED, ListCheckpoint, ListTracker, StopAfter
+from helpers import ROOT
+from helpers.loop import LEARNED, ListCheckpoint, ListTracker, StopAfter
 
 QUIET = Hooks(progress=False, should_stop=lambda: False)
 

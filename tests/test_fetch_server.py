@@ -5,17 +5,14 @@ endpoint's limit included."""
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from conftest import free_port, http_up, new_store, wait_for
+from helpers import new_store
+from helpers.servers import mlflow_server
 
 from googlenet_study.tracking import bulk, read
 
@@ -50,15 +47,7 @@ def test_server_bulk_histories_equal_mlflows_per_run_history(tmp_path, monkeypat
     want = {rid: {k: [(m.step, m.value, m.timestamp) for m in c.get_metric_history(rid, k)] for k in ks}
             for rid, ks in keys.items()}
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # its own process group: the workers end with it
-    try:
-        wait_for(lambda: http_up(f"http://127.0.0.1:{port}/health", server),
-                 f"mlflow server on port {port} to answer /health", every=0.5)
-        http = f"http://127.0.0.1:{port}"
+    with mlflow_server(uri, tmp_path) as http:
         monkeypatch.setattr(bulk, "SERVER_RUNS", 2)  # 3 requests per key: runs split across requests
         store = bulk.rest_store(read.client(http))
         got, left = bulk.server_histories(store, keys, None, workers=3)
@@ -69,9 +58,6 @@ def test_server_bulk_histories_equal_mlflows_per_run_history(tmp_path, monkeypat
         monkeypatch.setattr(bulk, "SERVER_VALUES", 7)
         cut, cut_left = bulk.server_histories(store, keys, None, workers=3)
         cut_read = read.metric_histories(keys, http, workers=3)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
     assert left == {} and cut_left == {ids[4]: ["lr"]}
     for rid, ks in keys.items():

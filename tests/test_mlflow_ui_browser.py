@@ -8,8 +8,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import ARTIFACTS, new_store
-from test_sweep_postgres import mlflow_server
+from helpers import ARTIFACTS, new_store
+from helpers.servers import mlflow_server
 
 from googlenet_study import cli
 
@@ -39,7 +39,7 @@ def ui(tmp_path_factory):
     children = sorted(r.info.run_name for r in c.search_runs([exp_id]) if "mlflow.parentRunId" in r.data.tags)
     assert children == TRIALS
     ARTIFACTS.mkdir(exist_ok=True)
-    with mlflow_server(uri, d / "artifacts") as url:
+    with mlflow_server(uri, d) as url:
         yield f"{url}/#/experiments/{exp_id}/runs"
 
 

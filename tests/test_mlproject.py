@@ -17,8 +17,8 @@ from googlenet_study import schema, tracking
 from googlenet_study.config import RunConfig
 from googlenet_study.report import fetch
 
-from conftest import ROOT, new_store
-from test_schema import undocumented
+from helpers import ROOT, new_store
+from helpers.reference import undocumented
 
 SPEC = yaml.safe_load((ROOT / "MLproject").read_text())
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}

@@ -44,7 +44,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import ROOT, STATE_TIMEOUT_S, free_port
+from helpers import ROOT, STATE_TIMEOUT_S, free_port
 
 from googlenet_study import cli
 from googlenet_study.sweep import study_file

@@ -9,7 +9,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 from scipy import stats as sps
 
 from googlenet_study import report
@@ -30,50 +27,20 @@ from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import fetch, stats
 from googlenet_study.statistics.clock import EPOCH
 
-from conftest import ARTIFACTS, http_up, skip_or_fail, wait_for, new_store
+from helpers import ARTIFACTS, new_store, skip_or_fail
+from helpers.runs import log_run
+from helpers.servers import mlflow_server
 
 XSS_NAME = "<script>alert(1)</script>"
 XSS_IMG = '<img src=x onerror="alert(2)">'
-
-
-def log_run(c: MlflowClient, exp_id: str, name: str, accs: list[float], epoch_s: float = 10.0, seed: int = 0,
-            status: str = "FINISHED", tags: dict | None = None, summary: bool = True, drop: tuple = (),
-            filters: bool = False, **config) -> str:
-    """One synthetic run as train() records it: every config field as a param, per-epoch metrics with
-    step = epoch, summary metrics, a final status. `drop`: per-epoch metrics left out."""
-    cfg = RunConfig(**{"model": "googlenet", "dataset": "digits", "weights": "none", "epochs": len(accs),
-                       "seed": seed, "system_metrics": False, **config})
-    run_id = c.create_run(exp_id, run_name=name, tags=tags or {}).info.run_id
-    c.log_batch(run_id, params=[Param(k, v) for k, v in cfg.to_params().items()],
-                tags=[RunTag("config_hash", cfg.digest())])
-    now, metrics, elapsed = int(time.time() * 1000), [], 0.0
-    for e, acc in enumerate(accs, start=1):
-        elapsed += epoch_s
-        vals = {"train_loss": 1 - acc, "train_aux_loss": 0.5 * (1 - acc), "train_total_loss": 1.5 * (1 - acc),
-                "train_acc": acc, "test_loss": 1.1 - acc, "test_acc": acc, "epoch_time_s": epoch_s,
-                "train_time_s": 0.8 * epoch_s, "eval_time_s": 0.2 * epoch_s, "data_time_s": 0.0,
-                "elapsed_time_s": elapsed, "throughput_img_s": 100.0 / epoch_s}
-        metrics += [Metric(k, v, now + e, e) for k, v in vals.items() if k not in drop]
-    if summary:
-        s = {"best_test_acc": max(accs), "final_test_acc": accs[-1], "total_time_s": elapsed}
-        metrics += [Metric(k, v, now, len(accs)) for k, v in s.items()]
-    c.log_batch(run_id, metrics=metrics)
-    if filters:
-        g = torch.Generator().manual_seed(seed)
-        before = torch.randn(64, 3, 7, 7, generator=g)
-        d = Path(f"filters-{run_id}")
-        d.mkdir()
-        torch.save({"before": before, "after": before + 0.1 * torch.randn(64, 3, 7, 7, generator=g)},
-                   d / "filters.pt")
-        c.log_artifact(run_id, str(d / "filters.pt"), artifact_path="filters")
-    c.set_terminated(run_id, status)
-    return run_id
 
 
 # Config A (batch 32): three seeds whose numbers we know; config B (batch 64): three seeds, faster epochs.
 A_ACCS = [[0.40, 0.55, 0.80], [0.52, 0.66, 0.85], [0.45, 0.58, 0.90]]  # best 0.80, 0.85, 0.90
 B_ACCS = [[0.30, 0.45, 0.62], [0.35, 0.51, 0.60], [0.33, 0.48, 0.64]]
 A_EPOCH_S, B_EPOCH_S = [10.0, 12.0, 11.0], [6.0, 6.5, 7.0]
+
+SUMMARY = ("best_test_acc", "final_test_acc", "total_time_s")  # what a run that ended early never logged
 
 
 def populate(c: MlflowClient) -> dict:
@@ -83,7 +50,7 @@ def populate(c: MlflowClient) -> dict:
         ids[f"A{s}"] = log_run(c, exp, f"a-seed{s}", accs, t, seed=s, batch_size=32, filters=True)
     for s, (accs, t) in enumerate(zip(B_ACCS, B_EPOCH_S)):
         ids[f"B{s}"] = log_run(c, exp, XSS_IMG if s == 2 else f"b-seed{s}", accs, t, seed=s, batch_size=64,
-                               summary=s != 2, drop=("train_aux_loss",) if s == 2 else (), filters=True)
+                               drop=("train_aux_loss", *SUMMARY) if s == 2 else (), filters=True)
     ids["failed"] = log_run(c, exp, XSS_NAME, [0.1], 5.0, seed=9, batch_size=32, status="FAILED")
     ids["no_acc"] = log_run(c, exp, "no-test-acc", [0.5, 0.6], 5.0, seed=8, batch_size=32, drop=("test_acc",))
     # One inception_v3 run, so figure 9 (the lecture's reference curve) appears.
@@ -355,22 +322,10 @@ def test_scale_benchmark_runs_at_its_smallest_setting(tmp_path):
 @pytest.mark.slow
 def test_an_mlflow_server_gives_the_same_numbers(made, tmp_path, monkeypatch):
     """Over HTTP the histories come from per-run requests on a thread pool, not the database's bulk read."""
-    from conftest import free_port
-
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", made["uri"],
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              cwd=made["root"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # its own process group: the workers end with it
-    try:
-        wait_for(lambda: http_up(f"http://127.0.0.1:{port}/health", server),
-                 f"mlflow server on port {port} to answer /health", every=0.5)
-        targets = (50.0, 60.0, 80.0)
-        over_http, _ = stats.per_run(fetch.fetch("rep", uri=f"http://127.0.0.1:{port}"), targets, EPOCH)
-        direct, _ = stats.per_run(fetch.fetch("rep", uri=made["uri"]), targets, EPOCH)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    targets = (50.0, 60.0, 80.0)
+    with mlflow_server(made["uri"], made["root"]) as url:
+        over_http, _ = stats.per_run(fetch.fetch("rep", uri=url), targets, EPOCH)
+    direct, _ = stats.per_run(fetch.fetch("rep", uri=made["uri"]), targets, EPOCH)
     cols = ["run_id", "best_test_acc", "total_time_s", "epoch_time_s", "time_to_test_acc_50", "time_to_test_acc_80"]
     pd.testing.assert_frame_equal(over_http[cols], direct[cols])

@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import new_store
+from helpers import new_store
+from helpers.runs import H100, T4, TARGETS, log_run
 
 from googlenet_study import report
 from googlenet_study.report import fetch, stats, text
 from googlenet_study.statistics.clock import EPOCH
-
-from test_verdicts import H100, T4, TARGETS, log
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +30,20 @@ def hard(store):
     """Small studies that broke the report (issue 17), each its own experiment in the module's store."""
     c = MlflowClient(store["uri"])
     crash = c.create_experiment("crash")  # one config's only run resumed on other hardware, beside a config
-    log(c, crash, "moved", [0.5, 0.9], 10.0, T4, seed=0, batch_size=32, hardware_changed=[H100, T4])
+    log_run(c, crash, "moved", [0.5, 0.9], 10.0, T4, seed=0, batch_size=32, hardware_changed=[H100, T4])
     for i in range(2):                    # that differs from it in one param
-        log(c, crash, f"b64-{i}", [0.5, 0.9], 10.0 + i, T4, seed=i, batch_size=64)
+        log_run(c, crash, f"b64-{i}", [0.5, 0.9], 10.0 + i, T4, seed=i, batch_size=64)
     nan = c.create_experiment("nan")
-    log(c, nan, "nan-final", [0.6, 0.8, math.nan], 10.0, H100, seed=0, summary={"final_test_acc": math.nan})
-    log(c, nan, "nan-history", [0.6, 0.7, math.nan], 10.0, H100, seed=1, drop=("final_test_acc", "best_test_acc"))
-    log(c, nan, "all-nan", [math.nan] * 3, 10.0, H100, seed=2, drop=("best_test_acc", "final_test_acc"))
-    log(c, nan, "fine", [0.5, 0.6, 0.7], 10.0, H100, seed=3)
+    log_run(c, nan, "nan-final", [0.6, 0.8, math.nan], 10.0, H100, seed=0, summary={"final_test_acc": math.nan})
+    log_run(c, nan, "nan-history", [0.6, 0.7, math.nan], 10.0, H100, seed=1, drop=("final_test_acc", "best_test_acc"))
+    log_run(c, nan, "all-nan", [math.nan] * 3, 10.0, H100, seed=2, drop=("best_test_acc", "final_test_acc"))
+    log_run(c, nan, "fine", [0.5, 0.6, 0.7], 10.0, H100, seed=3)
     bad = c.create_experiment("invalid")
-    log(c, bad, "inf", [0.5, math.inf, 0.7], 10.0, H100, seed=0, summary={"best_test_acc": math.inf})
-    log(c, bad, "minus-one", [0.5, -1.0, 0.7], 10.0, H100, seed=1, summary={"best_test_acc": 0.7})
-    log(c, bad, "clock-back", [0.5, 0.6, 0.7], 10.0, H100, seed=2, per_epoch={"elapsed_time_s": [10.0, -5.0, 30.0]})
-    log(c, bad, "fine-1", [0.5, 0.6, 0.8], 10.0, H100, seed=3)
-    log(c, bad, "fine-2", [0.5, 0.7, 0.9], 12.0, H100, seed=4)
+    log_run(c, bad, "inf", [0.5, math.inf, 0.7], 10.0, H100, seed=0, summary={"best_test_acc": math.inf})
+    log_run(c, bad, "minus-one", [0.5, -1.0, 0.7], 10.0, H100, seed=1, summary={"best_test_acc": 0.7})
+    log_run(c, bad, "clock-back", [0.5, 0.6, 0.7], 10.0, H100, seed=2, per_epoch={"elapsed_time_s": [10.0, -5.0, 30.0]})
+    log_run(c, bad, "fine-1", [0.5, 0.6, 0.8], 10.0, H100, seed=3)
+    log_run(c, bad, "fine-2", [0.5, 0.7, 0.9], 12.0, H100, seed=4)
     return store
 
 
@@ -111,7 +110,7 @@ def test_the_same_runs_logged_into_two_stores_give_byte_identical_csvs(tmp_path,
         t0 = 1_700_000_000_000
         for i in range(16):  # 2 configurations x 8 runs, two of each seed, different numbers (with 2 runs
             accs = [0.3 + 0.011 * i, 0.5 + 0.013 * (i % 5), 0.6 + 0.017 * (i % 7)]  # a config's bounds never moved)
-            log(c, exp, f"r{i}", accs, 5.0 + 0.7 * (i % 5), H100, seed=(i % 8) // 2, batch_size=16 * (1 + i // 8),
+            log_run(c, exp, f"r{i}", accs, 5.0 + 0.7 * (i % 5), H100, seed=(i % 8) // 2, batch_size=16 * (1 + i // 8),
                 start_time=t0 + i)
         runs, _, summ, comp, *_ = report.numbers(fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS, EPOCH)
         csvs.append((summ.to_csv(index=False), comp.to_csv(index=False),

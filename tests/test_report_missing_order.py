@@ -11,14 +11,13 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, new_store
+from helpers import ROOT, new_store
+from helpers.runs import EXAMPLE, H100, TARGETS, log_run
 
 from googlenet_study import config, engine, report, schema
 from googlenet_study.cli import main as cli_main
 from googlenet_study.report import curves, fetch, text
 from googlenet_study.statistics.clock import EPOCH
-
-from test_verdicts import EXAMPLE, H100, TARGETS, log
 
 
 # ---- 6. missing is missing --------------------------------------------------------------------------------
@@ -38,11 +37,11 @@ def disagreeing(tmp_path_factory):
     uri = new_store(tmp_path_factory.mktemp("disagree") / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("disagree")
-    ids = {"final": log(c, exp, "final-logged", [0.5, 0.7, math.nan], 10.0, H100, seed=0,
+    ids = {"final": log_run(c, exp, "final-logged", [0.5, 0.7, math.nan], 10.0, H100, seed=0,
                         summary={"final_test_acc": 0.74, "best_test_acc": 0.7}),
-           "best": log(c, exp, "best-nan", [math.nan, 0.6, 0.8], 10.0, H100, seed=1,  # the old engine's max()
+           "best": log_run(c, exp, "best-nan", [math.nan, 0.6, 0.8], 10.0, H100, seed=1,  # the old engine's max()
                        summary={"best_test_acc": math.nan}),
-           "fine": log(c, exp, "fine", [0.5, 0.6, 0.9], 10.0, H100, seed=2)}
+           "fine": log_run(c, exp, "fine", [0.5, 0.6, 0.9], 10.0, H100, seed=2)}
     return uri, ids
 
 
@@ -99,7 +98,7 @@ def test_two_stores_in_different_orders_give_the_same_tables_and_figure_data(tmp
                 for i, (b, hw, sec, accs, tags) in enumerate(EXAMPLE)]
         runs += [(n, accs, 7.0, H100, dict(seed=20 + i, batch_size=48, **kw)) for i, (n, accs, kw) in enumerate(extra)]
         for n, accs, sec, hw, kw in runs[::order]:
-            log(c, exp, n, accs, sec, hw, start_time=1_700_000_000_000 + int(n.split("-")[-1], 36), **kw)
+            log_run(c, exp, n, accs, sec, hw, start_time=1_700_000_000_000 + int(n.split("-")[-1], 36), **kw)
         for n in ("failed-x", "failed-y")[::order]:  # excluded: not FINISHED
             c.set_terminated(c.create_run(exp, run_name=n).info.run_id, "FAILED")
         got.append(_tables_and_curves(uri))

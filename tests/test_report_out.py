@@ -16,34 +16,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
 
 from googlenet_study import csv_cells, report
 from googlenet_study.cli import main as cli_main
-from googlenet_study.config import RunConfig, UserError
+from googlenet_study.config import UserError
 from googlenet_study.report import outdir
 
-from conftest import STATE_TIMEOUT_S, wait_for, new_store
+from helpers import STATE_TIMEOUT_S, new_store, wait_for
+from helpers.runs import log_run
 
 FORMULA = '=HYPERLINK("http://x","y")'
-
-
-def log(c: MlflowClient, exp: str, name: str, seed: int, accs: list[float], **params: str) -> str:
-    """One FINISHED run as train() records it, but with param values no config would accept."""
-    cfg = RunConfig(model="googlenet", dataset="digits", weights="none", epochs=len(accs), seed=seed,
-                    system_metrics=False)
-    run_id = c.create_run(exp, run_name=name).info.run_id
-    now, metrics = int(time.time() * 1000), []
-    for e, acc in enumerate(accs, start=1):
-        vals = {"train_loss": 1 - acc, "train_aux_loss": 0.0, "train_total_loss": 1 - acc, "train_acc": acc,
-                "test_loss": 1 - acc, "test_acc": acc, "epoch_time_s": 10.0, "train_time_s": 8.0,
-                "eval_time_s": 2.0, "data_time_s": 0.0, "elapsed_time_s": 10.0 * e, "throughput_img_s": 10.0}
-        metrics += [Metric(k, v, now + e, e) for k, v in vals.items()]
-    metrics += [Metric("best_test_acc", max(accs), now, len(accs)), Metric("final_test_acc", accs[-1], now, len(accs)),
-                Metric("total_time_s", 10.0 * len(accs), now, len(accs))]
-    c.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in {**cfg.to_params(), **params}.items()])
-    c.set_terminated(run_id, "FINISHED")
-    return run_id
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +36,9 @@ def store(tmp_path_factory):
     c = MlflowClient(uri)
     exp = c.create_experiment("csv")
     for s in (0, 1):
-        log(c, exp, FORMULA if s == 0 else "@SUM(1+1)", s, [0.5, 0.7 + 0.01 * s], weights=FORMULA, lr="-1.5")
-        log(c, exp, f"plain-{s}", s, [0.4, 0.6 + 0.01 * s], weights="none", lr="0.0001")
+        log_run(c, exp, FORMULA if s == 0 else "@SUM(1+1)", [0.5, 0.7 + 0.01 * s], seed=s,
+                params={"weights": FORMULA, "lr": "-1.5"})  # param values no config would accept
+        log_run(c, exp, f"plain-{s}", [0.4, 0.6 + 0.01 * s], seed=s, params={"weights": "none", "lr": "0.0001"})
     env = {"MLFLOW_TRACKING_URI": uri, "GOOGLENET_STUDY_CACHE": "off"}
     was = os.environ.get("GOOGLENET_STUDY_CACHE")
     os.environ["GOOGLENET_STUDY_CACHE"] = "off"  # no history cache in the user's home

@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from conftest import new_store
+from helpers import new_store
 
 from googlenet_study import report
 from googlenet_study.config import UserError
@@ -52,14 +52,14 @@ def test_bulk_history_read_equals_mlflows_public_per_run_history(tmp_path):
 def example_store(tmp_path_factory):
     """The worked example of docs/reports.md (tests/test_verdicts.py), with a loser and a run without the
     training clock, in a real SQLite store."""
-    from test_verdicts import EXAMPLE, log
+    from helpers.runs import EXAMPLE, log_run
 
     root = tmp_path_factory.mktemp("output")
     uri = new_store(root / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("example")
     for i, (b, hw, sec, accs, tags) in enumerate(EXAMPLE):
-        log(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
+        log_run(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
     return {"uri": uri, "root": root}
 
 

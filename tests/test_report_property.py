@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
-from conftest import new_store
+from helpers import new_store
+from helpers.runs import H100, T4, log_run
 
 from googlenet_study import report
 from googlenet_study.report import fetch, stats, text, verdict
 from googlenet_study.statistics import ranking
 from googlenet_study.statistics.clock import CLOCKS, EPOCH, TRAIN
 
-from test_verdicts import H100, T4, log
 
 TARGETS = (50.0, 80.0)
 # An accuracy: mostly a value, else a NaN or an impossible one (inf is stored as 1.8e308).
@@ -62,7 +62,7 @@ def log_study(c: MlflowClient, study: dict) -> str:
             elapsed = [r["epoch_s"] * (e + 1) for e in range(n)]
             if r["clock_back"] and n > 1:
                 elapsed[-1] = elapsed[0] / 2
-            log(c, exp, f"c{i}-r{j}", r["accs"], r["epoch_s"], H100 if study["one_gpu"] else r["gpu"], seed=j,
+            log_run(c, exp, f"c{i}-r{j}", r["accs"], r["epoch_s"], H100 if study["one_gpu"] else r["gpu"], seed=j,
                 batch_size=16 * 2 ** i, hardware_changed=[T4, H100] if r["moved"] else None, drop=r["drop"],
                 per_epoch={"elapsed_time_s": elapsed}, summary={"best_test_acc": max(r["accs"], default=0.0)})
     return name

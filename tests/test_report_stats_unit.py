@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from helpers import runs_frame
+from helpers.runs import runs_frame
 from googlenet_study.report import stats, verdict
 from googlenet_study.statistics import profiles, ranking, robust, significance, survival
 from googlenet_study.statistics.clock import EPOCH, TRAIN

@@ -17,18 +17,8 @@ from googlenet_study import checkpoint
 from googlenet_study.engine import Hooks
 from googlenet_study.train import RunOptions, train
 
-from conftest import cli, tiny_config, wait_for, new_store
-
-KEYS = ("train_loss", "train_aux_loss", "train_total_loss", "train_acc", "test_loss", "test_acc")
-
-
-def cfg_args(c) -> list[str]:
-    out = []
-    for k, v in c.to_params().items():
-        if v != "None":
-            out += [f"--{k.replace('_', '-')}", v]
-    return out
-
+from helpers import cfg_args, cli, new_store, tiny_config, wait_for
+from helpers.loop import LEARNED
 
 def start(cfg, tmp_path: Path, *extra: str) -> subprocess.Popen:
     # The store is named explicitly: in-process MLflow calls may have changed MLFLOW_TRACKING_URI.
@@ -54,7 +44,7 @@ def wait_for_epochs(uri: str, n: int, proc: subprocess.Popen) -> str:
 
 def histories(uri: str, run_id: str) -> dict[str, list]:
     c = MlflowClient(uri)
-    return {k: sorted(c.get_metric_history(run_id, k), key=lambda m: m.step) for k in KEYS + ("elapsed_time_s",
+    return {k: sorted(c.get_metric_history(run_id, k), key=lambda m: m.step) for k in LEARNED + ("elapsed_time_s",
                                                                                               "epoch_time_s")}
 
 
@@ -67,7 +57,7 @@ def reference_run(cfg, tmp_path: Path) -> dict[str, list]:
 
 
 def assert_each_epoch_once_and_identical(h: dict, reference: dict, epochs: int) -> None:
-    for k in KEYS:
+    for k in LEARNED:
         assert [m.step for m in h[k]] == list(range(1, epochs + 1)), k
         assert [m.value for m in h[k]] == [m.value for m in reference[k]], k
 

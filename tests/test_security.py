@@ -10,7 +10,6 @@ import dataclasses
 import os
 import pickle
 import random
-import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -26,19 +25,10 @@ from googlenet_study import checkpoint, feature_cache, tracking
 from googlenet_study.cli import main
 from googlenet_study.config import UserError
 
-from test_resume import cfg_args
+from helpers import cfg_args, one_error_line, runs_in
+from helpers.secrets import MARK, Planted, leaks
 
 RUN_A, RUN_B = "a" * 32, "0123456789abcdef" * 2
-
-
-class Planted:
-    """Unpickling this runs `touch marker`."""
-
-    def __init__(self, marker) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 def plant(path, marker, how: str) -> None:
@@ -47,17 +37,6 @@ def plant(path, marker, how: str) -> None:
         torch.save({"format": 1, "model": Planted(marker)}, path)
     else:  # a bare pickle (torch.load's legacy format)
         path.write_bytes(pickle.dumps(Planted(marker)))
-
-
-def one_error_line(capsys) -> str:
-    err = [x for x in capsys.readouterr().err.strip().splitlines() if not x.startswith(("20", "Downloading"))]
-    assert len(err) == 1, err
-    return err[0]
-
-
-def runs_in(uri: str) -> list:
-    c = MlflowClient(uri)
-    return c.search_runs([e.experiment_id for e in c.search_experiments()])
 
 
 @pytest.mark.parametrize("how", ["torch.save", "pickle.dumps"])
@@ -273,7 +252,6 @@ def test_a_storage_password_with_a_raw_at_sign_is_refused_without_showing_it():
 # of the password shown, MARK's neighbourhood would be too. Passwords are written raw, as people type them,
 # %-encoded, and as a ?password= value. Port 1 on 127.0.0.1 refuses at once: every "cannot open" path runs.
 
-MARK = "Zq7SECRET"
 PW_CHARS = st.sampled_from("abcXYZ019/@:%?#&=;+!$*'\"()[],~-._")
 PASSWORDS = st.builds(lambda a, b: a + MARK + b, st.text(PW_CHARS, max_size=10), st.text(PW_CHARS, max_size=10))
 FORMS = ("postgresql://alice:{pw}@127.0.0.1:1/optuna", "postgresql://alice:{q}@127.0.0.1:1/optuna",
@@ -282,10 +260,6 @@ FORMS = ("postgresql://alice:{pw}@127.0.0.1:1/optuna", "postgresql://alice:{q}@1
 URLS = st.builds(lambda pw, form: (pw, form.format(pw=pw, q=quote(pw, safe=""))), PASSWORDS, st.sampled_from(FORMS))
 LEAK_CHECK = settings(derandomize=True, database=None, deadline=None, max_examples=25,
                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-
-
-def leaks(text: str, pw: str) -> bool:
-    return MARK in text or pw in text or quote(pw, safe="") in text
 
 
 @LEAK_CHECK

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -13,43 +14,13 @@ import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, new_store, wait_for
-
-from test_resume import cfg_args
-
-
-def start_server(tmp_path: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    log = open(tmp_path / f"server-{time.time():.0f}.log", "w")
-    if not (tmp_path / "server.db").exists():  # the first start; a restart keeps the store
-        new_store(tmp_path / "server.db")
-    p = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                          "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1", *extra],
-                         cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                         env={**os.environ, **(env or {})}, start_new_session=True)
-
-    def answering() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return True
-        except urllib.error.HTTPError:
-            return True  # answering (auth may refuse /health): up
-        except OSError:
-            if p.poll() is not None:
-                raise AssertionError("mlflow server exited: " + Path(log.name).read_text()[-1500:]) from None
-            return False
-    try:
-        wait_for(answering, f"mlflow server on port {port} to answer /health", every=0.2)
-    except BaseException:
-        p.kill()
-        raise
-    return p
+from helpers import cfg_args, free_port, new_store, wait_for
+from helpers.servers import start_mlflow_server, stop_mlflow_server
 
 
 def port_free(port: int) -> bool:
@@ -61,18 +32,14 @@ def port_free(port: int) -> bool:
             return False
 
 
-def stop_server(p: subprocess.Popen) -> None:
-    os.killpg(p.pid, 9)  # the server and its gunicorn/uvicorn workers
-    p.wait()
-
-
 @pytest.mark.slow
 def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric(tiny_cfg, tmp_path):
     """MLflow's client retries twice (about 3 s here, not its default 7 times in about 4 min), then
     googlenet-study's own wait takes over (sweep/outage.py): one line per wait, every metric arrives."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, port)
+    store = new_store(tmp_path / "server.db")  # a restart keeps the store
+    server = start_mlflow_server(port, store, tmp_path)
     cfg = dataclasses.replace(tiny_cfg, epochs=4, train_size=200, test_size=50)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -88,14 +55,14 @@ def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric
             runs = c.search_runs([exp.experiment_id]) if exp else []
             return runs[0].info.run_id if runs and c.get_metric_history(runs[0].info.run_id, "test_acc") else None
         run_id = wait_for(epoch_1_logged, "the run's epoch 1 (test_acc) on the tracking server", every=0.2)
-        stop_server(server)
+        stop_mlflow_server(server, signal.SIGKILL)  # the server and its workers, at once
         down = time.monotonic()
         # The outage: epochs end meanwhile and their metrics must wait, not vanish. It lasts until training has
         # met it (its wait's first line) and at least 20 s, longer than MLflow's own retries.
         wait_for(lambda: "unreachable (" in err_log.read_text(), "training's 'tracking server unreachable' line")
         time.sleep(max(0.0, 20 - (time.monotonic() - down)))
         wait_for(lambda: port_free(port), f"port {port} free of the stopped server's sockets")
-        server = start_server(tmp_path, port)
+        server = start_mlflow_server(port, store, tmp_path)
         out, _ = train.communicate(timeout=600)
         err = err_log.read_text()
         assert train.returncode == 0, err[-2000:]
@@ -111,7 +78,7 @@ def test_run_outlives_a_20_second_tracking_server_outage_without_losing_a_metric
         assert run.data.metrics["total_time_s"] == pytest.approx(sum(ep))
     finally:
         train.kill()
-        stop_server(server)
+        stop_mlflow_server(server)
 
 
 # One basic-auth server for the module's two tests of it (its start and its user database: 15-30 s on 2 busy
@@ -129,13 +96,13 @@ def basic_auth(tmp_path_factory) -> str:
         f"database_uri = sqlite:///{d / 'basic_auth.db'}\n"
         f"admin_username = admin\nadmin_password = {ADMIN_PW}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    server = start_server(d, port, "--app-name", "basic-auth",
+    server = start_mlflow_server(port, new_store(d / "server.db"), d, "--app-name", "basic-auth",
                           env={"MLFLOW_AUTH_CONFIG_PATH": str(d / "auth.ini"),
                                "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-csrf-key"})
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop_server(server)
+        stop_mlflow_server(server)
 
 
 @pytest.mark.slow  # a server process
@@ -159,8 +126,8 @@ def test_basic_auth_server_refuses_unauthenticated_clients(basic_auth):
 @pytest.mark.slow
 def test_a_user_and_password_in_an_http_tracking_uri_reach_a_basic_auth_server_and_nothing_else(tiny_cfg, basic_auth):
     """Issue 18: `--tracking-uri http://alice:pw@host:port` was refused as "Name or service not known"."""
-    from conftest import cli
-    from test_security import leaks
+    from helpers import cli
+    from helpers.secrets import leaks
 
     env = {"MLFLOW_TRACKING_USERNAME": "", "MLFLOW_TRACKING_PASSWORD": ""}  # only the URI's credentials count
     uri = basic_auth.replace("http://", f"http://admin:{quote(ADMIN_PW, safe='@:')}@")

@@ -28,10 +28,8 @@ from googlenet_study.csv_cells import cell, needs_quote
 from googlenet_study.report import fetch, outdir
 from googlenet_study.sweep import slurm
 
-from conftest import new_store
-from test_resume import cfg_args
-from test_security import Planted, one_error_line, runs_in
-from test_sweep import write_study
+from helpers import cfg_args, new_store, one_error_line, runs_in, write_study
+from helpers.secrets import Planted
 
 RUN_A = "a" * 32
 PACKAGE = Path(__file__).resolve().parent.parent / "googlenet_study"

@@ -21,10 +21,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, new_store, skip_or_fail, wait_for
+from helpers import ROOT, new_store, skip_or_fail, wait_for, write_study
+from helpers.servers import mlflow_server
 
-from test_sweep import write_study
-from test_sweep_postgres import mlflow_server
 
 from googlenet_study.cli import main as cli_main
 from googlenet_study.config import UserError
@@ -54,7 +53,7 @@ def slurm_cluster():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("slurm-mlflow")
-    with mlflow_server(new_store(d / "server.db"), d / "artifacts") as url:
+    with mlflow_server(new_store(d / "server.db"), d) as url:
         yield url
 
 

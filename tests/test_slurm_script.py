@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_sweep import write_study
+from helpers import write_study
 
 from googlenet_study.sweep import study_file
 from googlenet_study.cli import main as cli_main

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_store, skip_or_fail
+from helpers import new_store, skip_or_fail
+from helpers.loop import ListTracker
 from googlenet_study import schema
 from googlenet_study.cli import main
 
@@ -192,20 +193,16 @@ def test_a_full_checkpoint_disk_logs_the_epoch_then_names_the_folder(here):
                     train_size=24, test_size=10, threads=1, device="cpu", system_metrics=False).resolve()
     engine.seed_everything(cfg)
     net, dataset = model.build(cfg)[0], data_mod.load(cfg)
-    logged = []
-
-    class Logged:  # engine.Tracker, no store: what fit logs
-        def log_epoch(self, epoch, metrics, timestamp_ms):
-            logged.append((epoch, metrics))
+    tracker = ListTracker()
 
     with tmpfs(here / "ckpt", "4m") as mnt:
         saver = ckpt.RunCheckpoint(ckpt.path_for(mnt, cfg, "a" * 32), ckpt.RunIdentity.of(cfg, "a" * 32, None, None))
         with pytest.raises(engine.NoSpace) as e:
-            engine.fit(cfg, net, *data_mod.batches(cfg, dataset, place(cfg, net)), Logged(),
+            engine.fit(cfg, net, *data_mod.batches(cfg, dataset, place(cfg, net)), tracker,
                        engine.Hooks(progress=False, should_stop=lambda: False), checkpoint=saver)
         left = [p.name for p in saver.path.parent.iterdir()]
     assert str(e.value).startswith(f"no space left on device: {saver.path.parent}; epoch 1's metrics are logged")
-    assert [ep for ep, _ in logged] == [1] and 0 <= logged[0][1]["test_acc"] <= 1
+    assert [ep for ep, *_ in tracker.logged] == [1] and 0 <= tracker.logged[0][1]["test_acc"] <= 1
     assert left == []  # no temp file, no half checkpoint
 
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -20,23 +17,13 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import cli, free_port, http_up, wait_for, new_store
+from helpers import cli, new_store, write_study
+from helpers.servers import dashboard_study
 
 from googlenet_study import cli as cli_mod
 from googlenet_study.sweep import study_file
 from googlenet_study.sweep import setup, storage, worker
 from googlenet_study.sweep import trial as trial_mod
-
-TINY = {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16, "epochs": 2,
-        "batch_size": 32, "train_size": 100, "test_size": 50, "system_metrics": False}
-
-
-def write_study(folder: Path, name: str, space: dict, **top) -> Path:
-    p = folder / f"{name}.yaml"
-    p.write_text(yaml.safe_dump({"name": name, "base": {**TINY, **top.pop("base", {})}, "space": space, **top},
-                                sort_keys=False))
-    return p
-
 
 def runs_of(uri: str) -> list:
     c = MlflowClient(uri)
@@ -110,27 +97,6 @@ def test_running_the_same_sweep_again_adds_nothing(two_worker_sweep):
     assert {r.info.run_id for r in runs_of(uri)} == before
     st = optuna.load_study(study_name="tiny", storage=f"sqlite:///{d / 'optuna.db'}")
     assert len(st.trials) == 4
-
-
-def dashboard_study(storage_url: str, name: str) -> dict:
-    """Study `name` as a real optuna-dashboard on `storage_url` serves it over its HTTP API."""
-    port = free_port()
-    exe = Path(sys.executable).parent / "optuna-dashboard"
-    proc = subprocess.Popen([str(exe), storage_url, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: http_up(f"http://127.0.0.1:{port}/api/studies", proc),
-                 f"optuna-dashboard on port {port} to answer /api/studies", every=0.5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as resp:
-            body = json.loads(resp.read())
-        studies = {s["study_name"]: s for s in body["study_summaries"]}
-        assert name in studies
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[name]['study_id']}",
-                                    timeout=10) as resp:
-            return json.loads(resp.read())
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.slow

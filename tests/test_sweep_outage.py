@@ -21,9 +21,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import free_port, skip_or_fail, wait_for, new_store
-
-from test_sweep import write_study
+from helpers import free_port, new_store, skip_or_fail, wait_for, write_study
 
 
 class OwnPostgres:

@@ -16,33 +16,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import free_port, http_up, wait_for
+from helpers.servers import dashboard_study, mlflow_server
 
-from test_sweep import dashboard_study
 
 from googlenet_study.sweep import storage as sweep_storage
-
-
-@contextlib.contextmanager
-def mlflow_server(backend: str, artifacts: Path):
-    """A real `mlflow server` on a free local port; yields its URL."""
-    port = free_port()
-    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: http_up(f"{url}/health", proc, Path(log.name)), f"mlflow server at {url} to answer /health",
-                 every=0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture
@@ -75,7 +52,7 @@ def test_two_processes_join_one_study_and_one_parent_run(tmp_path, postgres_url,
                                "threads": 1},
         "space": {"seed": [0, 1], "aux_weight": [0.0, 0.3]}}, sort_keys=False))
     try:
-        with mlflow_server(mlflow_db, tmp_path / "artifacts") as url:
+        with mlflow_server(mlflow_db, tmp_path) as url:
             cmd = [sys.executable, "-m", "googlenet_study", "sweep", str(study), "--storage", storage,
                    "--tracking-uri", url, "--no-report"]
             procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -17,9 +17,8 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from conftest import wait_for
+from helpers import TINY, wait_for
 
-from test_sweep import TINY
 
 from googlenet_study.sweep import study_file
 from googlenet_study.sweep import setup

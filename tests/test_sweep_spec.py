@@ -12,7 +12,7 @@ from googlenet_study import cli
 from googlenet_study.sweep import space, study_file
 from googlenet_study.config import UserError, read_yaml_mapping
 
-from conftest import ROOT
+from helpers import ROOT
 
 BASE = {"model": "googlenet", "dataset": "digits", "weights": "none", "image_size": 16, "epochs": 1,
         "train_size": 100, "test_size": 50, "system_metrics": False}

@@ -14,7 +14,7 @@ from googlenet_study import schema
 from googlenet_study.cli import main
 from googlenet_study.train import train
 
-from conftest import cli
+from helpers import cli
 PARAMS = set("model weights dataset image_size backbone aux_weight batch_size epochs optimizer lr seed train_size "
              "test_size deterministic threads amp device target_accs".split()) | {"total_params", "trainable_params"}
 

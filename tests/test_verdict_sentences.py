@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from googlenet_study.report import stats, verdict
-from helpers import runs_frame
+from helpers.runs import runs_frame
 from googlenet_study.statistics import ranking
 from googlenet_study.statistics.clock import EPOCH, TRAIN, Clock
 

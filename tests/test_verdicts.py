@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
 
 from googlenet_study import report
 from googlenet_study.cli import main as cli_main
@@ -27,56 +26,9 @@ from googlenet_study.statistics import clock, profiles
 from googlenet_study.statistics.clock import EPOCH, TRAIN
 from googlenet_study.train import RunOptions, train
 
-from conftest import ROOT, new_store
+from helpers import ROOT, new_store
+from helpers.runs import EXAMPLE, H100, T4, TARGETS, log_run
 
-H100, T4 = "NVIDIA H100 80GB HBM3", "Tesla T4"
-TARGETS = (50.0, 80.0)
-
-
-def log(c: MlflowClient, exp: str, name: str, accs: list[float], epoch_s: float, device_name: str, seed: int = 0,
-        host: str = "node1", hardware_changed: list[str] | None = None, device: str = "cuda",
-        per_epoch: dict | None = None, summary: dict | None = None, drop: tuple = (), start_time: int | None = None,
-        **config) -> str:
-    """One FINISHED run as train() records it: params, provenance tags, per-epoch and summary metrics.
-    per_epoch {metric: values} and summary {metric: value} replace what it would log; `drop` names metrics
-    it does not log at all (an older run, a lost clock)."""
-    cfg = RunConfig(**{"model": "googlenet", "dataset": "digits", "weights": "none", "epochs": len(accs),
-                       "seed": seed, "system_metrics": False, **config})
-    tags = {"device_name": device_name, "host": host, "config_hash": cfg.digest()}
-    if hardware_changed:
-        tags["hardware_changed"] = json.dumps(hardware_changed)
-    run_id = c.create_run(exp, run_name=name, start_time=start_time).info.run_id
-    c.log_batch(run_id, params=[Param(k, v) for k, v in {**cfg.to_params(), "device": device}.items()],
-                tags=[RunTag(k, v) for k, v in tags.items()])
-    now, metrics = int(time.time() * 1000), []
-    for e, acc in enumerate(accs, start=1):
-        vals = {"test_acc": acc, "train_acc": acc, "epoch_time_s": epoch_s, "train_time_s": 0.75 * epoch_s,
-                "eval_time_s": 0.25 * epoch_s, "elapsed_time_s": e * epoch_s}
-        vals.update({k: v[e - 1] for k, v in (per_epoch or {}).items()})
-        metrics += [Metric(k, v, now + e, e) for k, v in vals.items() if k not in drop]
-    s = {"best_test_acc": max(accs), "final_test_acc": accs[-1], "total_time_s": len(accs) * epoch_s, **(summary or {})}
-    c.log_batch(run_id, metrics=metrics + [Metric(k, v, now, len(accs)) for k, v in s.items() if k not in drop])
-    c.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-# The worked example (docs/reports.md): (batch_size, device_name, epoch seconds, test_acc per epoch, tags).
-EXAMPLE = [
-    (32, H100, 10.0, [0.40, 0.60, 0.85, 0.90], {}),   # 50 % at 20 s, 80 % at 30 s
-    (32, H100, 10.0, [0.55, 0.70, 0.78, 0.82], {}),   # 50 % at 10 s, 80 % at 40 s
-    (32, H100, 10.0, [0.45, 0.52, 0.70, 0.75], {}),   # 50 % at 20 s, 80 % never (censored at 40 s)
-    (64, H100, 6.0, [0.30, 0.50, 0.65, 0.81], {}),    # 50 % at 12 s, 80 % at 24 s
-    (64, H100, 6.0, [0.35, 0.45, 0.55, 0.70], {}),    # 50 % at 18 s, 80 % never (24 s)
-    (64, H100, 6.0, [0.52, 0.60, 0.70, 0.79], {}),    # 50 % at 6 s, 80 % never (24 s)
-    (32, T4, 30.0, [0.40, 0.60, 0.85, 0.90], {}),     # 50 % at 60 s, 80 % at 90 s
-    (32, T4, 30.0, [0.55, 0.70, 0.78, 0.82], {}),     # 50 % at 30 s, 80 % at 120 s
-    (32, T4, 20.0, [0.60, 0.70, 0.80, 0.88], {"hardware_changed": [H100, T4]}),  # times left out
-    (128, H100, 5.0, [0.60, 0.85, 0.90, 0.90], {}),   # one run: 50 % at 5 s, 80 % at 10 s; not ranked
-    # A loser: batch 16 never reaches 80 %, and 50 % once, on the one run that did not log train_time_s.
-    (16, H100, 8.0, [0.20, 0.30, 0.35, 0.40], {}),    # never (censored at 32 s)
-    (16, H100, 8.0, [0.25, 0.35, 0.40, 0.45], {}),    # never (32 s)
-    (16, H100, 8.0, [0.30, 0.55, 0.60, 0.62], {"drop": ("train_time_s",)}),  # 50 % at 16 s; no training clock
-]
 B32_H100, B64_H100 = f"batch_size=32, hardware={H100}", f"batch_size=64, hardware={H100}"
 B32_T4, B128_H100 = f"batch_size=32, hardware={T4}", f"batch_size=128, hardware={H100}"
 B16_H100 = f"batch_size=16, hardware={H100}"
@@ -88,11 +40,11 @@ def store(tmp_path_factory):
     uri = new_store(root / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("example")
-    ids = [log(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
+    ids = [log_run(c, exp, f"run-{i}", accs, sec, hw, seed=i, batch_size=b, **tags)
            for i, (b, hw, sec, accs, tags) in enumerate(EXAMPLE)]
     one = c.create_experiment("one-config")  # two runs, equal params, two GPUs of one host
     for i, dev in enumerate(("cuda:0", "cuda:1")):
-        log(c, one, f"gpu{i}", [0.5, 0.7], 8.0 + i, H100, seed=i, device=dev)
+        log_run(c, one, f"gpu{i}", [0.5, 0.7], 8.0 + i, H100, seed=i, device=dev)
     return {"uri": uri, "root": root, "ids": ids}
 
 
