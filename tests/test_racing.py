@@ -338,7 +338,7 @@ def _round_1_with_a_parent(tmp_path, monkeypatch, deleted: bool = False):
     import optuna
     from mlflow import MlflowClient
 
-    from conftest import new_store
+    from helpers import new_store
     from googlenet_study import tracking
     from googlenet_study.sweep import study_file
     from googlenet_study.sweep.storage import open_storage
@@ -442,7 +442,7 @@ def test_two_workers_race_the_loser_out_after_min_seeds_and_give_the_survivors_m
 
     from mlflow import MlflowClient
 
-    from conftest import cli, new_store
+    from helpers import cli, new_store
 
     path = race_study(tmp_path, "race2", [0.001, 0.002, LOSER], min_seeds=2, max_seeds=3, alpha=0.2)
     uri, storage = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -491,7 +491,7 @@ def test_on_a_machine_busy_with_another_job_the_loser_is_out_after_min_seeds(tmp
 
     import optuna
 
-    from conftest import cli, new_store
+    from helpers import cli, new_store
 
     path = race_study(tmp_path, "loaded", [0.003, LOSER], min_seeds=2, max_seeds=3, alpha=0.2)
     uri, storage = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -531,7 +531,7 @@ def test_a_racing_sweep_stopped_by_sigterm_resumes_the_same_round(tmp_path):
     import optuna
     from collections import Counter
 
-    from conftest import new_store, wait_for
+    from helpers import new_store, wait_for
 
     path = race_study(tmp_path, "resumed", [0.003, LOSER], epochs=2, min_seeds=2, max_seeds=2, alpha=0.05)
     uri, storage = new_store(tmp_path / "mlflow.db"), f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -585,7 +585,7 @@ def test_on_postgresql_the_study_lock_excludes_and_two_deciders_at_once_enqueue_
     import optuna
     from mlflow import MlflowClient
 
-    from conftest import new_store, wait_for
+    from helpers import new_store, wait_for
     from googlenet_study import tracking
     from googlenet_study.sweep import study_file
     from googlenet_study.sweep import race_rounds

@@ -16,9 +16,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from conftest import new_store, wait_for
-
-from test_sweep import write_study
+from helpers import new_store, wait_for, write_study
 
 
 @pytest.mark.slow
