@@ -81,7 +81,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,field", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_value_is_one_line_exit_2_and_no_run(argv, field, tracking_uri, tmp_path, capsys):
+def test_bad_value_is_one_line_exit_2_and_no_run(argv, field, tracking_uri_no_store, tmp_path, capsys):
     assert main(["train", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and field in err, err
@@ -123,7 +123,7 @@ def test_missing_and_malformed_config_files(tmp_path, capsys, tracking_uri):
     ("target_accs: {a: 1, a: 2}\n", "c.yaml: target_accs.a: duplicate key (line 1, columns 15 and 21)"),
     ("1: a\n0x1: b\n", "c.yaml: 1: duplicate key (lines 1 and 2)"),  # equal as YAML reads them
 ])
-def test_a_key_written_twice_is_refused_with_both_lines(text, expected, tmp_path, capsys, tracking_uri):
+def test_a_key_written_twice_is_refused_with_both_lines(text, expected, tmp_path, capsys, tracking_uri_no_store):
     """PyYAML keeps the last of two equal keys silently: the file would not say what ran."""
     (tmp_path / "c.yaml").write_text(text)
     assert main(["train", "--config", str(tmp_path / "c.yaml")]) == 2
@@ -132,7 +132,7 @@ def test_a_key_written_twice_is_refused_with_both_lines(text, expected, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no mlflow.db, no checkpoint
 
 
-def test_a_config_file_over_1_mib_is_refused_by_its_size_before_parsing(tmp_path, capsys, tracking_uri):
+def test_a_config_file_over_1_mib_is_refused_by_its_size_before_parsing(tmp_path, capsys, tracking_uri_no_store):
     f = tmp_path / "c.yaml"
     f.write_text("model: googlenet\n" + "# padding\n" * 110_000)  # valid YAML, 1.1 MB
     assert main(["train", "--config", str(f)]) == 2

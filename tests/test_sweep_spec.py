@@ -153,9 +153,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("what,doc,expected", BAD, ids=[b[0] for b in BAD])
-def test_bad_study_file_exits_2_and_creates_nothing(tmp_path, tracking_uri, capsys, what, doc, expected):
+def test_bad_study_file_exits_2_and_creates_nothing(tmp_path, tracking_uri_no_store, capsys, what, doc, expected):
     path = write(tmp_path, doc)
-    code = cli.main(["sweep", str(path), "--tracking-uri", tracking_uri, "--no-report"])
+    code = cli.main(["sweep", str(path), "--tracking-uri", tracking_uri_no_store, "--no-report"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1, err
@@ -172,8 +172,9 @@ def test_bad_study_file_exits_2_and_creates_nothing(tmp_path, tracking_uri, caps
     (["--workers", "0"], "--workers: must be an integer >= 1"),
     (["--storage", "redis://u:secret@h/0"], "--storage: 'redis://u:***@h/0'"),
 ])
-def test_bad_command_line_exits_2_and_creates_nothing(tmp_path, tracking_uri, capsys, args, expected):
-    code = cli.main(["sweep", str(write(tmp_path, GOOD)), "--tracking-uri", tracking_uri, "--no-report", *args])
+def test_bad_command_line_exits_2_and_creates_nothing(tmp_path, tracking_uri_no_store, capsys, args, expected):
+    code = cli.main(["sweep", str(write(tmp_path, GOOD)), "--tracking-uri", tracking_uri_no_store, "--no-report",
+                     *args])
     err = capsys.readouterr().err
     assert code == 2 and expected in err and "secret" not in err, err
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
@@ -194,7 +195,7 @@ def test_a_merge_key_may_be_overridden_and_an_alias_is_not_a_duplicate(tmp_path)
     assert study_file.load(str(p)).base["image_size"] == 16
 
 
-def test_a_50_mb_study_file_is_refused_before_parsing_in_well_under_a_second(tmp_path, tracking_uri, capsys):
+def test_a_50_mb_study_file_is_refused_before_parsing_in_well_under_a_second(tmp_path, tracking_uri_no_store, capsys):
     """It took 9 min 15 s and 6 GB before the size limit (issue 18); the limit is checked by stat."""
     import time
 
@@ -212,7 +213,7 @@ def test_a_50_mb_study_file_is_refused_before_parsing_in_well_under_a_second(tmp
         study_file.load(str(p))
     took = time.perf_counter() - t0
     assert took < 0.5, took  # measured: 0.1 ms
-    code = cli.main(["sweep", str(p), "--tracking-uri", tracking_uri, "--no-report"])
+    code = cli.main(["sweep", str(p), "--tracking-uri", tracking_uri_no_store, "--no-report"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"{p}: {size:,} bytes; a study or config file may be at most 1,048,576 bytes" in err, err
