@@ -1,122 +1,18 @@
-"""Speed work that must not change the math, and every benchmark script runnable on CPU.
+"""Every benchmark script (benchmarks/) runnable on CPU at its smallest setting.
 
-Timings are never asserted: the benchmarks print them; these tests check that the scripts run
-at their smallest setting and print their ratio line, and that the frozen-backbone shortcuts
-(no autograd graph through the trunk, BatchNorm folded into the frozen convs) are exact."""
+Timings are never asserted: the benchmarks print them; these tests check that the scripts run and print their
+table and ratio line. The speed work they measure is checked where it lives: the frozen-backbone shortcuts in
+test_model.py, normalising before the resize in test_data.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 
-from googlenet_study import model
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _graph_ops(t: torch.Tensor) -> list[str]:
-    """Names of every autograd node reachable from t."""
-    seen, stack, names = set(), [t.grad_fn], []
-    while stack:
-        n = stack.pop()
-        if n is None or n in seen:
-            continue
-        seen.add(n)
-        names.append(type(n).__name__)
-        stack.extend(f for f, _ in n.next_functions)
-    return names
-
-
-def _randomise_bn(net: model.Network, seed: int = 0) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, as ImageNet weights would have."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-
-
-def _pair(tiny_cfg, **over):
-    cfg = dataclasses.replace(tiny_cfg, backbone="frozen", **over).resolve()
-    torch.manual_seed(0)
-    plain, _ = model.build(cfg, fold_bn=False)
-    folded, _ = model.build(cfg)
-    _randomise_bn(plain)
-    folded.load_state_dict(plain.state_dict())  # same keys: the folded conv is not in the state dict
-    return plain, folded
-
-
-@pytest.mark.parametrize("arch", ["googlenet", pytest.param("inception_v3", marks=pytest.mark.slow)])  # 8 s CPU
-def test_folded_frozen_model_gives_the_unfolded_outputs(tiny_cfg, arch):
-    over = {"model": arch} if arch == "googlenet" else {"model": arch, "image_size": 75, "aux_weight": 0.0}
-    plain, folded = _pair(tiny_cfg, **over)
-    assert len(folded.folded) > 50 and plain.folded == []
-    assert plain.state_dict().keys() == folded.state_dict().keys()
-    size = over.get("image_size", tiny_cfg.image_size)
-    x = torch.randn(4, 3, size, size)
-    for mode in (True, False):  # train mode (frozen BN stays in eval) and eval mode
-        plain.train(mode), folded.train(mode)
-        torch.manual_seed(1)
-        a, aux_a = plain(x)
-        torch.manual_seed(1)
-        b, aux_b = folded(x)
-        # Random-init Inception-v3 at 75 px gives logits of ~1e10 (no trained BN statistics): folding changes
-        # the float32 rounding of every conv, so agreement is relative to the outputs' scale, 1e-3.
-        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
-        for u, v in zip(aux_a, aux_b, strict=True):
-            torch.testing.assert_close(v, u, rtol=1e-3, atol=1e-4)
-
-
-def test_folding_follows_weights_loaded_later(tiny_cfg):
-    """A resumed run loads its checkpoint after build: the folded conv must follow."""
-    plain, folded = _pair(tiny_cfg)
-    _randomise_bn(plain, seed=5)
-    folded.load_state_dict(plain.state_dict())
-    plain.eval(), folded.eval()  # eval()/train() refresh the fold, as every epoch does
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(folded(x)[0], plain(x)[0], rtol=1e-4, atol=1e-4)
-
-
-def test_frozen_builds_no_autograd_graph_through_the_trunk(tiny_cfg):
-    cfg = dataclasses.replace(tiny_cfg, backbone="frozen").resolve()
-    net, _ = model.build(cfg)
-    net.train()
-    trunk_out = {}
-    net.net.inception4a.register_forward_hook(lambda m, i, o: trunk_out.setdefault("4a", o))
-    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
-    main, aux = net(x)
-    assert trunk_out["4a"].grad_fn is None and not trunk_out["4a"].requires_grad
-    loss = F.cross_entropy(main, y) + sum(F.cross_entropy(a, y) for a in aux)
-    ops = _graph_ops(loss)
-    # Only GoogLeNet's two (untrained, so trainable) arms hold a conv; the trunk's 57 do not appear.
-    assert ops.count("ConvolutionBackward0") == 2
-    loss.backward()
-    for name, p in net.net.named_parameters():
-        assert (p.grad is not None) == p.requires_grad, name
-    assert not any(p.requires_grad for p in net.net.inception5b.parameters())
-
-
-@pytest.mark.parametrize("size", [299, 64, 5])  # upscale (CIFAR -> 299), and an antialiased downscale
-def test_normalising_before_the_resize_is_the_same_transform(size):
-    """DeviceBatches normalises at the native size, then resizes: the same map as resize-then-normalise."""
-    from googlenet_study.data import IMAGENET_MEAN, IMAGENET_STD, DeviceBatches, Split
-
-    u8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    b = DeviceBatches(Split(u8, torch.zeros(4, dtype=torch.long)), 4, size, torch.device("cpu"), shuffle=False)
-    x = F.interpolate(u8.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=size < 32)
-    want = (x / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    torch.testing.assert_close(b.transform(u8), want, rtol=0, atol=1e-5)
+from helpers import ROOT
 
 
 # Each benchmark at its smallest setting: it must run on a CPU and print its table and ratio line.

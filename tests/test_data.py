@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.datasets.cifar as tv_cifar
 import torchvision.datasets.utils as tv_utils
 from torchvision.datasets import CIFAR10
@@ -112,3 +113,15 @@ def test_truncated_cifar10_batch_fails_torchvisions_checksum_and_is_named(tmp_pa
     with pytest.raises(UserError) as e:
         data.load(RunConfig(dataset="cifar10", data_dir=str(tmp_path), download=True))
     assert str(folder / "data_batch_1") in str(e.value) and "MD5" in str(e.value)
+
+
+@pytest.mark.parametrize("size", [299, 64, 5])  # upscale (CIFAR -> 299), and an antialiased downscale
+def test_normalising_before_the_resize_is_the_same_transform(size):
+    """DeviceBatches normalises at the native size, then resizes: the same map as resize-then-normalise."""
+    from googlenet_study.data import IMAGENET_MEAN, IMAGENET_STD, DeviceBatches, Split
+
+    u8 = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    b = DeviceBatches(Split(u8, torch.zeros(4, dtype=torch.long)), 4, size, torch.device("cpu"), shuffle=False)
+    x = F.interpolate(u8.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=size < 32)
+    want = (x / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(b.transform(u8), want, rtol=0, atol=1e-5)
