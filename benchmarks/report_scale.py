@@ -131,7 +131,7 @@ def main() -> None:
     try:
         for label in ("cold (no cache)", "warm (histories cached)"):
             for where, u in sources:  # alternated: both share whatever else loads the machine
-                _, t = report.build("scale", out=work / "report", uri=u)
+                _, t = report.build(report.Request("scale", uri=u, out=work / "report"))
                 rows.append((f"{where}{label}", t))
     finally:
         if server is not None:

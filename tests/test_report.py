@@ -219,7 +219,7 @@ def test_html_in_chromium_shows_every_figure_and_runs_no_script(made, chromium):
 def test_second_report_reads_the_cache_and_agrees(made, tmp_path, monkeypatch, no_pdf):
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", str(made["root"] / "cache"))
     assert list((made["root"] / "cache").glob("histories-*.npz"))
-    out, t = report.build("rep", targets=(50, 60, 80), out=tmp_path / "again", uri=made["uri"])
+    out, t = report.build(report.Request("rep", targets=(50, 60, 80), out=tmp_path / "again", uri=made["uri"]))
     first = pd.read_csv(made["out"] / "summary.csv")
     pd.testing.assert_frame_equal(pd.read_csv(out / "summary.csv"), first)
 
@@ -248,7 +248,7 @@ def test_study_and_parent_run_select_the_sweep_children(tracking_uri, monkeypatc
     f = fetch.fetch("sw", study="demo", filter_string="params.aux_weight = '1.0'", uri=tracking_uri)
     assert set(f.runs["run_id"]) == {kids[1], kids[3], kids[4], kids[5]}
     assert outsider in set(fetch.fetch("sw", uri=tracking_uri).runs["run_id"])
-    out, t = report.build("sw", study="demo", uri=tracking_uri)
+    out, t = report.build(report.Request("sw", study="demo", uri=tracking_uri))
     assert out == Path("reports/demo") and (out / "report.html").exists()
     # ... and the parent run holds it, to be opened from the MLflow UI.
     assert t["attached_to"] == parent
@@ -297,7 +297,7 @@ def test_report_over_a_real_training_run(tracking_uri, monkeypatch, tmp_path):
                     test_size=50, epochs=1, batch_size=50, threads=2, system_metrics=False)
     result = train(cfg, tracking_uri, "real")
     assert result.status == "FINISHED"
-    out, t = report.build("real", out=tmp_path / "real", uri=tracking_uri)
+    out, t = report.build(report.Request("real", out=tmp_path / "real", uri=tracking_uri))
     html = (out / "report.html").read_text()
     assert 'id="fig-filters"' in html  # figure 8 from the run's own filters.pt artifact
     # One configuration, no inception_v3: no factor plot, no lecture reference, and the report says so.

@@ -43,7 +43,7 @@ def store(tmp_path_factory):
     was = os.environ.get("GOOGLENET_STUDY_CACHE")
     os.environ["GOOGLENET_STUDY_CACHE"] = "off"  # no history cache in the user's home
     try:
-        out, _ = report.build("csv", targets=(50.0,), out=root / "first", uri=uri)
+        out, _ = report.build(report.Request("csv", targets=(50.0,), out=root / "first", uri=uri))
     finally:
         os.environ.pop("GOOGLENET_STUDY_CACHE") if was is None else os.environ.update(GOOGLENET_STUDY_CACHE=was)
     return {"root": root, "uri": uri, "env": env, "first": out}

@@ -12,6 +12,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -45,54 +46,69 @@ def default_out(experiment: str, study: str | None) -> Path:
     return Path("reports") / (re.sub(r"[^A-Za-z0-9._-]+", "_", study or experiment).strip("._") or "report")
 
 
+@dataclass(frozen=True)
+class Request:
+    """What a report is asked for: which runs (fetch's scope: experiment, study or parent run, filter, store),
+    the targets and the clock it reads them on, whether hardware is pooled, and where it goes."""
+    experiment: str
+    study: str | None = None           # a sweep's runs (its parent run's name)
+    parent_run: str | None = None      # the runs under this parent run id
+    filter_string: str | None = None   # an MLflow search filter
+    uri: str | None = None             # the tracking URI (None: MLFLOW_TRACKING_URI or the default)
+    targets: tuple[float, ...] = DEFAULT_TARGETS  # percent test accuracy
+    clock: Clock = EPOCH
+    pool_hardware: bool = False        # runs of equal params on different hardware make one configuration
+    out: str | Path | None = None      # the folder (None: default_out)
+
+    @classmethod
+    def from_args(cls, args) -> Request:
+        """The command line's request; a bad --targets or --clock is one line (UserError)."""
+        return cls(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
+                   uri=args.tracking_uri, targets=parse_targets(args.targets), clock=clocks.parse(args.clock),
+                   pool_hardware=args.pool_hardware, out=args.out)
+
+
 def main(args) -> int:
     with stop_at_once():  # a report has nothing to checkpoint: SIGTERM/SIGINT end it now
-        return run(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
-                   targets=parse_targets(args.targets), out=args.out, uri=args.tracking_uri,
-                   clock=clocks.parse(args.clock), pool_hardware=getattr(args, "pool_hardware", False))
+        return run(Request.from_args(args))
 
 
-def run(experiment: str, *, study: str | None = None, parent_run: str | None = None, filter_string: str | None = None,
-        targets: tuple[float, ...] = DEFAULT_TARGETS, out: str | None = None, uri: str | None = None,
-        clock: Clock = EPOCH, pool_hardware: bool = False) -> int:
-    """`googlenet-study report` with plain values (the sweep calls it too): check, build, say where it went."""
-    if out is not None and dir_problem(out):  # build() would replace a file (or /dev/null) by a folder
-        raise UserError(f"--out: {dir_problem(out)}")
-    tracking.check_tracking_uri(tracking.tracking_uri(uri), write=False)  # a report reads (a damaged file: one line)
-    out, timings = build(experiment, study=study, parent_run=parent_run, filter_string=filter_string,
-                         targets=targets, out=out, uri=uri, clock=clock, pool_hardware=pool_hardware)
+def run(req: Request) -> int:
+    """`googlenet-study report` from a Request (the sweep calls it too): check, build, say where it went."""
+    if req.out is not None and dir_problem(req.out):  # build() would replace a file (or /dev/null) by a folder
+        raise UserError(f"--out: {dir_problem(req.out)}")
+    # A report reads; a damaged store file is one line.
+    tracking.check_tracking_uri(tracking.tracking_uri(req.uri), write=False)
+    out, timings = build(req)
     print(f"report: {out}/report.html, report.pdf, runs.csv, summary.csv "
           f"({timings['n_runs']} runs, {timings['n_configs']} configurations, {timings['total_s']:.1f} s)"
           + (f"; attached to run {timings['attached_to']} as report/" if timings.get("attached_to") else ""))
     return 0
 
 
-def build(experiment: str, study: str | None = None, parent_run: str | None = None,
-          filter_string: str | None = None, targets: tuple[float, ...] = DEFAULT_TARGETS,
-          out: str | Path | None = None, uri: str | None = None, clock: Clock = EPOCH,
-          pool_hardware: bool = False) -> tuple[Path, dict]:
+def build(req: Request) -> tuple[Path, dict]:
     """Write the report folder (and attach it to the study's parent run, when there is one); returns it and
-    how long each stage took (seconds). clock: what time to target is read on (statistics.clock.parse);
-    pool_hardware: runs of equal params on different hardware make one configuration."""
+    how long each stage took (seconds)."""
     document.written()  # a bad SOURCE_DATE_EPOCH is refused before any work
-    out, out_label = (Path(out), "--out") if out else (default_out(experiment, study), "report folder")
+    out, out_label = (Path(req.out), "--out") if req.out else (default_out(req.experiment, req.study), "report folder")
     outdir.check(out, out_label)  # before the build: a folder the report may not replace costs nothing
     at = {"start": time.perf_counter()}  # s: when each stage ended
     with _gc_paused():
-        f = fetch.fetch(experiment, study, parent_run, filter_string, uri)  # every UserError is raised in here
+        # every UserError is raised in here
+        f = fetch.fetch(req.experiment, req.study, req.parent_run, req.filter_string, req.uri)
     at["fetch_s"] = time.perf_counter()
-    runs, varying, summ, comp, rank, main_p = numbers(f, targets, clock, pool_hardware)
+    runs, varying, summ, comp, rank, main_p = numbers(f, req.targets, req.clock, req.pool_hardware)
     at["stats_s"] = time.perf_counter()
 
     with outdir.building(out, out_label) as tmp:  # on any error or signal: tmp removed, out untouched
-        csv_cells.write_frame(_tidy(runs, f, targets), tmp / "runs.csv")
+        csv_cells.write_frame(_tidy(runs, f, req.targets), tmp / "runs.csv")
         csv_cells.write_frame(summ, tmp / "summary.csv")
         csv_cells.write_frame(comp, tmp / "comparisons.csv")
         with plt.rc_context(figures.style()):
-            reps = _filters(runs, rank, uri, tmp)
+            reps = _filters(runs, rank, req.uri, tmp)
             at["artifacts_s"] = time.perf_counter()
-            doc = document.build(f, runs, varying, summ, comp, rank, main_p, targets, reps)
-            doc.tables += race_section.tables(f, uri)  # a racing study's rounds (report/race_section.py)
+            doc = document.build(f, runs, varying, summ, comp, rank, main_p, req.targets, reps)
+            doc.tables += race_section.tables(f, req.uri)  # a racing study's rounds (report/race_section.py)
             at["figures_s"] = time.perf_counter()
             (tmp / "report.html").write_text(render.to_html(doc), encoding="utf-8")
             at["html_s"] = time.perf_counter()
@@ -105,14 +121,21 @@ def build(experiment: str, study: str | None = None, parent_run: str | None = No
     t = {k: at[k] - at[keys[i - 1]] for i, k in enumerate(keys) if i}
     t.update(total_s=at["render_s"] - at["start"], n_runs=len(runs), n_configs=len(summ),
              pdf_s=at["render_s"] - at["html_s"])  # of render_s: WeasyPrint's part
-    if len(f.source["roots"]) == 1:  # a study's report belongs to its parent run: open it from the MLflow UI
-        try:
-            tracking.log_report(f.source["roots"][0], out, uri)
-            t["attached_to"] = f.source["roots"][0]
-        except Exception as e:  # noqa: BLE001 - the report on disk is complete; say why it is not in MLflow
-            print(f"report: not attached to run {f.source['roots'][0]}: {type(e).__name__}: "
-                  f"{tracking.redact(str(e))[:200]}", file=sys.stderr)
+    if len(f.source["roots"]) == 1 and _attach(f.source["roots"][0], out, req.uri):
+        t["attached_to"] = f.source["roots"][0]
     return out, t
+
+
+def _attach(parent: str, out: Path, uri: str | None) -> bool:
+    """A study's report belongs to its parent run: open it from the MLflow UI. False (and why, on stderr)
+    when it could not be logged there; the report on disk is complete either way."""
+    try:
+        tracking.log_report(parent, out, uri)
+        return True
+    except Exception as e:  # noqa: BLE001 - the report on disk is complete; say why it is not in MLflow
+        print(f"report: not attached to run {parent}: {type(e).__name__}: {tracking.redact(str(e))[:200]}",
+              file=sys.stderr)
+        return False
 
 
 def numbers(f: fetch.Fetched, targets: tuple[float, ...], clock: Clock, pool_hardware: bool = False):

@@ -95,22 +95,53 @@ def select(experiment: str, study: str | None = None, parent_run: str | None = N
 
 def fetch(experiment: str, study: str | None = None, parent_run: str | None = None,
           filter_string: str | None = None, uri: str | None = None, cache_dir: Path | None = None) -> Fetched:
+    """Stage 1, one named step each: the runs in scope (select), the finished ones (_finished), those with the
+    metrics a report needs and their per-epoch rows (_counted), the frames (_runs_frame, _epochs_frame,
+    _logged_frame), values out of range refused (refuse_invalid), the summaries read off the history
+    (summaries) and what each run lacks (_lacking)."""
     leaves, parents, roots = select(experiment, study, parent_run, filter_string, uri)
-    excluded = [{"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
-                 "reason": "parent run (sweep or repeats), not a training run"} for r in parents]
+    finished, excluded = _finished(leaves, parents)
+    counted, rows, missing_of, older_of = _counted(finished, _histories(finished, uri, cache_dir), excluded)
+    runs, params = _runs_frame(counted)
+    names = runs.set_index("run_id")["run_name"]
+    epochs, logged, invalid = refuse_invalid(_epochs_frame(rows), _logged_frame(counted), names)
+    summary, disagreeing = summaries(epochs, logged, pd.DataFrame([{k: k in r["metrics"] for k in SUMMARY_METRICS}
+                                                                   for r in counted]))
+    refused = set(zip(invalid["run_id"], invalid["metric"]))  # listed as invalid, not again as missing
+    disagreeing = disagreeing.loc[np.array([k not in refused for k in zip(disagreeing["run_id"],
+                                                                             disagreeing["metric"])], dtype=bool)]
+    disagreeing = disagreeing.assign(run_name=disagreeing["run_id"].map(names))
+    incomplete, older = _lacking(missing_of, older_of, nan_metrics(epochs, summary), refused, names)
+    source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
+              "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
+    return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
+                   incomplete, params, summary, source, invalid, disagreeing, older)
+
+
+def _excluded(r: dict, reason: str) -> dict:
+    return {"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"], "reason": reason}
+
+
+def _finished(leaves: list[dict], parents: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(the FINISHED training runs, with their resolved params; the runs excluded so far, with why)."""
+    excluded = [_excluded(r, "parent run (sweep or repeats), not a training run") for r in parents]
     finished = []
     for r in leaves:
         if r["status"] == "FINISHED":
             finished.append(r)
         else:
-            excluded.append({"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
-                             "reason": f"status {r['status']}: only FINISHED runs count"})
+            excluded.append(_excluded(r, f"status {r['status']}: only FINISHED runs count"))
     # What a run ran with: under `mlflow run`, resolved.device (cpu) replaces device (auto, as given).
     finished = [{**r, "params": schema.resolved_params(r["params"])} for r in finished]
     if not finished:
         raise UserError(f"no FINISHED runs in scope ({len(leaves)} training runs found, none finished)")
+    return finished, excluded
 
-    histories = _histories(finished, uri, cache_dir)
+
+def _counted(finished: list[dict], histories: dict[str, dict], excluded: list[dict]):
+    """(the runs that count: every metric a report needs; their per-epoch rows; run_id -> metrics it lacks that
+    its record version logs; run_id -> (record version, metrics it lacks that its version did not log)). A run
+    without a REQUIRED_EPOCH_METRICS its version logs is appended to `excluded`."""
     rows, missing_of, older_of, counted = [], {}, {}, []
     for r in finished:
         h = histories[r["run_id"]]
@@ -119,9 +150,8 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
         missing = [k for k in absent if schema.recorded_by(k, version)]
         older_of[r["run_id"]] = (version, [k for k in absent if k not in missing])
         if any(k in missing for k in REQUIRED_EPOCH_METRICS):
-            excluded.append({"run_id": r["run_id"], "run_name": r["run_name"], "status": r["status"],
-                             "reason": "missing per-epoch " + ", ".join(k for k in REQUIRED_EPOCH_METRICS
-                                                                        if k in missing)})
+            excluded.append(_excluded(r, "missing per-epoch " + ", ".join(k for k in REQUIRED_EPOCH_METRICS
+                                                                          if k in missing)))
             continue
         missing_of[r["run_id"]] = missing
         counted.append(r)
@@ -132,7 +162,11 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
         rows += [{"run_id": r["run_id"], "epoch": e, **v} for e, v in sorted(by_epoch.items())]
     if not counted:
         raise UserError("no FINISHED run in scope has per-epoch test_acc and time metrics")
+    return counted, rows, missing_of, older_of
 
+
+def _runs_frame(counted: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """(Fetched.runs, Fetched.params): one row per counted run; the config params in RunConfig's field order."""
     params = sorted({k for r in counted for k in r["params"]} - NOT_CONFIG,
                     key=lambda k: (field_names().index(k) if k in field_names() else 99, k))
     runs = pd.DataFrame([{"run_id": r["run_id"], "run_name": r["run_name"], "start_time": r["start_time"],
@@ -142,32 +176,37 @@ def fetch(experiment: str, study: str | None = None, parent_run: str | None = No
                                                                schema.HARDWARE_CHANGED_TAG)}} for r in counted])
     if "device" in runs:  # sweep workers on one multi-GPU host run on cuda:0, cuda:1, ...: the same hardware
         runs["device"] = runs["device"].str.replace(r"^cuda:\d+$", "cuda", regex=True)
+    return runs, params
+
+
+def _epochs_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per counted run per epoch, every per-epoch metric a column (NaN where no run logged it)."""
     epochs = pd.DataFrame(rows)
     for k in EPOCH_METRICS:
         if k not in epochs:
             epochs[k] = float("nan")
-    logged = pd.DataFrame([{"run_id": r["run_id"], **{k: r["metrics"].get(k, np.nan) for k in SUMMARY_METRICS}}
-                           for r in counted])
-    was_logged = pd.DataFrame([{k: k in r["metrics"] for k in SUMMARY_METRICS} for r in counted])
-    names = runs.set_index("run_id")["run_name"]
-    epochs, logged, invalid = refuse_invalid(epochs, logged, names)
-    summary, disagreeing = summaries(epochs, logged, was_logged)
-    refused = set(zip(invalid["run_id"], invalid["metric"]))  # listed as invalid, not again as missing
-    disagreeing = disagreeing.loc[np.array([k not in refused for k in zip(disagreeing["run_id"],
-                                                                             disagreeing["metric"])], dtype=bool)]
-    disagreeing = disagreeing.assign(run_name=disagreeing["run_id"].map(names))
-    for rid, what in nan_metrics(epochs, summary).items():
+    return epochs
+
+
+def _logged_frame(counted: list[dict]) -> pd.DataFrame:
+    """run_id and every summary metric as the run logged it (NaN: not logged)."""
+    return pd.DataFrame([{"run_id": r["run_id"], **{k: r["metrics"].get(k, np.nan) for k in SUMMARY_METRICS}}
+                         for r in counted])
+
+
+def _lacking(missing_of: dict, older_of: dict, nan: dict[str, list[str]], refused: set,
+             names: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(Fetched.incomplete, Fetched.not_recorded): per counted run, the metrics it lacks (absent, or NaN at
+    every epoch; a refused value is listed as invalid instead) and those its record version did not log."""
+    for rid, what in nan.items():
         missing_of[rid] += [w for w in what if w.split(" ")[0] not in missing_of[rid] + older_of[rid][1]
                             and (rid, w.split(" ")[0]) not in refused]
     incomplete = [{"run_id": rid, "run_name": names[rid], "missing": ", ".join(m)}
                   for rid, m in missing_of.items() if m]
     older = [{"run_id": rid, "run_name": names[rid], schema.RECORD_VERSION_TAG: v, "not_recorded": ", ".join(m)}
              for rid, (v, m) in older_of.items() if m and rid in missing_of]
-    source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
-              "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
-    return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
-                   pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]), params, summary, source,
-                   invalid, disagreeing, pd.DataFrame(older, columns=NOT_RECORDED_COLUMNS))
+    return (pd.DataFrame(incomplete, columns=["run_id", "run_name", "missing"]),
+            pd.DataFrame(older, columns=NOT_RECORDED_COLUMNS))
 
 
 def refuse_invalid(epochs: pd.DataFrame, logged: pd.DataFrame,

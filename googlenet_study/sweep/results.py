@@ -39,7 +39,7 @@ def conclude(spec: StudySpec, storage, parent: str, experiment: str, uri: str, b
         return 1 if bad else 0
     # The report of the finished study, attached to its parent run; its targets are the study file's.
     targets = tuple(sorted(set(spec.report_targets))) if spec.report_targets else report.DEFAULT_TARGETS
-    return report.run(experiment, study=spec.name, targets=targets, uri=uri)
+    return report.run(report.Request(experiment, study=spec.name, targets=targets, uri=uri))
 
 
 def real_trials(st: optuna.Study) -> list:
