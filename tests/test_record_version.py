@@ -10,9 +10,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from googlenet_study import engine, report, schema, tracking
+from googlenet_study import engine, schema, tracking
 from googlenet_study.config import RunConfig
-from googlenet_study.report import fetch, text
+from googlenet_study.report import fetch, stats, text
 from googlenet_study.statistics.clock import EPOCH
 
 from helpers import new_store
@@ -74,13 +74,13 @@ def test_a_metric_newer_than_a_runs_version_is_not_recorded_by_it_and_not_missin
 
 def test_the_report_says_once_in_scope_and_lists_them_apart_from_the_missing(store, version_new):
     f = fetch.fetch("versions", uri=store, cache_dir="off")
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
-    facts = dict(text.scope_facts(f, runs, varying, summ, TARGETS))
+    n = stats.numbers(f, TARGETS, EPOCH)
+    facts = dict(text.scope_facts(n))
     assert facts["not recorded by this version"] == (
         f"{LATER} (added in record version {NEW}) by 2 runs: logged by an older version, so not counted as missing "
         "(listed in the appendix)")
     assert facts["runs missing some metrics"] == "2"
-    appendix = {t.id: t.frame for t in text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS)[1]}
+    appendix = {t.id: t.frame for t in text.tables(n)[1]}
     assert set(appendix["not-recorded"]["run_name"]) == {"untagged", "old"}
     assert dict(zip(appendix["incomplete"]["run_name"], appendix["incomplete"]["missing"])) == \
         {"untagged": schema.DATA_TIME, "new": LATER}
@@ -90,9 +90,9 @@ def test_with_no_metric_newer_than_the_runs_a_lacking_one_is_missing_and_the_rep
     f = fetch.fetch("versions", uri=store, cache_dir="off")
     assert _missing(f) == {"untagged": [schema.DATA_TIME, LATER], "old": [LATER], "new": [LATER]}
     assert f.not_recorded.empty
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
-    assert "not recorded by this version" not in dict(text.scope_facts(f, runs, varying, summ, TARGETS))
-    assert "not-recorded" not in {t.id for t in text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS)[1]}
+    n = stats.numbers(f, TARGETS, EPOCH)
+    assert "not recorded by this version" not in dict(text.scope_facts(n))
+    assert "not-recorded" not in {t.id for t in text.tables(n)[1]}
 
 
 def test_every_metric_added_after_version_1_says_which_version_brought_it():

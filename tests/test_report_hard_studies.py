@@ -4,6 +4,7 @@ real SQLite MLflow store; the expected numbers are worked out by hand in the tes
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -49,7 +50,8 @@ def hard(store):
 
 def test_a_configuration_whose_only_run_is_untimed_beside_a_one_param_neighbour_does_not_crash(hard):
     f = fetch.fetch("crash", uri=hard["uri"], cache_dir="off")
-    runs, _, summ, comp, rank, p = report.numbers(f, TARGETS, EPOCH)  # was: IndexError in stats.censored
+    n = stats.numbers(f, TARGETS, EPOCH)  # was: IndexError in stats.censored
+    summ, comp, rank = n.summary, n.comparisons, n.ranking
     moved = summ.set_index("configuration").loc["batch_size=32"]
     assert moved["n_timed"] == 0 and math.isnan(moved["profile_score"])  # no time at all: not a slow one
     assert rank.set_index("configuration").loc["batch_size=32", "rank"] == ""
@@ -60,8 +62,8 @@ def test_a_configuration_whose_only_run_is_untimed_beside_a_one_param_neighbour_
 
 def test_nan_final_accuracy_is_missing_never_an_earlier_epochs(hard):
     f = fetch.fetch("nan", uri=hard["uri"], cache_dir="off")
-    runs, _, summ, *_ = report.numbers(f, TARGETS, EPOCH)
-    r = runs.set_index("run_name")
+    n = stats.numbers(f, TARGETS, EPOCH)
+    r, summ = n.runs.set_index("run_name"), n.summary
     assert math.isnan(r.loc["nan-final", "final_test_acc"])      # logged NaN: was 0.8 (pandas last() skips NaN)
     assert math.isnan(r.loc["nan-history", "final_test_acc"])    # from the history: the last epoch is NaN
     assert r.loc["nan-history", "best_test_acc"] == pytest.approx(0.7)
@@ -69,8 +71,9 @@ def test_nan_final_accuracy_is_missing_never_an_earlier_epochs(hard):
     assert (s["n_runs"], s["best_test_acc_n"], s["final_test_acc_n"]) == (4, 3, 1)
     assert s["final_test_acc_mean"] == pytest.approx(0.7)  # "fine" only
     assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.8, 0.7, 0.7]))  # all-nan has none
-    main = text.tables(f, runs, [], summ, pd.DataFrame(columns=stats.COMPARISON_COLUMNS),
-                       report.numbers(f, TARGETS, EPOCH)[4], None, TARGETS)[0]
+    # Tables without comparisons or a ranking target still say each statistic's own n.
+    main = text.tables(dataclasses.replace(n, varying=[], comparisons=pd.DataFrame(columns=stats.COMPARISON_COLUMNS),
+                                           main_p=None))[0]
     shown = next(t for t in main if t.id == "summary").frame
     assert shown["n (timed)"].iloc[0] == "4 (4); best acc n = 3, final acc n = 1"  # where a run was left out
     missing = f.incomplete.set_index("run_name")["missing"]
@@ -81,7 +84,8 @@ def test_impossible_values_are_listed_and_never_averaged_without_a_numpy_warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # any numpy warning fails the test
         f = fetch.fetch("invalid", uri=hard["uri"], cache_dir="off")
-        runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
+        n = stats.numbers(f, TARGETS, EPOCH)
+    runs, summ = n.runs, n.summary
     got = {(r.run_name, r.metric, None if pd.isna(r.epoch) else int(r.epoch)): r.value for r in f.invalid.itertuples()}
     assert got == {("inf", "test_acc", 2): math.inf, ("inf", "train_acc", 2): math.inf,  # stored as 1.8e308
                    ("inf", "best_test_acc", None): math.inf, ("minus-one", "test_acc", 2): -1.0,
@@ -94,7 +98,7 @@ def test_impossible_values_are_listed_and_never_averaged_without_a_numpy_warning
     s = summ.iloc[0]
     assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.7, 0.8, 0.9]))  # was 6e307
     assert (s["best_test_acc_n"], s["n_timed"]) == (3, 2)
-    appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS, report._pct)[1]
+    appendix = text.tables(n)[1]
     listed = next(t for t in appendix if t.id == "invalid").frame
     assert set(listed["run_name"]) == {"inf", "minus-one", "clock-back"}
 
@@ -112,8 +116,7 @@ def test_the_same_runs_logged_into_two_stores_give_byte_identical_csvs(tmp_path,
             accs = [0.3 + 0.011 * i, 0.5 + 0.013 * (i % 5), 0.6 + 0.017 * (i % 7)]  # a config's bounds never moved)
             log_run(c, exp, f"r{i}", accs, 5.0 + 0.7 * (i % 5), H100, seed=(i % 8) // 2, batch_size=16 * (1 + i // 8),
                 start_time=t0 + i)
-        runs, _, summ, comp, *_ = report.numbers(fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS, EPOCH)
-        csvs.append((summ.to_csv(index=False), comp.to_csv(index=False),
-                     report._tidy(runs, fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS)
-                     .drop(columns="run_id").to_csv(index=False)))
+        n = stats.numbers(fetch.fetch("twice", uri=uri, cache_dir="off"), TARGETS, EPOCH)
+        csvs.append((n.summary.to_csv(index=False), n.comparisons.to_csv(index=False),
+                     report._tidy(n).drop(columns="run_id").to_csv(index=False)))
     assert csvs[0] == csvs[1]

@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 from helpers import ROOT, new_store
 from helpers.runs import EXAMPLE, H100, TARGETS, log_run
 
-from googlenet_study import config, engine, report, schema
+from googlenet_study import config, engine, schema
 from googlenet_study.cli import main as cli_main
-from googlenet_study.report import curves, fetch, text
+from googlenet_study.report import curves, fetch, stats, text
 from googlenet_study.statistics.clock import EPOCH
 
 
@@ -58,22 +58,22 @@ def test_a_logged_summary_never_overrides_its_history_and_is_listed_with_both_va
         "disagrees with its history: logged 0.74, per-epoch test_acc gives none (NaN)"
     assert d["best-nan", "best_test_acc"].problem == \
         "disagrees with its history: logged nan, per-epoch test_acc gives 0.8"
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
-    r = runs.set_index("run_name")
+    n = stats.numbers(f, TARGETS, EPOCH)
+    r, summ = n.runs.set_index("run_name"), n.summary
     assert math.isnan(r.loc["final-logged", "final_test_acc"]) and r.loc["final-logged", "best_test_acc"] == 0.7
     assert (r["time_excluded"] == "").all()  # the history is sound: the run's times and best accuracy count
     assert summ.loc[0, "final_test_acc_n"] == 2 and summ.loc[0, "best_test_acc_n"] == 3
-    main, appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS)
+    main, appendix = text.tables(n)
     listed = next(t for t in appendix if t.id == "invalid").frame
     assert set(zip(listed["run_name"], listed["metric"])) == set(d)
-    assert dict(text.scope_facts(f, runs, varying, summ, TARGETS))["runs with invalid metrics"] == "2"
+    assert dict(text.scope_facts(n))["runs with invalid metrics"] == "2"
 
 
 # ---- 7. order-free: the same runs in two stores, logged in different orders --------------------------------
 def _tables_and_curves(uri: str) -> tuple:
     f = fetch.fetch("example", uri=uri, cache_dir="off")
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
-    main, appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS)
+    n = stats.numbers(f, TARGETS, EPOCH)
+    runs, (main, appendix) = n.runs, text.tables(n)
     shown = {t.id: t.frame.drop(columns=[c for c in ("run_id",) if c in t.frame]).to_csv(index=False)
              for t in main + appendix}
     timed = curves.timed(runs, f.epochs, EPOCH)

@@ -15,7 +15,7 @@ from helpers import new_store
 
 from googlenet_study import report
 from googlenet_study.config import UserError
-from googlenet_study.report import document, fetch, text
+from googlenet_study.report import document, fetch, stats, text
 from googlenet_study.statistics.clock import TRAIN
 from googlenet_study.tracking import bulk, read
 
@@ -95,8 +95,8 @@ def test_every_time_header_names_its_clock_and_epoch_seconds_stay_on_the_epoch_c
     epoch_time_s and total_time_s as recorded (the epoch clock), and their headers say so."""
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
     f = fetch.fetch("example", uri=example_store["uri"])
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, (50.0, 80.0), TRAIN)
-    main, appendix = text.tables(f, runs, varying, summ, comp, rank, main_p, (50.0, 80.0))
+    n = stats.numbers(f, (50.0, 80.0), TRAIN)
+    main_p, (main, appendix) = n.main_p, text.tables(n)
     ranking, summary = main[0].frame, main[1].frame
     assert main_p == 80.0 and "ERT to 80 % (s, train clock)" in ranking and "median to 80 % (s, train clock)" in ranking
     assert {"s / epoch (epoch clock)", "total IQM (s, epoch clock)", "to 50 % (s, train clock)",

@@ -24,7 +24,7 @@ from helpers.runs import H100, T4, log_run
 
 from googlenet_study import report
 from googlenet_study.report import fetch, stats, text, verdict
-from googlenet_study.statistics import ranking
+from googlenet_study.statistics import profiles, ranking
 from googlenet_study.statistics.clock import CLOCKS, EPOCH, TRAIN
 
 
@@ -98,10 +98,10 @@ def test_every_random_study_gives_numbers_tables_and_a_verdict_without_a_warning
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no numpy warning reaches the terminal
         f = fetch.fetch(name, uri=uri, cache_dir="off")
-        runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, study["clock"])
-        check_numbers(runs, summ, rank, main_p, study["clock"])
-        text.tables(f, runs, varying, summ, comp, rank, main_p, TARGETS, report._pct)
-        stats.performance_profile(summ, TARGETS)
+        n = stats.numbers(f, TARGETS, study["clock"])
+        check_numbers(n.runs, n.summary, n.ranking, n.main_p, study["clock"])
+        text.tables(n)
+        profiles.performance_profile(n.summary, TARGETS)
 
 
 @pytest.mark.slow  # three whole reports with their PDFs
@@ -145,7 +145,7 @@ def summary_frame(configs: list[dict], targets: tuple[float, ...] = TARGETS) -> 
                         f"{k}_ci_high": e + c["width"] / 2, k.replace("_ert", "_reached"): reached})
         rows.append(row)
     s = pd.DataFrame(rows)
-    s["profile_score"] = stats.profiles.profile_scores(s, targets)  # per (model, dataset, target), as the report
+    s["profile_score"] = profiles.profile_scores(s, targets)  # per (model, dataset, target), as the report
     return s
 
 

@@ -51,9 +51,9 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def example(store):
     f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
-    runs, varying, summ, comp, rank, main_p = report.numbers(f, TARGETS, EPOCH)
-    return {"f": f, "runs": runs, "varying": varying, "summ": summ.set_index("configuration"), "comp": comp,
-            "rank": rank.set_index("configuration"), "main_p": main_p}
+    n = stats.numbers(f, TARGETS, EPOCH)
+    return {"n": n, "runs": n.runs, "varying": n.varying, "summ": n.summary.set_index("configuration"),
+            "comp": n.comparisons, "rank": n.ranking.set_index("configuration"), "main_p": n.main_p}
 
 
 def test_equal_params_on_two_kinds_of_hardware_are_two_configurations_named_by_their_hardware(example):
@@ -62,8 +62,7 @@ def test_equal_params_on_two_kinds_of_hardware_are_two_configurations_named_by_t
     assert s.loc[B32_T4, "hardware"] == T4 and s.loc[B32_H100, "hardware"] == H100
     assert s.loc[B32_T4, "batch_size"] == s.loc[B32_H100, "batch_size"] == 32
     assert "hardware" in example["varying"]
-    facts = dict(text.scope_facts(example["f"], example["runs"], example["varying"], example["summ"].reset_index(),
-                                  TARGETS))
+    facts = dict(text.scope_facts(example["n"]))
     assert facts["hardware per configuration"] == \
         f"{H100}: batch_size=16, batch_size=32, batch_size=64, batch_size=128; {T4}: batch_size=32"
     assert "HARDWARE POOLED" not in facts
@@ -71,16 +70,18 @@ def test_equal_params_on_two_kinds_of_hardware_are_two_configurations_named_by_t
 
 def test_pool_hardware_makes_one_configuration_and_the_report_says_so_at_the_top(store):
     f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
-    runs, varying, summ, *_ = report.numbers(f, TARGETS, EPOCH, pool_hardware=True)
+    n = stats.numbers(f, TARGETS, EPOCH, pool_hardware=True)
+    summ = n.summary
     assert list(summ["configuration"]) == ["batch_size=16", "batch_size=32", "batch_size=64", "batch_size=128"]
     assert summ.loc[1, "hardware"] == f"{H100} + {T4}" and summ.loc[1, "n_runs"] == 6
-    facts = text.scope_facts(f, runs, varying, summ, TARGETS)
+    facts = text.scope_facts(n)
     assert facts[0][0] == "HARDWARE POOLED" and "--pool-hardware" in facts[0][1]
 
 
 def test_cuda_0_and_cuda_1_of_one_host_are_one_configuration(store):
     f = fetch.fetch("one-config", uri=store["uri"], cache_dir="off")
-    runs, varying, summ, *_ = report.numbers(f, TARGETS, EPOCH)
+    n = stats.numbers(f, TARGETS, EPOCH)
+    runs, varying, summ = n.runs, n.varying, n.summary
     assert set(runs["device"]) == {"cuda"} and varying == []
     assert len(summ) == 1 and summ.loc[0, "n_runs"] == 2
 
@@ -95,9 +96,7 @@ def test_a_run_resumed_on_other_hardware_is_left_out_of_times_with_its_reason(ex
     assert s["n_runs"] == 3 and s["n_timed"] == 2
     assert s["best_test_acc_mean"] == pytest.approx(np.mean([0.90, 0.82, 0.88]))
     assert s["total_time_s_mean"] == pytest.approx(120.0)  # ... its 4 x 20 s do not
-    appendix = text.tables(example["f"], example["runs"], example["varying"], example["summ"].reset_index(),
-                           example["comp"], example["rank"].reset_index(), example["main_p"], TARGETS,
-                           report._pct)[1]
+    appendix = text.tables(example["n"])[1]
     listed = next(t for t in appendix if t.id == "time-excluded").frame
     assert list(listed["run_id"]) == [store["ids"][8]] and "resumed on other hardware" in listed["reason"].iloc[0]
 
@@ -134,11 +133,11 @@ def test_censored_times_give_the_kaplan_meier_median_and_ert_computed_by_hand(ex
 
 def test_the_train_clock_counts_training_seconds_only(store):
     f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
-    _, _, summ, *_ = report.numbers(f, TARGETS, TRAIN)
-    a = summ.set_index("configuration").loc[B32_H100]
+    n = stats.numbers(f, TARGETS, TRAIN)
+    a = n.summary.set_index("configuration").loc[B32_H100]
     assert a["time_to_test_acc_50_median"] == pytest.approx(0.75 * 20.0)
     assert a["time_to_test_acc_80_ert"] == pytest.approx(0.75 * 55.0)
-    assert f.source["clock"] == TRAIN
+    assert n.clock == TRAIN and "clock" not in f.source  # the clock is the numbers', not the fetch's
     with pytest.raises(UserError, match="--clock: got 'wall'; allowed: epoch | train"):
         clock.parse("wall")
 
@@ -165,8 +164,8 @@ def test_iqm_and_its_bootstrap_interval_are_identical_across_two_builds(example,
     assert s["best_test_acc_iqm"] == pytest.approx(np.mean([0.90, 0.82, 0.75]))  # n = 3 cuts int(3/4) = 0
     assert s["best_test_acc_iqm_ci_low"] <= s["best_test_acc_iqm"] <= s["best_test_acc_iqm_ci_high"]
     assert 0.75 <= s["best_test_acc_iqm_ci_low"] < s["best_test_acc_iqm_ci_high"] <= 0.90
-    again = report.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS, EPOCH)
-    for mine, theirs in ((example["summ"].reset_index(), again[2]), (example["comp"], again[3])):
+    again = stats.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS, EPOCH)
+    for mine, theirs in ((example["summ"].reset_index(), again.summary), (example["comp"], again.comparisons)):
         assert mine.to_csv(index=False) == theirs.to_csv(index=False)  # byte for byte
     row = example["comp"].dropna(subset=["p_A_better_ci_low"]).iloc[0]
     assert row["p_A_better_ci_low"] <= row["p_A_better"] <= row["p_A_better_ci_high"]
@@ -174,7 +173,7 @@ def test_iqm_and_its_bootstrap_interval_are_identical_across_two_builds(example,
 
 def test_comparisons_csv_without_pairs_still_has_its_header(store):
     f = fetch.fetch("one-config", uri=store["uri"], cache_dir="off")
-    runs, varying, _, comp, *_ = report.numbers(f, TARGETS, EPOCH)
+    comp = stats.numbers(f, TARGETS, EPOCH).comparisons
     back = pd.read_csv(io.StringIO(comp.to_csv(index=False)))
     assert back.empty and list(back.columns) == list(stats.COMPARISON_COLUMNS)
 
@@ -268,7 +267,8 @@ def test_a_loser_ranks_after_every_configuration_that_reached_the_target_and_rem
 
 def test_under_the_train_clock_a_run_without_train_time_s_is_left_out_of_every_time_statistic(store):
     f = fetch.fetch("example", uri=store["uri"], cache_dir="off")
-    runs, _, summ, comp, rank, p = report.numbers(f, TARGETS, TRAIN)
+    n = stats.numbers(f, TARGETS, TRAIN)
+    runs, summ, comp, rank, p = n.runs, n.summary, n.comparisons, n.ranking, n.main_p
     lost = runs.set_index("run_name").loc["run-12"]
     assert lost["time_excluded"] == "no train_time_s at some epoch (--clock train)"
     assert math.isnan(lost["time_to_test_acc_50"]) and bool(lost["reached_50"])  # its accuracy still counts
@@ -281,7 +281,7 @@ def test_under_the_train_clock_a_run_without_train_time_s_is_left_out_of_every_t
                & (comp["metric"] == "time_to_test_acc_50")].iloc[0]
     assert (row["n_A"], row["reached_A"], row["n_B"]) == (2, 0, 3) and row["p_A_better"] == 0.0
     # On the epoch clock the same run is timed: 1 of 3 reached 50 %, ERT 80 s.
-    e = report.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS, EPOCH)[2]
+    e = stats.numbers(fetch.fetch("example", uri=store["uri"], cache_dir="off"), TARGETS, EPOCH).summary
     b16e = e.set_index("configuration").loc[B16_H100]
     assert b16e["n_timed"] == 3 and b16e["time_to_test_acc_50_reached"] == pytest.approx(1 / 3)
 

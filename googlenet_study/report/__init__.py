@@ -97,17 +97,17 @@ def build(req: Request) -> tuple[Path, dict]:
         # every UserError is raised in here
         f = fetch.fetch(req.experiment, req.study, req.parent_run, req.filter_string, req.uri)
     at["fetch_s"] = time.perf_counter()
-    runs, varying, summ, comp, rank, main_p = numbers(f, req.targets, req.clock, req.pool_hardware)
+    n = stats.numbers(f, req.targets, req.clock, req.pool_hardware)
     at["stats_s"] = time.perf_counter()
 
     with outdir.building(out, out_label) as tmp:  # on any error or signal: tmp removed, out untouched
-        csv_cells.write_frame(_tidy(runs, f, req.targets), tmp / "runs.csv")
-        csv_cells.write_frame(summ, tmp / "summary.csv")
-        csv_cells.write_frame(comp, tmp / "comparisons.csv")
+        csv_cells.write_frame(_tidy(n), tmp / "runs.csv")
+        csv_cells.write_frame(n.summary, tmp / "summary.csv")
+        csv_cells.write_frame(n.comparisons, tmp / "comparisons.csv")
         with plt.rc_context(figures.style()):
-            reps = _filters(runs, rank, req.uri, tmp)
+            reps = _filters(n.runs, n.ranking, req.uri, tmp)
             at["artifacts_s"] = time.perf_counter()
-            doc = document.build(f, runs, varying, summ, comp, rank, main_p, req.targets, reps)
+            doc = document.build(n, reps)
             doc.tables += race_section.tables(f, req.uri)  # a racing study's rounds (report/race_section.py)
             at["figures_s"] = time.perf_counter()
             (tmp / "report.html").write_text(render.to_html(doc), encoding="utf-8")
@@ -119,7 +119,7 @@ def build(req: Request) -> tuple[Path, dict]:
         shutil.rmtree(tmp / ".artifacts", ignore_errors=True)
     keys = ["start", "fetch_s", "stats_s", "artifacts_s", "figures_s", "render_s"]
     t = {k: at[k] - at[keys[i - 1]] for i, k in enumerate(keys) if i}
-    t.update(total_s=at["render_s"] - at["start"], n_runs=len(runs), n_configs=len(summ),
+    t.update(total_s=at["render_s"] - at["start"], n_runs=len(n.runs), n_configs=len(n.summary),
              pdf_s=at["render_s"] - at["html_s"])  # of render_s: WeasyPrint's part
     if len(f.source["roots"]) == 1 and _attach(f.source["roots"][0], out, req.uri):
         t["attached_to"] = f.source["roots"][0]
@@ -138,19 +138,6 @@ def _attach(parent: str, out: Path, uri: str | None) -> bool:
         return False
 
 
-def numbers(f: fetch.Fetched, targets: tuple[float, ...], clock: Clock, pool_hardware: bool = False):
-    """Stage 2 in one call: (runs, varying, summary, comparisons, ranking, ranking target); summary gets its
-    `rank` column and f.source the clock and pooling (the report states both)."""
-    runs, varying = stats.per_run(f, targets, clock, pool_hardware)
-    summ = stats.summary(runs, varying, targets)
-    comp = stats.comparisons(runs, varying, targets)
-    rank, main_p = stats.ranking(summ, targets, clock)
-    for c in ("rank", "rank_by"):  # summary.csv says each configuration's rank and the criterion behind it
-        summ[c] = summ["configuration"].map(dict(zip(rank["configuration"], rank[c])))
-    f.source.update(clock=clock, pool_hardware=pool_hardware)
-    return runs, varying, summ, comp, rank, main_p
-
-
 @contextlib.contextmanager
 def _gc_paused():
     """Reading 1,000 runs makes millions of short-lived objects (MLflow entities, SQLAlchemy rows); the
@@ -164,13 +151,13 @@ def _gc_paused():
             gc.enable()
 
 
-def _tidy(runs: pd.DataFrame, f: fetch.Fetched, targets: tuple[float, ...]) -> pd.DataFrame:
+def _tidy(n: stats.Numbers) -> pd.DataFrame:
     """runs.csv: one row per run per epoch, the run's params, hardware, times to target and every per-epoch
     metric."""
-    per_target = [c for p in targets for c in (schema.time_to_target(p), stats.reached(p))]
-    cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in f.params if p != "seed"] + \
+    per_target = [c for p in n.targets for c in (schema.time_to_target(p), stats.reached(p))]
+    cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in n.fetched.params if p != "seed"] + \
         ["study", "trial", schema.DEVICE_NAME_TAG, schema.HOST_TAG, stats.HARDWARE, "time_excluded", *per_target]
-    tidy = runs[cols].merge(f.epochs, on="run_id")
+    tidy = n.runs[cols].merge(n.fetched.epochs, on="run_id")
     return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
 
 

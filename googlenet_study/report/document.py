@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from ..config import SOURCE_DATE_EPOCH, source_date_epoch  # noqa: F401 - SOURCE_DATE_EPOCH: tests name it here
 from ..statistics import profiles
 from . import figures, lecture, render
+from .stats import Numbers
 from .text import method_paragraphs, scope_facts, tables
 from .verdict import verdict
 
@@ -32,22 +33,22 @@ def written(env=os.environ) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
 
 
-def build(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.Document:
+def build(n: Numbers, reps) -> render.Document:
     """The whole report as a render.Document; reps: the filters figure's representative runs."""
+    f, runs, clk = n.fetched, n.runs, n.clock
     colors = figures.palette(list(runs["configuration"].cat.categories))
-    clk = f.source["clock"]
     when = written()
     title = f"googlenet-study report: {f.source['study'] or f.source['experiment']}"
-    facts = scope_facts(f, runs, varying, summ, targets) + [("written", when.strftime("%Y-%m-%d %H:%M UTC"))]
+    facts = scope_facts(n) + [("written", when.strftime("%Y-%m-%d %H:%M UTC"))]
     drawn = {
         "fig-time": figures.acc_vs_time(runs, f.epochs, colors, clk),
-        "fig-reached": figures.reached_target(runs, main_p, colors, clk),
-        "fig-profiles": figures.profiles(profiles.performance_profile(summ, targets), colors, clk),
+        "fig-reached": figures.reached_target(runs, n.main_p, colors, clk),
+        "fig-profiles": figures.profiles(profiles.performance_profile(n.summary, n.targets), colors, clk),
         "fig-epoch": figures.acc_vs_epoch(runs, f.epochs, colors),
-        "fig-epoch-time": figures.epoch_time(runs, varying),
-        "fig-targets": figures.time_to_target(runs, targets, colors, clk),
-        "fig-factors": figures.factor_effects(runs, varying, main_p, clk),
-        "fig-pareto": figures.pareto(summ, colors),
+        "fig-epoch-time": figures.epoch_time(runs, n.varying),
+        "fig-targets": figures.time_to_target(runs, n.targets, colors, clk),
+        "fig-factors": figures.factor_effects(runs, n.varying, n.main_p, clk),
+        "fig-pareto": figures.pareto(n.summary, colors),
         "fig-lecture": lecture.lecture_plots(runs, f.epochs, colors),
         "fig-filters": lecture.filters(reps),
         "fig-reference": lecture.lecture_reference(runs, f.epochs, colors),
@@ -55,8 +56,8 @@ def build(f, runs, varying, summ, comp, rank, main_p, targets, reps) -> render.D
     skipped = [f"{NOT_DRAWN.get(i, (i, ''))[0]} ({NOT_DRAWN.get(i, ('', 'nothing to draw'))[1]})"
                for i, d in drawn.items() if d is None]
     facts.append(("figures not drawn", "; ".join(skipped) or "none"))
-    doc = render.Document(title, facts, method_paragraphs(main_p, targets, clk),
-                          verdict=verdict(rank, runs, main_p, clk), written=when)
+    doc = render.Document(title, facts, method_paragraphs(n.main_p, n.targets, clk),
+                          verdict=verdict(n.ranking, runs, n.main_p, clk), written=when)
     doc.figures = [render.Figure(i, d.title, d.caption, d.fig) for i, d in drawn.items() if d is not None]
-    doc.tables, doc.appendix = tables(f, runs, varying, summ, comp, rank, main_p, targets)
+    doc.tables, doc.appendix = tables(n)
     return doc

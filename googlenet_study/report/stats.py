@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -240,6 +241,33 @@ def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: Clock) -> tup
 
 
 performance_profile = profiles.performance_profile  # [configuration, tau, rho] on a tau grid, for the figure
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """Stage 2's result, the one value every later stage reads (CSVs, tables, figures, verdict, Scope): the
+    fetched runs, every number the report states, and the targets, clock and pooling they were computed with."""
+    fetched: Fetched
+    runs: pd.DataFrame            # per_run: one row per counted run, in canonical order
+    varying: list[str]            # the params that make configurations (hardware too, unless pooled)
+    summary: pd.DataFrame         # summary.csv: one row per configuration, with its rank and rank_by
+    comparisons: pd.DataFrame     # comparisons.csv: one-factor pairs
+    ranking: pd.DataFrame         # the summary in rank order (statistics.ranking.ranking)
+    main_p: float | None          # the ranking target, % (None: ranked by accuracy)
+    targets: tuple[float, ...]    # % test accuracy
+    clock: Clock                  # what every time to target is read on
+    pool_hardware: bool           # runs of equal params on different hardware are one configuration
+
+
+def numbers(f: Fetched, targets: tuple[float, ...], clock: Clock, pool_hardware: bool = False) -> Numbers:
+    """Stage 2 in one call; the summary gets its `rank` and `rank_by` columns from the ranking."""
+    runs, varying = per_run(f, targets, clock, pool_hardware)
+    summ = summary(runs, varying, targets)
+    comp = comparisons(runs, varying, targets)
+    rank, main_p = ranking_.ranking(summ, targets, clock)
+    for c in ("rank", "rank_by"):  # summary.csv says each configuration's rank and the criterion behind it
+        summ[c] = summ["configuration"].map(dict(zip(rank["configuration"], rank[c])))
+    return Numbers(f, runs, varying, summ, comp, rank, main_p, targets, clock, pool_hardware)
 
 
 # ---- curves, aggregated before plotting (1,000 runs stay fast) -------------------------------------------

@@ -30,10 +30,11 @@ def invalid_rows(f, runs: pd.DataFrame) -> pd.DataFrame:
                         else f.invalid, runs)
 
 
-def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
+def scope_facts(n: stats.Numbers) -> list[tuple[str, str]]:
     """The report's Scope lines: what was counted, on which hardware and clock, and what was pooled."""
+    f, runs, summ = n.fetched, n.runs, n.summary
     facts = []
-    if f.source.get("pool_hardware"):
+    if n.pool_hardware:
         facts.append(("HARDWARE POOLED", "--pool-hardware: runs with equal params on different hardware are one "
                                          "configuration, so their times mix machines"))
     fake = int((runs["dataset"].astype(str) == FAKE_DATASET).sum()) if "dataset" in runs else 0
@@ -50,9 +51,9 @@ def scope_facts(f, runs, varying, summ, targets) -> list[tuple[str, str]]:
               ("runs left out of time statistics", f"{len(left_out)}" + (" (listed with the reason in the "
                                                                           "appendix)" if len(left_out) else "")),
               ("runs with invalid metrics", str(invalid_rows(f, runs)["run_id"].nunique())),
-              ("varying params", ", ".join(varying) or "none"),
-              ("targets", ", ".join(f"{p:g} %" for p in targets)),
-              ("clock", f.source["clock"].words),
+              ("varying params", ", ".join(n.varying) or "none"),
+              ("targets", ", ".join(f"{p:g} %" for p in n.targets)),
+              ("clock", n.clock.words),
               ("hardware per configuration", _hardware(summ)),
               ("hosts", ", ".join(sorted(set(runs["host"].astype(str)) - {""})) or "-"),
               ("bootstrap", f"percentile, {robust.BOOTSTRAP_RESAMPLES} resamples, numpy default_rng seed "
@@ -238,11 +239,11 @@ def ranking_caption(main_p: float | None, clock: Clock) -> str:
         "[ ]: 95 % bootstrap intervals, ∞: unbounded or never reached."
 
 
-def tables(f, runs, varying, summ, comp, rank, main_p, targets, pct=fmt.pct) -> tuple[list, list]:
+def tables(n: stats.Numbers, pct=fmt.pct) -> tuple[list, list]:
     """The report's tables: (main, appendix). Every header of seconds names its clock (fmt.seconds)."""
-    clk = f.source["clock"]
-    r_rows, s_rows, c_rows = _ranking_rows(rank, main_p, pct, clk), _summary_rows(summ, targets, pct, clk), \
-        _comparison_rows(comp, main_p, clk)
+    f, runs, main_p, clk = n.fetched, n.runs, n.main_p, n.clock
+    r_rows, s_rows = _ranking_rows(n.ranking, main_p, pct, clk), _summary_rows(n.summary, n.targets, pct, clk)
+    c_rows = _comparison_rows(n.comparisons, main_p, clk)
 
     def frame(rows, cols=None) -> pd.DataFrame:
         return pd.DataFrame(rows, columns=cols).astype(str) if rows or cols else pd.DataFrame()
