@@ -96,7 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--targets", default=None, help="target accuracies in percent (default: 50,60,70,80)")
     rep.add_argument("--out", default=None, help="output folder (default: reports/<study or experiment>/)")
     rep.add_argument("--clock", default="epoch", help="time to target on: epoch (elapsed_time_s, training + "
-                     "evaluation; default) | train (cumulative train_time_s)")
+                     "evaluation; default) | train (cumulative train_time_s) | timestamps (MLflow's timestamp of "
+                     "each accuracy value, from the run's start: any tool's runs) | metric:NAME (a cumulative-"
+                     "seconds metric logged at the accuracy's steps)")
+    rep.add_argument("--accuracy-metric", default="test_acc", metavar="NAME",
+                     help="the per-step metric holding accuracy as a fraction in [0, 1] (default: test_acc)")
+    rep.add_argument("--by", default=None, metavar="PARAM[,PARAM...]",
+                     help="the params that make a configuration (default: every param that varies, except the "
+                          "seed and params whose value differs in every run)")
+    rep.add_argument("--seed-param", default=None, metavar="NAME", help="the param holding the seed (default: seed)")
     rep.add_argument("--pool-hardware", action="store_true",
                      help="one configuration for runs of equal params on different hardware (the report says so)")
     add_tracking_flags(rep, experiment=False)

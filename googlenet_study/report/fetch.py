@@ -18,6 +18,8 @@ from tqdm import tqdm
 from .. import schema, tracking
 from ..config import UserError, field_names
 from ..safe_files import open_regular, write_atomically
+from . import reading as reading_mod
+from .reading import Reading
 from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TAGS, SUMMARY_METRICS, TRIAL_TAGS
 
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
@@ -94,26 +96,37 @@ def select(experiment: str, study: str | None = None, parent_run: str | None = N
 
 
 def fetch(experiment: str, study: str | None = None, parent_run: str | None = None,
-          filter_string: str | None = None, uri: str | None = None, cache_dir: Path | None = None) -> Fetched:
+          filter_string: str | None = None, uri: str | None = None, cache_dir: Path | None = None,
+          reading: Reading = Reading()) -> Fetched:
     """Stage 1, one named step each: the runs in scope (select), the finished ones (_finished), those with the
     metrics a report needs and their per-epoch rows (_counted), the frames (_runs_frame, _epochs_frame,
     _logged_frame), values out of range refused (refuse_invalid), the summaries read off the history
-    (summaries) and what each run lacks (_lacking)."""
+    (summaries) and what each run lacks (_lacking). `reading` says how another tool's runs are read
+    (report/reading.py); its defaults read this tool's."""
     leaves, parents, roots = select(experiment, study, parent_run, filter_string, uri)
     finished, excluded = _finished(leaves, parents)
-    counted, rows, missing_of, older_of = _counted(finished, _histories(finished, uri, cache_dir), excluded)
-    runs, params = _runs_frame(counted)
+    histories = _histories(finished, uri, cache_dir, reading)
+    reading_mod.check(finished, histories, reading)  # a metric or param the user named that no run has
+    counted, rows, missing_of, older_of = _counted(finished, histories, excluded, reading)
+    runs, params, unique = _runs_frame(counted, reading)
     names = runs.set_index("run_id")["run_name"]
     epochs, logged, invalid = refuse_invalid(_epochs_frame(rows), _logged_frame(counted), names)
+    invalid = _as_named(invalid, reading)
     summary, disagreeing = summaries(epochs, logged, pd.DataFrame([{k: k in r["metrics"] for k in SUMMARY_METRICS}
                                                                    for r in counted]))
     refused = set(zip(invalid["run_id"], invalid["metric"]))  # listed as invalid, not again as missing
     disagreeing = disagreeing.loc[np.array([k not in refused for k in zip(disagreeing["run_id"],
                                                                              disagreeing["metric"])], dtype=bool)]
     disagreeing = disagreeing.assign(run_name=disagreeing["run_id"].map(names))
-    incomplete, older = _lacking(missing_of, older_of, nan_metrics(epochs, summary), refused, names)
+    ours = {r["run_id"] for r in counted if reading_mod.is_ours(r)}  # another tool's runs lack no metric of ours
+    nan = {rid: what for rid, what in nan_metrics(epochs, summary).items() if rid in ours}
+    incomplete, older = _lacking(missing_of, older_of, nan, refused, names)
     source = {"experiment": experiment, "study": study, "parent_run": parent_run, "filter": filter_string,
               "tracking_uri": tracking.redact(tracking.tracking_uri(uri)), "roots": sorted(roots)}
+    if not reading.as_logged or not all(reading_mod.is_ours(r) for r in counted):  # another tool's runs: Scope
+        source.update(accuracy_metric=reading.accuracy, by=reading.by, seed_param=reading.seed,
+                      unique_params=unique, ours=sum(reading_mod.is_ours(r) for r in counted),
+                      theirs=sum(not reading_mod.is_ours(r) for r in counted))
     return Fetched(runs, epochs, pd.DataFrame(excluded, columns=["run_id", "run_name", "status", "reason"]),
                    incomplete, params, summary, source, invalid, disagreeing, older)
 
@@ -138,45 +151,74 @@ def _finished(leaves: list[dict], parents: list[dict]) -> tuple[list[dict], list
     return finished, excluded
 
 
-def _counted(finished: list[dict], histories: dict[str, dict], excluded: list[dict]):
+def _counted(finished: list[dict], histories: dict[str, dict], excluded: list[dict], reading: Reading):
     """(the runs that count: every metric a report needs; their per-epoch rows; run_id -> metrics it lacks that
     its record version logs; run_id -> (record version, metrics it lacks that its version did not log)). A run
-    without a REQUIRED_EPOCH_METRICS its version logs is appended to `excluded`."""
+    without a metric the report requires (reading.required: REQUIRED_EPOCH_METRICS for this tool's runs) is
+    appended to `excluded`; another tool's runs lack nothing else (they never had this tool's metrics)."""
     rows, missing_of, older_of, counted = [], {}, {}, []
     for r in finished:
         h = histories[r["run_id"]]
-        absent = [k for k in EPOCH_METRICS if not h.get(k)] + [k for k in SUMMARY_METRICS if k not in r["metrics"]]
-        version = schema.record_version(r["tags"])
-        missing = [k for k in absent if schema.recorded_by(k, version)]
-        older_of[r["run_id"]] = (version, [k for k in absent if k not in missing])
-        if any(k in missing for k in REQUIRED_EPOCH_METRICS):
-            excluded.append(_excluded(r, "missing per-epoch " + ", ".join(k for k in REQUIRED_EPOCH_METRICS
-                                                                          if k in missing)))
+        required = reading.required(r)
+        if reading_mod.is_ours(r):
+            absent = [k for k in EPOCH_METRICS if not h.get(k)] + [k for k in SUMMARY_METRICS
+                                                                    if k not in r["metrics"]]
+            version = schema.record_version(r["tags"])
+            missing = [k for k in absent if schema.recorded_by(k, version)]
+            older_of[r["run_id"]] = (version, [k for k in absent if k not in missing])
+        else:
+            missing, older_of[r["run_id"]] = [k for k in required if not h.get(k)], (None, [])
+        if any(k in missing for k in required):
+            excluded.append(_excluded(r, "missing per-epoch " + ", ".join(k for k in required if k in missing)))
             continue
-        missing_of[r["run_id"]] = missing
+        missing_of[r["run_id"]] = [k for k in missing if k not in required or reading_mod.is_ours(r)]
         counted.append(r)
-        by_epoch: dict[int, dict] = {}
-        for k, points in h.items():
-            for step, value, _ in points:  # a resumed run may re-log an epoch: the last value wins
-                by_epoch.setdefault(step, {})[k] = value
-        rows += [{"run_id": r["run_id"], "epoch": e, **v} for e, v in sorted(by_epoch.items())]
+        rows += reading_mod.rows(r, h, reading)
     if not counted:
-        raise UserError("no FINISHED run in scope has per-epoch test_acc and time metrics")
+        needs = "test_acc and time metrics" if reading == Reading() else \
+            " and ".join(dict.fromkeys(k for r in finished for k in reading.required(r)))
+        raise UserError(f"no FINISHED run in scope has per-epoch {needs}{_clock_hint(finished, reading)}")
     return counted, rows, missing_of, older_of
 
 
-def _runs_frame(counted: list[dict]) -> tuple[pd.DataFrame, list[str]]:
-    """(Fetched.runs, Fetched.params): one row per counted run; the config params in RunConfig's field order."""
-    params = sorted({k for r in counted for k in r["params"]} - NOT_CONFIG,
-                    key=lambda k: (field_names().index(k) if k in field_names() else 99, k))
+def _runs_frame(counted: list[dict], reading: Reading) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(Fetched.runs, Fetched.params, params left out as unique to each run): one row per counted run; the
+    config params in RunConfig's field order (reading.config_params: --by, or every one that may vary)."""
+    params, unique = reading_mod.config_params(counted, reading, field_names(), NOT_CONFIG)
     runs = pd.DataFrame([{"run_id": r["run_id"], "run_name": r["run_name"], "start_time": r["start_time"],
-                          "seed": r["params"].get("seed", ""), **{p: r["params"].get(p, "") for p in params},
+                          "seed": r["params"].get(reading.seed, ""), **{p: r["params"].get(p, "") for p in params},
                           "study": _tag(r, STUDY_TAGS), "trial": _tag(r, TRIAL_TAGS),
                           **{t: r["tags"].get(t, "") for t in (schema.DEVICE_NAME_TAG, schema.HOST_TAG,
                                                                schema.HARDWARE_CHANGED_TAG)}} for r in counted])
     if "device" in runs:  # sweep workers on one multi-GPU host run on cuda:0, cuda:1, ...: the same hardware
         runs["device"] = runs["device"].str.replace(r"^cuda:\d+$", "cuda", regex=True)
-    return runs, params
+    return runs, params, unique
+
+
+def _clock_hint(finished: list[dict], reading: Reading) -> str:
+    """Another tool's runs on this tool's clocks: they have no elapsed_time_s; say which clock reads them."""
+    if reading.clock.cumulative is False or reading.clock.metric == schema.CLOCK:
+        if not any(reading_mod.is_ours(r) for r in finished):
+            return (f" (these runs were not logged by googlenet-study: name their accuracy with --accuracy-metric "
+                    f"and read time with --clock timestamps or --clock metric:NAME)")
+    return ""
+
+
+PERCENT_HINT = " (percent? --accuracy-metric takes a fraction in [0, 1])"
+
+
+def _as_named(invalid: pd.DataFrame, reading: Reading) -> pd.DataFrame:
+    """The invalid values under the names the runs logged them by (--accuracy-metric, not test_acc), and an
+    accuracy in (1, 100] said to look like percent."""
+    acc = invalid["metric"] == schema.ACCURACY
+    pct = acc & (invalid["problem"] == "outside [0, 1]") & (invalid["value"].astype(float) > 1) & \
+        (invalid["value"].astype(float) <= 100)
+    if not pct.any() and reading.accuracy == schema.ACCURACY:
+        return invalid
+    invalid = invalid.copy()
+    invalid.loc[pct, "problem"] = invalid.loc[pct, "problem"] + PERCENT_HINT
+    invalid.loc[acc, "metric"] = reading.accuracy
+    return invalid
 
 
 def _epochs_frame(rows: list[dict]) -> pd.DataFrame:
@@ -297,19 +339,21 @@ def _epoch_keys(r: dict) -> list[str]:
     return sorted(set(keys))
 
 
-def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None) -> dict[str, dict]:
+def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None,
+               reading: Reading = Reading()) -> dict[str, dict]:
     """Metric histories of FINISHED runs; cached on disk by (tracking URI, run id, end time), since a
     finished run's metrics no longer change."""
     cache = _cache_file(uri, cache_dir)
     cached = read_cache(cache) if cache is not None else {}
-    todo = {r["run_id"]: _epoch_keys(r) for r in runs
-            if cached.get(r["run_id"], (None,))[0] != (r["end_time"], tuple(_epoch_keys(r)))}
+    keys = {r["run_id"]: reading.keys(r, _epoch_keys(r)) for r in runs}
+    todo = {r["run_id"]: keys[r["run_id"]] for r in runs
+            if cached.get(r["run_id"], (None,))[0] != (r["end_time"], tuple(keys[r["run_id"]]))}
     out = {r["run_id"]: cached[r["run_id"]][1] for r in runs if r["run_id"] not in todo}
     if todo:
         with tqdm(total=len(todo), desc="metric histories", unit="run", disable=None, leave=False) as bar:
             out.update(tracking.metric_histories(todo, uri, progress=bar.update))
     if cache is not None and todo:
-        end = {r["run_id"]: (r["end_time"], tuple(_epoch_keys(r))) for r in runs}
+        end = {r["run_id"]: (r["end_time"], tuple(keys[r["run_id"]])) for r in runs}
         cached.update({rid: (end[rid], out[rid]) for rid in todo})
         try:
             cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # histories: readable by us only

@@ -41,13 +41,29 @@ EPOCH = Clock("epoch", schema.CLOCK, cumulative=True,
 TRAIN = Clock("train", schema.TRAIN_TIME, cumulative=False,
               words="train: cumulative train_time_s (training only; evaluation is off the clock, as in AlgoPerf)",
               axis="training time (s; evaluation off the clock)", measures="training time")
-CLOCKS = {c.name: c for c in (EPOCH, TRAIN)}  # --clock NAME -> its Clock, in the order --help and errors list
+TIMESTAMP_COLUMN = "timestamp_s"  # the report's column for the timestamps clock (not an MLflow metric)
+TIMESTAMPS = Clock("timestamps", TIMESTAMP_COLUMN, cumulative=True,
+                   words="timestamps: seconds from each run's start_time to the MLflow timestamp of each accuracy "
+                         "value (any tool's runs; downtime within a run counts)",
+                   axis="seconds since the run's start (MLflow timestamps)", measures="wall-clock time")
+CLOCKS = {c.name: c for c in (EPOCH, TRAIN, TIMESTAMPS)}  # --clock NAME -> its Clock, in --help's order
+METRIC_PREFIX = "metric:"  # --clock metric:NAME: a cumulative-seconds metric NAME, logged at the accuracy's steps
+
+
+def metric_clock(name: str) -> Clock:
+    """`--clock metric:NAME`: NAME read as cumulative seconds (report.reading checks it never goes down)."""
+    return Clock(f"{METRIC_PREFIX}{name}", name, cumulative=True,
+                 words=f"{METRIC_PREFIX}{name}: {name}, cumulative seconds as logged at each accuracy value's step",
+                 axis=f"{name} (s, as logged)", measures="time")
 
 
 def parse(name: str) -> Clock:
     """The Clock `--clock NAME` names; an unknown name is one line naming the allowed ones."""
+    if name.startswith(METRIC_PREFIX) and name[len(METRIC_PREFIX):].strip():
+        return metric_clock(name[len(METRIC_PREFIX):].strip())
     if name not in CLOCKS:
-        raise UserError(f"--clock: got {name!r}; allowed: {' | '.join(CLOCKS)}")
+        raise UserError(f"--clock: got {name!r}; allowed: {' | '.join(CLOCKS)} | {METRIC_PREFIX}NAME "
+                        f"(a cumulative-seconds metric)")
     return CLOCKS[name]
 
 
