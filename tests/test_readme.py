@@ -50,7 +50,8 @@ from googlenet_study import cli
 from googlenet_study.sweep import study_file
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-LANGUAGES = {"bash", "yaml", "text"}  # fenced block languages the docs may use
+LANGUAGES = {"bash", "yaml", "text", "python"}  # fenced block languages the docs may use (python: how
+#                                                   another tool logs, docs/reports.md "Your own runs")
 INLINE_COMMAND = re.compile(r"^(googlenet-study |python -m googlenet_study |mlflow run |make "
                             r"|(\.\./)?\.venv/bin/python |benchmarks/\w+\.py)")
 REPORT_FILES = {"report.html", "report.pdf", "runs.csv", "summary.csv"}
@@ -63,6 +64,11 @@ SHRUNK = {DEMO: "--set epochs=1 --set train_size=60 --set test_size=30 --set ima
 
 GPU = "needs a CUDA device, CIFAR-10 and the ImageNet weights (downloads); the lecture, not a test"
 NOT_RUN = {
+    "googlenet-study report --experiment plain --accuracy-metric val_acc --clock timestamps --targets 50,80 "
+    "--tracking-uri sqlite:///mlflow.db": "runs with these flags in tests/test_foreign_runs.py (main([...])) on runs "
+    "logged as Lightning's MLFlowLogger logs them; the docs quote that test's verdict",
+    "googlenet-study report --experiment loop --accuracy-metric acc --clock metric:elapsed_s --targets 50,80":
+        "runs with these flags in tests/test_foreign_runs.py on runs logged by a plain mlflow.log_metric loop",
     "make demo": "is DEMO after `make setup`; the demo itself runs here shrunk (SHRUNK)",
     "make test": "is the whole test suite, this file included: what CI runs",
     "make test-fast": "is the suite's fast tier (pytest -m fast), this file's fast tests included",
