@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "evaluation; default) | train (cumulative train_time_s) | timestamps (MLflow's timestamp of "
                      "each accuracy value, from the run's start: any tool's runs) | metric:NAME (a cumulative-"
                      "seconds metric logged at the accuracy's steps)")
-    rep.add_argument("--accuracy-metric", default="test_acc", metavar="NAME",
-                     help="the per-step metric holding accuracy as a fraction in [0, 1] (default: test_acc)")
+    rep.add_argument("--accuracy-metric", default=schema.ACCURACY, metavar="NAME",
+                     help=f"the per-step metric holding accuracy as a fraction in [0, 1] (default: {schema.ACCURACY})")
     rep.add_argument("--by", default=None, metavar="PARAM[,PARAM...]",
                      help="the params that make a configuration (default: every param that varies, except the "
                           "seed and params whose value differs in every run)")
