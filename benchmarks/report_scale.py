@@ -6,6 +6,9 @@ history cache) and warm (finished runs' histories cached).
     .venv/bin/python benchmarks/report_scale.py --runs 10000 --epochs 30  # goal (issue 28): cold <= 40 s
     .venv/bin/python benchmarks/report_scale.py --server   # also through a local `mlflow server` on the same
     #                                                        file, alternated with it; goal: cold <= 1.5x direct
+    .venv/bin/python benchmarks/report_scale.py --foreign  # the same curves logged as another tool logs them
+    #   (val_acc at Lightning's global steps with MLflow timestamps, a per-run log_dir, per-batch train_loss the
+    #   report skips), reported with --accuracy-metric val_acc --clock timestamps (issue 28)
 
 The machine is shared: the load average is printed before and after; compare variants alternately in one
 spell (docs/speed.md, section 8)."""
@@ -35,6 +38,8 @@ from mlflow.entities import Metric, Param, RunTag
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from googlenet_study import report  # noqa: E402
 from googlenet_study.config import RunConfig  # noqa: E402
+from googlenet_study.report.reading import Reading  # noqa: E402
+from googlenet_study.statistics.clock import TIMESTAMPS  # noqa: E402
 
 GRID = list(itertools.product((32, 64, 128), (0.0, 0.3, 1.0), ("frozen", "full")))  # batch, aux, backbone
 
@@ -77,6 +82,35 @@ def log_synthetic(uri: str, n_runs: int, epochs: int, experiment: str = "scale",
         c.set_terminated(run.info.run_id, "FINISHED")
 
 
+def log_foreign(uri: str, n_runs: int, epochs: int, experiment: str = "scale", seed: int = 0) -> None:
+    """The same kind of curves as log_synthetic, logged the way Lightning's MLFlowLogger logs them: no
+    config_hash, no elapsed_time_s; val_acc (a fraction) per validation at the global step, its timestamp the
+    wall clock (start_time + the seconds so far); train_loss every 10 steps (keys the report need not fetch)."""
+    c = MlflowClient(uri)
+    exp = c.create_experiment(experiment)
+    rng = np.random.default_rng(seed)
+    t0, steps = int(time.time() * 1000) - 10**9, 100  # ms; steps per epoch
+    for i in range(n_runs):
+        batch, aux, backbone = GRID[i % len(GRID)]
+        run = c.create_run(exp, run_name=f"run-{i}", start_time=t0)
+        c.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in {
+            "batch_size": batch, "aux_weight": aux, "backbone": backbone, "seed": i // len(GRID),
+            "log_dir": f"lightning_logs/version_{i}"}.items()])
+        sec = (30 + 4000 / batch) * (0.45 if backbone == "frozen" else 1.0) * (1 + 0.15 * (aux > 0))
+        top, rate = (0.72 if backbone == "frozen" else 0.9) - 0.02 * (batch == 128), 0.25 + 0.1 * aux
+        elapsed, metrics = 0.0, []
+        for e in range(1, epochs + 1):
+            elapsed += sec * rng.uniform(0.95, 1.05)
+            acc = float(np.clip(top * (1 - math.exp(-rate * e)) + rng.normal(0, 0.01), 0, 1))
+            ts = t0 + int(elapsed * 1000)
+            metrics += [Metric("val_acc", acc, ts, e * steps), Metric("epoch", float(e - 1), ts, e * steps)]
+            metrics += [Metric("train_loss", -math.log(max(acc, 0.05)), ts - 1000, (e - 1) * steps + k)
+                        for k in range(0, steps, 10)]
+        for j in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+            c.log_batch(run.info.run_id, metrics=metrics[j:j + 1000])
+        c.set_terminated(run.info.run_id, "FINISHED", end_time=t0 + int(elapsed * 1000) + 1000)
+
+
 def start_server(work: Path, uri: str) -> tuple[subprocess.Popen, str]:
     """`mlflow server` over the store at `uri`, on 127.0.0.1 and a free port, with its default workers."""
     with socket.socket() as sock:
@@ -110,6 +144,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--workdir", default=None, help="default: a fresh temp dir")
     ap.add_argument("--reuse", action="store_true", help="time the report over the store already in --workdir")
+    ap.add_argument("--foreign", action="store_true",
+                    help="runs logged as another tool logs them (Lightning's MLFlowLogger), reported with "
+                         "--accuracy-metric val_acc --clock timestamps")
     ap.add_argument("--server", action="store_true",
                     help="also through a local `mlflow server` on the same store (127.0.0.1, a free port): "
                          "direct and server alternate, cold then warm, and the ratio is printed")
@@ -121,17 +158,20 @@ def main() -> None:
     shutil.rmtree(work / "cache", ignore_errors=True)  # the first report is cold
     if not a.reuse:
         t0 = time.perf_counter()
-        log_synthetic(uri, a.runs, a.epochs)
+        (log_foreign if a.foreign else log_synthetic)(uri, a.runs, a.epochs)
         print(f"logged {a.runs} runs x {a.epochs} epochs into {uri} in {time.perf_counter() - t0:.1f} s", flush=True)
     server, sources = None, [("", uri)]
     if a.server:
         server, http = start_server(work, uri)
         sources.append(("server, ", http))  # its history cache is its own (keyed by URI): cold too
     rows, load0 = [], os.getloadavg()[0]
+    how = {}
+    if a.foreign:  # the flags a user of another tool gives (docs/reports.md, "Your own runs")
+        how = {"clock": TIMESTAMPS, "reading": Reading("val_acc", TIMESTAMPS)}
     try:
         for label in ("cold (no cache)", "warm (histories cached)"):
             for where, u in sources:  # alternated: both share whatever else loads the machine
-                _, t = report.build(report.Request("scale", uri=u, out=work / "report"))
+                _, t = report.build(report.Request("scale", uri=u, out=work / "report", **how))
                 rows.append((f"{where}{label}", t))
     finally:
         if server is not None:
