@@ -25,6 +25,7 @@ from googlenet_study import report
 from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.report import fetch, stats
+from googlenet_study.statistics import robust
 from googlenet_study.statistics.clock import EPOCH
 
 from helpers import ARTIFACTS, new_store, skip_or_fail
@@ -280,9 +281,9 @@ def test_bad_input_is_one_line_exit_2_and_no_folder(made, tmp_path, monkeypatch,
 def test_small_statistics_by_hand():
     assert stats.olympic_mean([1, 2, 3, 4, 100]) == pytest.approx(3.0)
     assert math.isnan(stats.olympic_mean([1, 2, 3, 4]))
-    assert stats.prob_better([2, 3], [1, 3], higher_is_better=True) == pytest.approx((1 + 0 + 1 + 0.5) / 4)
-    assert stats.prob_better([10, np.inf], [np.inf], higher_is_better=False) == pytest.approx((1 + 0.5) / 2)
-    m, lo, hi = stats.t_interval([1.0])
+    assert robust.prob_better([2, 3], [1, 3], higher_is_better=True) == pytest.approx((1 + 0 + 1 + 0.5) / 4)
+    assert robust.prob_better([10, np.inf], [np.inf], higher_is_better=False) == pytest.approx((1 + 0.5) / 2)
+    m, lo, hi = robust.t_interval([1.0])
     assert m == 1.0 and math.isnan(lo) and math.isnan(hi)
     with pytest.raises(UserError):
         report.parse_targets("")

@@ -14,7 +14,7 @@ from mlflow.entities import Metric
 from helpers import new_store
 
 from googlenet_study import report
-from googlenet_study.config import UserError
+from googlenet_study.config import SOURCE_DATE_EPOCH, UserError
 from googlenet_study.report import document, fetch, stats, text
 from googlenet_study.statistics.clock import TRAIN
 from googlenet_study.tracking import bulk, read
@@ -69,7 +69,7 @@ def test_the_same_runs_and_source_date_epoch_give_byte_identical_html_and_pdf(ex
 
     monkeypatch.setenv("GOOGLENET_STUDY_CACHE", "off")
     monkeypatch.delenv("GOOGLENET_STUDY_PDF", raising=False)
-    monkeypatch.setenv(document.SOURCE_DATE_EPOCH, "1700000000")  # 2023-11-14 22:13:20 UTC
+    monkeypatch.setenv(SOURCE_DATE_EPOCH, "1700000000")  # 2023-11-14 22:13:20 UTC
     outs = [report.build(report.Request("example", out=tmp_path / f"r{i}", uri=example_store["uri"]))[0] for i in (1, 2)]
     for name in ("report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -82,12 +82,12 @@ def test_the_same_runs_and_source_date_epoch_give_byte_identical_html_and_pdf(ex
 
 
 def test_a_bad_source_date_epoch_is_one_line_naming_it_and_writes_nothing(example_store, tmp_path, monkeypatch):
-    monkeypatch.setenv(document.SOURCE_DATE_EPOCH, "yesterday")
+    monkeypatch.setenv(SOURCE_DATE_EPOCH, "yesterday")
     with pytest.raises(UserError, match=r"^SOURCE_DATE_EPOCH: got 'yesterday'; allowed: an integer"):
         report.build(report.Request("example", out=tmp_path / "r", uri=example_store["uri"]))
     assert not (tmp_path / "r").exists()
     assert document.written({}).tzinfo is not None  # unset: now, in UTC
-    assert document.written({document.SOURCE_DATE_EPOCH: "0"}).isoformat() == "1970-01-01T00:00:00+00:00"
+    assert document.written({SOURCE_DATE_EPOCH: "0"}).isoformat() == "1970-01-01T00:00:00+00:00"
 
 
 def test_every_time_header_names_its_clock_and_epoch_seconds_stay_on_the_epoch_clock(example_store, monkeypatch):

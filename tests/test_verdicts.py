@@ -22,7 +22,7 @@ from googlenet_study.cli import main as cli_main
 from googlenet_study.config import RunConfig, UserError
 from googlenet_study.engine import Hooks
 from googlenet_study.report import fetch, stats, text
-from googlenet_study.statistics import clock, profiles
+from googlenet_study.statistics import clock, profiles, ranking, robust
 from googlenet_study.statistics.clock import EPOCH, TRAIN
 from googlenet_study.train import RunOptions, train
 
@@ -150,10 +150,10 @@ def test_profile_score_of_three_configurations_by_hand():
     # r: a (1, 1.25), b (2, 1), c (3, inf); score = mean over workloads of max(0, 4 - r) / 3.
     expected = {"a": (3 + 2.75) / 6, "b": (2 + 3) / 6, "c": (1 + 0) / 6}
     assert profiles.profile_scores(summ, TARGETS).tolist() == pytest.approx(list(expected.values()))
-    prof = stats.performance_profile(summ, TARGETS, taus=[1.0, 1.25, 2.0, 3.0, 4.0]).set_index(["configuration", "tau"])
+    prof = profiles.performance_profile(summ, TARGETS, taus=[1.0, 1.25, 2.0, 3.0, 4.0]).set_index(["configuration", "tau"])
     assert prof.loc[("a", 1.0), "rho"] == 0.5 and prof.loc[("a", 1.25), "rho"] == 1.0
     assert prof.loc[("c", 3.0), "rho"] == 0.5 and prof.loc[("c", 4.0), "rho"] == 0.5
-    fine = stats.performance_profile(summ, TARGETS)  # the default grid: its area agrees with the score
+    fine = profiles.performance_profile(summ, TARGETS)  # the default grid: its area agrees with the score
     for cfg, g in fine.groupby("configuration"):
         area = np.sum(g["rho"].to_numpy()[:-1] * np.diff(g["tau"].to_numpy())) / 3
         assert area == pytest.approx(expected[cfg], abs=0.01)
@@ -197,13 +197,13 @@ def test_a_configuration_with_one_run_is_listed_not_ranked_and_overlaps_share_a_
 
 
 def test_missing_values_lose_in_the_direction_of_the_metric():
-    assert stats.prob_better([math.nan, 0.9], [0.5, 0.6], higher_is_better=True) == pytest.approx(0.5)
-    assert stats.prob_better([math.nan], [100.0], higher_is_better=False) == 0.0
+    assert robust.prob_better([math.nan, 0.9], [0.5, 0.6], higher_is_better=True) == pytest.approx(0.5)
+    assert robust.prob_better([math.nan], [100.0], higher_is_better=False) == 0.0
     summ = pd.DataFrame({"configuration": ["a", "b"], "n_runs": [3, 3], "best_test_acc_mean": [math.nan, 0.1],
                          "best_test_acc_iqm": [math.nan, 0.1], "best_test_acc_iqm_ci_low": [math.nan, 0.05],
                          "best_test_acc_iqm_ci_high": [math.nan, 0.15], "profile_score": [math.nan, 0.0],
                          "time_to_test_acc_50_reached": [0.0, 0.0], "time_to_test_acc_50_ert": [math.nan, math.nan]})
-    r, p = profiles.ranking(summ, (50.0,), EPOCH)
+    r, p = ranking.ranking(summ, (50.0,), EPOCH)
     assert p is None and list(r["configuration"]) == ["b", "a"] and list(r["rank_best_acc"]) == [1, 2]
 
 
@@ -260,7 +260,7 @@ def test_a_loser_ranks_after_every_configuration_that_reached_the_target_and_rem
     assert list(r.index) == [B32_H100, B64_H100, B32_T4, B16_H100, B128_H100]
     assert list(r["rank_by"])[:4] == ["ERT to 80 % (epoch clock)"] * 3 + ["accuracy: did not reach 80 %"]
     assert r.loc[B128_H100, "rank_by"] == "not ranked: 1 timed run (< 2)"
-    without, p = stats.ranking(example["summ"].drop(index=B16_H100).reset_index(), TARGETS, EPOCH)
+    without, p = ranking.ranking(example["summ"].drop(index=B16_H100).reset_index(), TARGETS, EPOCH)
     assert p == 80.0 and list(without["configuration"]) == [c for c in r.index if c != B16_H100]
     assert list(without["rank"]) == [x for c, x in r["rank"].items() if c != B16_H100]
 
@@ -292,6 +292,7 @@ def test_the_worked_examples_verdict_is_the_one_docs_reports_md_quotes(example):
     from googlenet_study.report import verdict
 
     words = verdict.verdict(example["rank"].reset_index(), example["runs"], example["main_p"], EPOCH)
-    quoted = [line[2:] for line in (ROOT / "docs" / "reports.md").read_text().splitlines() if line.startswith("> ")]
+    section = (ROOT / "docs" / "reports.md").read_text().split("### A worked example", 1)[1].split("\n## ", 1)[0]
+    quoted = [line[2:] for line in section.splitlines() if line.startswith("> ")]  # the worked example's only
     assert words[1].startswith("The next, batch_size=64, hardware=NVIDIA H100 80GB HBM3, is expected to take")
     assert [w for i, w in enumerate(words) if i != 1] == quoted

@@ -6,6 +6,7 @@ under a temporary name beside its destination and renamed at the end: bad input 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
 import re
@@ -25,7 +26,7 @@ from .. import csv_cells
 from ..statistics import clock as clocks
 from ..statistics.clock import EPOCH, Clock
 from . import document, fetch, figures, lecture, outdir, race_section, render, stats
-from .fmt import pct as _pct  # noqa: F401 - tests format tables as the report does
+from .reading import Reading
 
 DEFAULT_TARGETS = (50.0, 60.0, 70.0, 80.0)  # percent test accuracy
 
@@ -40,6 +41,16 @@ def parse_targets(text: str | None) -> tuple[float, ...]:
     if not t or any(not (0 < p <= 100) or math.isnan(p) for p in t):
         raise UserError(f"--targets: got {text!r}; allowed: comma-separated percentages in (0, 100], e.g. 50,60,70,80")
     return tuple(sorted(set(t)))
+
+
+def parse_by(text: str | None) -> tuple[str, ...] | None:
+    """--by PARAM[,PARAM...]: the configuration's params, in the order given (None: not given)."""
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise UserError(f"--by: got {text!r}; allowed: comma-separated param names, e.g. lr,batch_size")
+    return names
 
 
 def default_out(experiment: str, study: str | None) -> Path:
@@ -59,13 +70,16 @@ class Request:
     clock: Clock = EPOCH
     pool_hardware: bool = False        # runs of equal params on different hardware make one configuration
     out: str | Path | None = None      # the folder (None: default_out)
+    reading: Reading = Reading()       # how runs are read: --accuracy-metric, --by, --seed-param (reading.py)
 
     @classmethod
     def from_args(cls, args) -> Request:
-        """The command line's request; a bad --targets or --clock is one line (UserError)."""
+        """The command line's request; a bad --targets, --clock or --by is one line (UserError)."""
+        clock = clocks.parse(args.clock)
         return cls(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
-                   uri=args.tracking_uri, targets=parse_targets(args.targets), clock=clocks.parse(args.clock),
-                   pool_hardware=args.pool_hardware, out=args.out)
+                   uri=args.tracking_uri, targets=parse_targets(args.targets), clock=clock,
+                   pool_hardware=args.pool_hardware, out=args.out,
+                   reading=Reading(args.accuracy_metric, clock, parse_by(args.by), args.seed_param))
 
 
 def main(args) -> int:
@@ -95,7 +109,8 @@ def build(req: Request) -> tuple[Path, dict]:
     at = {"start": time.perf_counter()}  # s: when each stage ended
     with _gc_paused():
         # every UserError is raised in here
-        f = fetch.fetch(req.experiment, req.study, req.parent_run, req.filter_string, req.uri)
+        f = fetch.fetch(req.experiment, req.study, req.parent_run, req.filter_string, req.uri,
+                        reading=dataclasses.replace(req.reading, clock=req.clock))
     at["fetch_s"] = time.perf_counter()
     n = stats.numbers(f, req.targets, req.clock, req.pool_hardware)
     at["stats_s"] = time.perf_counter()
@@ -158,7 +173,14 @@ def _tidy(n: stats.Numbers) -> pd.DataFrame:
     cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in n.fetched.params if p != "seed"] + \
         ["study", "trial", schema.DEVICE_NAME_TAG, schema.HOST_TAG, stats.HARDWARE, "time_excluded", *per_target]
     tidy = n.runs[cols].merge(n.fetched.epochs, on="run_id")
-    return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
+    src = n.fetched.source
+    if "accuracy_metric" not in src:  # this tool's runs, read as logged
+        return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
+    # Another tool's runs (reading.py): their accuracy under the name they logged it by, the clock's column, and
+    # this tool's per-epoch metrics only when some run of this tool is counted.
+    metrics = list(schema.EPOCH_METRICS) if src["ours"] else [schema.ACCURACY]
+    clock = [n.clock.metric] if n.clock.metric not in metrics else []
+    return tidy[cols + ["epoch"] + metrics + clock].rename(columns={schema.ACCURACY: src["accuracy_metric"]})
 
 
 def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path) -> list:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from ..config import SOURCE_DATE_EPOCH, source_date_epoch  # noqa: F401 - SOURCE_DATE_EPOCH: tests name it here
+from ..config import source_date_epoch
 from ..statistics import profiles
 from . import figures, lecture, render
 from .stats import Numbers
-from .text import method_paragraphs, scope_facts, tables
+from .text import method_paragraphs, reading_paragraphs, scope_facts, tables
 from .verdict import verdict
 
 # Figures that may be missing, with the reason the Scope gives (any other: "nothing to draw").
@@ -56,7 +56,7 @@ def build(n: Numbers, reps) -> render.Document:
     skipped = [f"{NOT_DRAWN.get(i, (i, ''))[0]} ({NOT_DRAWN.get(i, ('', 'nothing to draw'))[1]})"
                for i, d in drawn.items() if d is None]
     facts.append(("figures not drawn", "; ".join(skipped) or "none"))
-    doc = render.Document(title, facts, method_paragraphs(n.main_p, n.targets, clk),
+    doc = render.Document(title, facts, method_paragraphs(n.main_p, n.targets, clk) + reading_paragraphs(n),
                           verdict=verdict(n.ranking, runs, n.main_p, clk), written=when)
     doc.figures = [render.Figure(i, d.title, d.caption, d.fig) for i, d in drawn.items() if d is not None]
     doc.tables, doc.appendix = tables(n)

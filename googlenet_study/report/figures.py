@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .. import schema  # noqa: E402
+from ..statistics import robust  # noqa: E402
 from ..statistics.clock import Clock  # noqa: E402
 from . import curves, fmt, stats  # noqa: E402
 
@@ -45,7 +46,7 @@ def palette(configs: list) -> dict:
 
 def _tci(x) -> tuple[float, float]:
     """seaborn errorbar: the same Student-t interval as the tables."""
-    _, lo, hi = stats.t_interval(x)
+    _, lo, hi = robust.t_interval(x)
     m = float(np.mean(x))
     return (m, m) if math.isnan(lo) else (lo, hi)
 
@@ -179,7 +180,7 @@ def reached_target(runs, target, colors, clock: Clock) -> Drawn | None:
 
 def profiles(prof: pd.DataFrame | None, colors, clock: Clock) -> Drawn | None:
     """Performance profiles (Dolan & More): rho(tau), the fraction of workloads whose ERT is within a factor
-    tau of the best configuration's; `prof` is stats.performance_profile's frame (configuration, tau, rho)."""
+    tau of the best configuration's; `prof` is profiles.performance_profile's frame (configuration, tau, rho)."""
     if prof is None or not len(prof):
         return None
     fig, ax = _figure(len(colors))
@@ -228,7 +229,7 @@ def time_to_target(runs, targets, colors, clock: Clock) -> Drawn:
         for i, cfg in enumerate(configs):
             v = runs.loc[runs["configuration"] == cfg, k]
             y = i + (j - (len(targets) - 1) / 2) * 0.8 / max(1, len(targets))
-            m, lo, hi = stats.t_interval(v)
+            m, lo, hi = robust.t_interval(v)
             if not math.isnan(m):
                 ax.errorbar(m, y, xerr=[[m - lo], [hi - m]] if not math.isnan(lo) else None, fmt="o", ms=4,
                             color=tcol[j], capsize=2)

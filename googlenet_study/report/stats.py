@@ -22,7 +22,7 @@ from ..statistics.clock import Clock, on_clock
 from ..statistics.target import reached  # noqa: F401 - runs.csv's reached_P column
 from ..statistics import profiles, ranking as ranking_, robust, significance, survival, target
 from .fetch import ACCURACY_FEEDS, TIMES, Fetched
-from ..statistics.robust import CONFIDENCE, t_interval  # noqa: F401 - the report's one confidence level and t-interval
+from ..statistics.robust import t_interval
 
 OLYMPIC_MIN_N = 5  # MLPerf-style: drop the fastest and slowest run when there are at least five
 # Factors the study is about come first in labels and tables; other varying params follow.
@@ -53,6 +53,7 @@ def _label(v) -> str:
 
 
 HARDWARE = "hardware"  # the device_name tag as a configuration key (pooled: every device_name, joined)
+NOT_RECORDED = "not recorded"  # a run without a device_name tag (another tool's): such runs are one kind
 
 
 def per_run(f: Fetched, targets: tuple[float, ...], clock: Clock,
@@ -82,7 +83,7 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: Clock,
     times = [*TIME_METRICS, "clock_end_s", *(schema.time_to_target(p) for p in targets)]
     runs.loc[runs["time_excluded"] != "", times] = np.nan
     runs = runs.drop(columns="_no_clock")
-    runs[HARDWARE] = runs[schema.DEVICE_NAME_TAG].fillna("").astype(str).replace("", "unknown")
+    runs[HARDWARE] = runs[schema.DEVICE_NAME_TAG].fillna("").astype(str).replace("", NOT_RECORDED)
     varying = [p for p in f.params if runs[p].nunique(dropna=False) > 1]
     key = varying + ([HARDWARE] if not pool_hardware and runs[HARDWARE].nunique() > 1 else [])
     key.sort(key=lambda p: (FACTOR_ORDER.index(p) if p in FACTOR_ORDER else len(FACTOR_ORDER), p))
@@ -163,12 +164,6 @@ def summary(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ...]) 
     return s
 
 
-prob_better = robust.prob_better
-
-
-cohens_d, welch_p = significance.cohens_d, significance.welch_p
-
-
 COMPARISON_COLUMNS = ("factor", "A", "B", "others", "metric", "n_A", "n_B", "reached_A", "reached_B",
                       "mean_A", "mean_B", "diff_A_minus_B", "cohens_d", "welch_p", "median_A", "median_B",
                       "ert_A", "ert_B", "logrank_p", "logrank_method", "logrank_p_holm", "p_A_better",
@@ -197,7 +192,7 @@ def _compare(ga: pd.DataFrame, gb: pd.DataFrame, m: str, higher: bool, cens: tup
         fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
         return {**row, "mean_A": fa.mean() if len(fa) else math.nan, "mean_B": fb.mean() if len(fb) else math.nan,
                 "diff_A_minus_B": (fa.mean() - fb.mean()) if len(fa) and len(fb) else math.nan,
-                "cohens_d": cohens_d(fa, fb), "welch_p": welch_p(fa, fb)}
+                "cohens_d": significance.cohens_d(fa, fb), "welch_p": significance.welch_p(fa, fb)}
     (ta, ha, ma, ea), (tb, hb, mb, eb) = cens or (_censored(ga, m), _censored(gb, m))
     lr = significance.logrank(ta, ha, tb, hb)  # exact, Monte Carlo or asymptotic by n (significance.py)
     return {**row, "median_A": ma, "median_B": mb, "ert_A": ea, "ert_B": eb, "logrank_p": lr.p,
@@ -233,14 +228,6 @@ def comparisons(runs: pd.DataFrame, varying: list[str], targets: tuple[float, ..
     for _, family in out.groupby("metric", sort=False):  # Holm per target: the rows a report table prints
         out.loc[family.index, "logrank_p_holm"] = significance.holm(family["logrank_p"])
     return out
-
-
-def ranking(summ: pd.DataFrame, targets: tuple[float, ...], clock: Clock) -> tuple[pd.DataFrame, float | None]:
-    """See ranking.ranking (kept here: the report's stages call stats)."""
-    return ranking_.ranking(summ, targets, clock)
-
-
-performance_profile = profiles.performance_profile  # [configuration, tau, rho] on a tau grid, for the figure
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .. import schema
-from ..statistics import profiles, robust, significance
+from ..statistics import ranking, robust, significance
 from ..statistics.clock import EPOCH, Clock
 from . import fmt, render, stats
 
@@ -51,6 +51,7 @@ def scope_facts(n: stats.Numbers) -> list[tuple[str, str]]:
               ("runs left out of time statistics", f"{len(left_out)}" + (" (listed with the reason in the "
                                                                           "appendix)" if len(left_out) else "")),
               ("runs with invalid metrics", str(invalid_rows(f, runs)["run_id"].nunique())),
+              *_reading_facts(f),
               ("varying params", ", ".join(n.varying) or "none"),
               ("targets", ", ".join(f"{p:g} %" for p in n.targets)),
               ("clock", n.clock.words),
@@ -70,9 +71,44 @@ def _hardware(summ) -> str:
     return "; ".join(f"{hw}: {', '.join(cfgs)}" for hw, cfgs in short.items())
 
 
+def _reading_facts(f) -> list[tuple[str, str]]:
+    """Scope's lines on runs read by --accuracy-metric/--clock/--by (report/reading.py): whose runs they are,
+    which metric is the accuracy, what makes a configuration, and which params were left out of it."""
+    src = f.source
+    if "accuracy_metric" not in src:  # this tool's runs, read as logged: nothing to say
+        return []
+    ours, theirs = src["ours"], src["theirs"]
+    whose = (f"{theirs} runs not logged by googlenet-study" if not ours else
+             f"{ours} runs logged by googlenet-study and {theirs} runs not" if theirs else
+             f"{ours} runs logged by googlenet-study")
+    facts = [("whose runs", whose),
+             ("accuracy metric", f"{src['accuracy_metric']} (a fraction in [0, 1] per step; its k-th value is "
+                                 f"epoch k)"),
+             ("configurations by", f"--by {','.join(src['by'])}" if src["by"] else
+              f"every param that varies, except the seed (--seed-param {src['seed_param']})")]
+    if src["unique_params"]:
+        facts.append(("params left out", f"{', '.join(src['unique_params'])} differs in every run: each run would "
+                                         f"be its own configuration; name the configuration's params with --by"))
+    return facts
+
+
+def reading_paragraphs(n: stats.Numbers) -> list[str]:
+    """Method's words for another tool's runs (none for this tool's, read as logged)."""
+    f = n.fetched
+    if "accuracy_metric" not in f.source:
+        return []
+    bare = int((n.runs[schema.DEVICE_NAME_TAG].astype(str) == "").sum())
+    return [f"Runs of other tools are read by what the command names: the accuracy is "
+            f"{f.source['accuracy_metric']} (the k-th logged value is epoch k, in step order), time is the "
+            f"{n.clock.label} ({n.clock.words}); a run that never reaches a target is censored at its last "
+            f"accuracy value's time. Hardware comes from the device_name tag"
+            + (f"; {bare} runs have none: hardware not recorded, and those runs count as one kind of hardware."
+               if bare else ".")]
+
+
 def method_paragraphs(main_p: float | None, targets: tuple[float, ...], clock: Clock) -> list[str]:
     ttt = schema.TIME_TO_TARGET_PREFIX
-    n = profiles.MIN_RANKED_N
+    n = ranking.MIN_RANKED_N
     rank = (f"Timed runs are the runs whose seconds count (none left out of time statistics); a configuration "
             f"with fewer than {n} is listed, not ranked on time. One configuration dominates another when its ERT "
             f"is no larger on every target and smaller on one; every configuration with a timed run (one is "
@@ -227,7 +263,7 @@ def _logrank_cell(c) -> str:
 
 def ranking_caption(main_p: float | None, clock: Clock) -> str:
     """The Ranking table's criterion, in words (rank_by gives it per configuration)."""
-    n = profiles.MIN_RANKED_N
+    n = ranking.MIN_RANKED_N
     how = (f"Configurations with at least {n} timed runs that reached {main_p:g} % (the ranking target) first, by "
            f"ERT to {main_p:g} % on the {clock.label}; then those that did not reach it, by the IQM of best test "
            f"accuracy; configurations with fewer than {n} timed runs are listed, not ranked."

@@ -135,7 +135,7 @@ def _not_ranked(unranked: pd.DataFrame) -> list[str]:
 
 
 def verdict(rank: pd.DataFrame, runs: pd.DataFrame, main_p: float | None, clock: Clock) -> list[str]:
-    """A few sentences from the ranking (stats.ranking's frame, in rank order) and the runs (stats.per_run's
+    """A few sentences from the ranking (ranking.ranking's frame, in rank order) and the runs (stats.per_run's
     frame, for the ERT ratio's bootstrap and the log-rank test); main_p: the ranking target (None: by accuracy)."""
     ranked = rank[rank["rank"].astype(str) != ""]
     unranked = rank[rank["rank"].astype(str) == ""]

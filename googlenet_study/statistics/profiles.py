@@ -6,7 +6,7 @@ configuration reached on that workload (inf when it never reached the target). r
 its workloads with r <= tau: rho(1) is how often it was the fastest, rho(4) how often within 4x of the
 fastest. profile_score = the integral of rho over [1, 4], divided by 3 (1 = fastest everywhere, 0 = never
 within 4x). A configuration without a timed run has no ratio at all: no profile, profile_score empty.
-The ranking itself is ranking.py's (re-exported here for older callers)."""
+The ranking itself is ranking.py's."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .ranking import MIN_RANKED_N, ert_column, ranking, ranking_target  # noqa: F401
+from .ranking import ert_column
 
 TAU_MAX = 4.0      # AlgoPerf integrates the profile up to 4x the best time
 WORKLOAD_PARAMS = ("model", "dataset")
