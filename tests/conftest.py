@@ -55,6 +55,18 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=_file_order)
 
 
+@pytest.fixture(autouse=True)
+def _stop_flag_cleared():
+    """googlenet_study.stop.STOP is the process's flag: a test that signals its own process (a report or a
+    sweep stopped at once) leaves it set, and every later report in that process would end at entry. Each
+    test starts and ends with it clear, as a fresh process would."""
+    from googlenet_study.stop import STOP
+
+    STOP.signum = None
+    yield
+    STOP.signum = None
+
+
 _fast_test_running: list[str] = []  # the node id of the fast test being set up or run
 # What libraries run to learn about the machine (platform.processor: uname -p; ctypes.util.find_library:
 # ldconfig, gcc, ld, objdump): milliseconds, not a test's process.
