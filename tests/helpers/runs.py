@@ -63,8 +63,9 @@ def log_run(c: MlflowClient, exp: str, name: str, accs: list[float], epoch_s: fl
                 tags=[RunTag(k, v) for k, v in all_tags.items()])
     now, metrics = int(time.time() * 1000), []
     for e, acc in enumerate(accs, start=1):
-        vals = {"train_loss": 1 - acc, "train_aux_loss": 0.5 * (1 - acc), "train_total_loss": 1.5 * (1 - acc),
-                "train_acc": acc, "test_loss": 1.1 - acc, "test_acc": acc, "epoch_time_s": epoch_s,
+        err = 1 - acc if math.isfinite(acc) else math.nan  # an impossible accuracy (inf) has no loss to go with it
+        vals = {"train_loss": err, "train_aux_loss": 0.5 * err, "train_total_loss": 1.5 * err,
+                "train_acc": acc, "test_loss": 0.1 + err, "test_acc": acc, "epoch_time_s": epoch_s,
                 "train_time_s": 0.75 * epoch_s, "eval_time_s": 0.25 * epoch_s, "data_time_s": 0.0,
                 "elapsed_time_s": e * epoch_s, "throughput_img_s": 100.0 / epoch_s}
         vals.update({k: v[e - 1] for k, v in (per_epoch or {}).items()})
