@@ -33,7 +33,7 @@ class Reading:
     @property
     def as_logged(self) -> bool:
         """This tool's schema as it is: rows keyed by the logged epoch, every per-epoch metric kept."""
-        return self.accuracy == schema.ACCURACY and self.clock.metric != TIMESTAMP_COLUMN
+        return self.accuracy == schema.ACCURACY
 
     def keys(self, run: dict, logged: list[str]) -> list[str]:
         """The metric keys to fetch for `run`, of those it logged (`logged`): all of them for this tool's
@@ -56,15 +56,18 @@ def is_ours(run: dict) -> bool:
 
 
 def rows(run: dict, history: dict[str, list], reading: Reading) -> list[dict]:
-    """The run's per-epoch rows: {run_id, epoch, metric: value}. This tool's runs on their own clocks keep the
-    logged epoch (a resumed run may re-log one: the last value wins). Otherwise the k-th accuracy value, in
-    step order, is epoch k; every other metric is taken at that value's step, and the timestamps clock is
-    the seconds from the run's start_time to the value's MLflow timestamp."""
+    """The run's per-epoch rows: {run_id, epoch, metric: value, timestamp_s}. This tool's runs keep the logged
+    epoch (a resumed run may re-log one: the last value wins). Otherwise the k-th accuracy value, in step
+    order, is epoch k, and every other metric is taken at that value's step. timestamp_s (the timestamps
+    clock, whichever clock was asked for) is the seconds from the run's start_time to the MLflow timestamp
+    of the accuracy value."""
     if reading.as_logged and is_ours(run):
         by_epoch: dict[int, dict] = {}
         for k, points in history.items():
-            for step, value, _ in points:
+            for step, value, ts in points:
                 by_epoch.setdefault(step, {})[k] = value
+                if k == schema.ACCURACY:
+                    by_epoch[step][TIMESTAMP_COLUMN] = (ts - run["start_time"]) / 1000.0  # ms -> s
         return [{"run_id": run["run_id"], "epoch": e, **v} for e, v in sorted(by_epoch.items())]
     acc = {step: (value, ts) for step, value, ts in history.get(reading.accuracy, [])}  # last per step wins
     at = {k: {step: value for step, value, _ in pts} for k, pts in history.items() if k != reading.accuracy}
@@ -72,9 +75,7 @@ def rows(run: dict, history: dict[str, list], reading: Reading) -> list[dict]:
     for epoch, step in enumerate(sorted(acc), start=1):
         value, ts = acc[step]
         row = {"run_id": run["run_id"], "epoch": epoch, **{k: v[step] for k, v in at.items() if step in v},
-               schema.ACCURACY: value}
-        if reading.clock.metric == TIMESTAMP_COLUMN:
-            row[TIMESTAMP_COLUMN] = (ts - run["start_time"]) / 1000.0  # ms -> s
+               schema.ACCURACY: value, TIMESTAMP_COLUMN: (ts - run["start_time"]) / 1000.0}
         out.append(row)
     return out
 
