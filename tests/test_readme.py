@@ -45,6 +45,7 @@ import yaml
 from mlflow import MlflowClient
 
 from helpers import ROOT, STATE_TIMEOUT_S, free_port
+from helpers.servers import stop_mlflow_server
 
 from googlenet_study import cli
 from googlenet_study.sweep import study_file
@@ -332,7 +333,7 @@ def serves(path: str, expect: str) -> Callable:
             body = poll(f"http://127.0.0.1:{port}{path}", proc, log)
             assert expect in body, body[:1000]
         finally:
-            stop(proc)
+            stop_mlflow_server(proc)  # the documented server: its process group, SIGKILL after 20 s
     return check
 
 
@@ -347,19 +348,6 @@ def poll(url: str, proc: subprocess.Popen, log: Path, limit_s: float = STATE_TIM
             assert proc.poll() is None, f"the server exited {proc.returncode}: {log.read_text()[-2000:]}"
             time.sleep(0.5)
     pytest.fail(f"{url} did not answer 200 in {limit_s} s: {log.read_text()[-2000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL what is left of it: `mlflow server` forks uvicorn
-    and job consumers that can outlive their parent."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 def exports(name: str, pattern: str) -> Callable:
