@@ -24,6 +24,7 @@ from helpers.runs import H100, T4, log_run
 
 from googlenet_study import report
 from googlenet_study.report import fetch, stats, text, verdict
+from googlenet_study.report.reading import Reading
 from googlenet_study.statistics import profiles, ranking
 from googlenet_study.statistics.clock import CLOCKS, EPOCH, TRAIN
 
@@ -97,7 +98,7 @@ def test_every_random_study_gives_numbers_tables_and_a_verdict_without_a_warning
     name = log_study(c, study)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no numpy warning reaches the terminal
-        f = fetch.fetch(name, uri=uri, cache_dir="off")
+        f = fetch.fetch(name, uri=uri, cache_dir="off", reading=Reading(clock=study["clock"]))  # as build reads
         n = stats.numbers(f, TARGETS, study["clock"])
         check_numbers(n.runs, n.summary, n.ranking, n.main_p, study["clock"])
         text.tables(n)
