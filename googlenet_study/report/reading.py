@@ -37,9 +37,10 @@ class Reading:
 
     def keys(self, run: dict, logged: list[str]) -> list[str]:
         """The metric keys to fetch for `run`, of those it logged (`logged`): all of them for this tool's
-        runs; for another tool's, only the accuracy and the clock (a Lightning run may log thousands of
-        per-batch losses that the report never reads)."""
-        if is_ours(run):
+        runs, and for any run read in this tool's schema (test_acc on a clock of its own metrics); for another
+        tool's runs read by --accuracy-metric or --clock, only the accuracy and the clock (a Lightning run may
+        log thousands of per-batch losses that the report never reads)."""
+        if is_ours(run) or (self.as_logged and self.clock.metric in schema.EPOCH_METRICS):
             return logged
         return [k for k in (self.accuracy, self.clock.metric) if k in logged]
 
