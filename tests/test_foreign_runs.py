@@ -18,7 +18,8 @@ from mlflow.entities import Metric, Param
 from googlenet_study import schema
 from googlenet_study.cli import main
 
-pytestmark = pytest.mark.slow  # each test builds reports (figures, HTML; about 5-15 s)
+# Each test builds reports (figures, HTML: 5-15 s); none reads report.pdf, so WeasyPrint is skipped (no_pdf).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_pdf")]
 
 T0 = 1_700_000_000_000  # ms since 1970: every run's start_time here
 LR_FAST, LR_SLOW = "0.01", "0.001"
