@@ -64,12 +64,14 @@ def log_like_lightning(uri: str, experiment: str, curves=CURVES, accuracy: str =
 def log_plainly(uri: str, experiment: str, curves=CURVES) -> dict[tuple[str, int], tuple[str, int]]:
     """A hand-written loop with MLflow's fluent API: start_run, log_param, log_metric(step=epoch) with its own
     timestamp and an `elapsed_s` metric of cumulative seconds. Returns {(lr, seed): (run_id, start_time)}."""
+    # The experiment by id, not mlflow.set_experiment: that exports MLFLOW_EXPERIMENT_ID to this process's
+    # environment, and a later test's `mlflow run --experiment-name` subprocess would inherit it.
+    eid = MlflowClient(uri).create_experiment(experiment)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
     out = {}
     try:
         for (lr, seed), (accs, secs) in sorted(curves.items()):
-            with mlflow.start_run() as run:
+            with mlflow.start_run(experiment_id=eid) as run:
                 start = run.info.start_time
                 mlflow.log_param("lr", lr)
                 mlflow.log_param("seed", seed)
