@@ -142,6 +142,17 @@ def no_pdf(monkeypatch) -> None:
     monkeypatch.setenv(PDF_ENV, "off")
 
 
+@pytest.fixture(scope="module")
+def no_pdf_module():
+    """no_pdf for a whole test file, its module-scoped sweeps included (their reports' WeasyPrint seconds):
+    `pytestmark = pytest.mark.usefixtures("no_pdf_module")` in a file none of whose tests reads report.pdf."""
+    from googlenet_study.report.render import PDF_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(PDF_ENV, "off")
+        yield
+
+
 def _mlflow_in(tmp_path: Path, monkeypatch) -> str:
     """MLFLOW_TRACKING_URI and the working folder: tmp_path, its store tmp_path/mlflow.db; that store's URI."""
     monkeypatch.chdir(tmp_path)

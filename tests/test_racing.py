@@ -13,6 +13,8 @@ from googlenet_study.sweep import race_decision, study_file
 from googlenet_study.sweep.race_decision import ELIMINATE, KEEP, LEADER, Racing
 from googlenet_study.statistics import ert_test
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
 TARGETS = (50.0, 80.0)
 
 

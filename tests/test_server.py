@@ -22,6 +22,8 @@ from mlflow import MlflowClient
 from helpers import cfg_args, free_port, new_store, wait_for
 from helpers.servers import start_mlflow_server, stop_mlflow_server
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:

@@ -29,6 +29,8 @@ from googlenet_study.cli import main as cli_main
 from googlenet_study.config import UserError
 from googlenet_study.sweep import slurm, storage
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
 
 @pytest.fixture(scope="module")
 def slurm_cluster():

@@ -25,6 +25,9 @@ from googlenet_study.sweep import study_file
 from googlenet_study.sweep import setup, storage, worker
 from googlenet_study.sweep import trial as trial_mod
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
+
 def runs_of(uri: str) -> list:
     c = MlflowClient(uri)
     exp = c.get_experiment_by_name("googlenet-study")

@@ -18,6 +18,8 @@ from mlflow import MlflowClient
 
 from helpers import new_store, wait_for, write_study
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["after a checkpoint", "before the first epoch"])

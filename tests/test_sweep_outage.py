@@ -24,6 +24,8 @@ from mlflow import MlflowClient
 
 from helpers import free_port, new_store, skip_or_fail, wait_for, write_study
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
 
 class OwnPostgres:
     """A throwaway PostgreSQL cluster: `stop()` and `start()` are the outage."""

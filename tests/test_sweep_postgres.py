@@ -21,6 +21,8 @@ from helpers.servers import dashboard_study, mlflow_server
 
 from googlenet_study.sweep import storage as sweep_storage
 
+pytestmark = pytest.mark.usefixtures("no_pdf_module")  # no test here reads report.pdf: the sweeps' reports skip it
+
 
 @pytest.fixture
 def mlflow_db(postgres_url):

@@ -23,7 +23,7 @@ from helpers import TINY, wait_for
 from googlenet_study.sweep import study_file
 from googlenet_study.sweep import setup
 
-pytestmark = pytest.mark.slow  # a real `googlenet-study sweep` process each
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_pdf_module")]  # a real `googlenet-study sweep` process each
 
 
 def _big_study(tmp_path: Path) -> Path:
