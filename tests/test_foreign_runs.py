@@ -211,6 +211,7 @@ BAD = [
     (["--accuracy-metric", "val_acc", "--seed-param", "run_seed"], "--seed-param", "batch_size"),
     (["--accuracy-metric", "val_acc", "--clock", "metric:nope"], "--clock", "nope"),
     (["--accuracy-metric", "val_acc", "--clock", "stopwatch"], "--clock", "timestamps"),
+    (["--accuracy-metric", "val_acc"], "elapsed_time_s", "--clock timestamps"),  # this tool's clock: no run has it
 ]
 
 

@@ -171,7 +171,7 @@ def _counted(finished: list[dict], histories: dict[str, dict], excluded: list[di
         if any(k in missing for k in required):
             excluded.append(_excluded(r, "missing per-epoch " + ", ".join(k for k in required if k in missing)))
             continue
-        missing_of[r["run_id"]] = [k for k in missing if k not in required or reading_mod.is_ours(r)]
+        missing_of[r["run_id"]] = missing
         counted.append(r)
         rows += reading_mod.rows(r, h, reading)
     if not counted:
@@ -197,10 +197,9 @@ def _runs_frame(counted: list[dict], reading: Reading) -> tuple[pd.DataFrame, li
 
 def _clock_hint(finished: list[dict], reading: Reading) -> str:
     """Another tool's runs on this tool's clocks: they have no elapsed_time_s; say which clock reads them."""
-    if reading.clock.cumulative is False or reading.clock.metric == schema.CLOCK:
-        if not any(reading_mod.is_ours(r) for r in finished):
-            return (f" (these runs were not logged by googlenet-study: name their accuracy with --accuracy-metric "
-                    f"and read time with --clock timestamps or --clock metric:NAME)")
+    if reading.clock.metric in EPOCH_METRICS and not any(reading_mod.is_ours(r) for r in finished):
+        return (" (these runs were not logged by googlenet-study: name their accuracy with --accuracy-metric "
+                "and read time with --clock timestamps or --clock metric:NAME)")
     return ""
 
 
