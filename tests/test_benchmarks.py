@@ -7,12 +7,13 @@ test_model.py, normalising before the resize in test_data.py."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, new_store
 
 
 # Each benchmark at its smallest setting: it must run on a CPU and print its table and ratio line.
@@ -116,3 +117,41 @@ def test_gpu_check_records_real_runs_on_fake_data_in_its_own_mlflow_store(gpu_ch
         assert p["epochs"] == ("1" if name == "b" else "2") and p["backbone"] == ("full" if name == "b" else "frozen")
         if name != "b":
             assert run.data.tags["feature_cache"] == {"d-off": "off", "d-auto": "built"}[name]
+
+
+@pytest.mark.slow  # two MLflow stores written
+@pytest.mark.parametrize("kind", ["synthetic_runs", "foreign_runs"])
+def test_report_scale_fast_log_writes_the_rows_mlflows_client_writes(kind, tmp_path):
+    """report_scale.py --fast-log (SQL) and its default (MLflow's client) leave the same rows in every table,
+    run ids and the runs' start time aside: the 10,000-run benchmark measures a store MLflow made."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report_scale
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    dumps = []
+    for name, log in (("client", report_scale.log_with_client), ("sql", report_scale.log_with_sql)):
+        uri = new_store(tmp_path / f"{name}.db")
+        log(uri, "scale", getattr(report_scale, kind)(3, 4))  # the generator's seed is fixed: the same curves
+        dumps.append(_rows_by_run(tmp_path / f"{name}.db"))
+    assert dumps[0] == dumps[1]
+    assert len(dumps[0]["metrics"]) == sum(len(r.metrics) for r in getattr(report_scale, kind)(3, 4)) > 3 * 4
+
+
+def _rows_by_run(db) -> dict[str, list]:
+    """Every run table's rows, the run id replaced by the run's name and times made relative to its start."""
+    con = sqlite3.connect(db)
+    start = {u: (name, t) for u, name, t in con.execute("SELECT run_uuid, name, start_time FROM runs")}
+    out = {"runs": sorted((name, st, end - t, art.rsplit("/", 3)[-3], exp) for name, st, end, art, exp, t in con.execute(
+        "SELECT name, status, end_time, artifact_uri, experiment_id, start_time FROM runs"))}
+    assert len(out["runs"]) == 3 and all(r[3] == str(r[4]) for r in out["runs"])  # mlruns/<experiment>/<run>
+    for table, cols in (("tags", "key, value"), ("params", "key, value"),
+                        ("metrics", "key, value, timestamp, step, is_nan"),
+                        ("latest_metrics", "key, value, timestamp, step, is_nan")):
+        rows = []
+        for row in con.execute(f"SELECT run_uuid, {cols} FROM {table}"):
+            name, t = start[row[0]]
+            rows.append((name, *row[1:3], *([row[3] - t, *row[4:]] if table.endswith("metrics") else [])))
+        out[table] = sorted(rows)
+    con.close()
+    return out
