@@ -220,7 +220,7 @@ def main() -> None:
     rows, load0 = [], os.getloadavg()[0]
     how = {}
     if a.foreign:  # the flags a user of another tool gives (docs/reports.md, "Your own runs")
-        how = {"clock": TIMESTAMPS, "reading": Reading("val_acc", TIMESTAMPS)}
+        how = {"reading": Reading("val_acc", TIMESTAMPS)}
     try:
         for label in ("cold (no cache)", "warm (histories cached)"):
             for where, u in sources:  # alternated: both share whatever else loads the machine

@@ -114,7 +114,7 @@ def test_every_random_study_builds_every_report_file(client, study, tmp_path_fac
     out = tmp_path_factory.mktemp("rep") / name
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # figures and PDF included: no numpy warning either
-        report.build(report.Request(name, uri=uri, targets=TARGETS, out=out, clock=study["clock"]))
+        report.build(report.Request(name, uri=uri, targets=TARGETS, out=out, reading=Reading(clock=study["clock"])))
     for file in ("report.html", "report.pdf", "runs.csv", "summary.csv", "comparisons.csv"):
         assert (out / file).stat().st_size > 0, file
     assert len(pd.read_csv(out / "summary.csv")) == len(pd.read_csv(out / "runs.csv")["configuration"].unique())

@@ -6,7 +6,6 @@ under a temporary name beside its destination and renamed at the end: bad input 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import math
 import re
@@ -24,7 +23,6 @@ from ..config import UserError, dir_problem
 from ..stop import stop_at_once
 from .. import csv_cells
 from ..statistics import clock as clocks
-from ..statistics.clock import EPOCH, Clock
 from . import document, fetch, figures, lecture, outdir, race_section, render, stats
 from .reading import Reading
 
@@ -60,26 +58,25 @@ def default_out(experiment: str, study: str | None) -> Path:
 @dataclass(frozen=True)
 class Request:
     """What a report is asked for: which runs (fetch's scope: experiment, study or parent run, filter, store),
-    the targets and the clock it reads them on, whether hardware is pooled, and where it goes."""
+    how they are read (the accuracy metric, the clock, the configuration's params), the targets, whether
+    hardware is pooled, and where it goes."""
     experiment: str
     study: str | None = None           # a sweep's runs (its parent run's name)
     parent_run: str | None = None      # the runs under this parent run id
     filter_string: str | None = None   # an MLflow search filter
     uri: str | None = None             # the tracking URI (None: MLFLOW_TRACKING_URI or the default)
     targets: tuple[float, ...] = DEFAULT_TARGETS  # percent test accuracy
-    clock: Clock = EPOCH
     pool_hardware: bool = False        # runs of equal params on different hardware make one configuration
     out: str | Path | None = None      # the folder (None: default_out)
-    reading: Reading = Reading()       # how runs are read: --accuracy-metric, --by, --seed-param (reading.py)
+    reading: Reading = Reading()       # how runs are read: --accuracy-metric, --clock, --by, --seed-param
 
     @classmethod
     def from_args(cls, args) -> Request:
         """The command line's request; a bad --targets, --clock or --by is one line (UserError)."""
-        clock = clocks.parse(args.clock)
         return cls(args.experiment, study=args.study, parent_run=args.parent_run, filter_string=args.filter,
-                   uri=args.tracking_uri, targets=parse_targets(args.targets), clock=clock,
-                   pool_hardware=args.pool_hardware, out=args.out,
-                   reading=Reading(args.accuracy_metric, clock, parse_by(args.by), args.seed_param))
+                   uri=args.tracking_uri, targets=parse_targets(args.targets), pool_hardware=args.pool_hardware,
+                   out=args.out, reading=Reading(args.accuracy_metric, clocks.parse(args.clock),
+                                                 parse_by(args.by), args.seed_param))
 
 
 def main(args) -> int:
@@ -110,9 +107,9 @@ def build(req: Request) -> tuple[Path, dict]:
     with _gc_paused():
         # every UserError is raised in here
         f = fetch.fetch(req.experiment, req.study, req.parent_run, req.filter_string, req.uri,
-                        reading=dataclasses.replace(req.reading, clock=req.clock))
+                        reading=req.reading)
     at["fetch_s"] = time.perf_counter()
-    n = stats.numbers(f, req.targets, req.clock, req.pool_hardware)
+    n = stats.numbers(f, req.targets, req.reading.clock, req.pool_hardware)
     at["stats_s"] = time.perf_counter()
 
     with outdir.building(out, out_label) as tmp:  # on any error or signal: tmp removed, out untouched
