@@ -90,6 +90,43 @@ def test_p_a_better_is_the_mann_whitney_probability_and_missing_loses():
     assert p == 0.625 and 0 <= lo <= p <= hi <= 1
 
 
+def _mann_whitney(x, y, axis=-1):
+    """P(A better) of resampled values counted pair by pair (2 x wins + ties over 2 n_A n_B): the plain
+    definition the fast count in robust.py must equal bit for bit."""
+    x, y = np.moveaxis(x, axis, -1)[..., :, None], np.moveaxis(y, axis, -1)[..., None, :]
+    return (2 * (x > y).sum((-2, -1)) + (x == y).sum((-2, -1))) / (2 * x.shape[-2] * y.shape[-1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_p_a_better_and_its_interval_are_the_pairwise_count_on_scipys_resamples(seed, monkeypatch):
+    """prob_better_interval counts each resample from how often each run is drawn in it (robust._draw_counts),
+    not from the resampled runs: on values with ties, missing values and ±inf, small and uneven comparisons,
+    in int32 and in int64 (past INT32_PAIRS), it must give scipy.stats.bootstrap's interval of the pairwise
+    count exactly."""
+    rng = np.random.default_rng(seed)
+    n_a, n_b = [(2, 2), (7, 4), (3, 30), (25, 9), (40, 40), (5, 1)][seed]
+    a, b = rng.integers(0, 6, n_a).astype(float), rng.integers(0, 6, n_b).astype(float)  # many ties
+    a[rng.random(n_a) < 0.2], b[rng.random(n_b) < 0.2] = math.nan, math.inf
+    for higher in (True, False):
+        x, y = robust.lose_missing(a, higher), robust.lose_missing(b, higher)
+        x, y = (x, y) if higher else (-x, -y)
+        p = _mann_whitney(x, y)
+        assert robust.prob_better(a, b, higher) == p
+        if n_b < 2:
+            assert robust.prob_better_interval(a, b, higher)[1:] == pytest.approx((math.nan,) * 2, nan_ok=True)
+            continue
+        ref = sps.bootstrap((x, y), _mann_whitney, n_resamples=robust.BOOTSTRAP_RESAMPLES, vectorized=True,
+                            confidence_level=robust.CONFIDENCE, method="percentile",
+                            rng=np.random.default_rng(robust.BOOTSTRAP_SEED)).confidence_interval
+        assert robust.prob_better_interval(a, b, higher) == (p, ref.low, ref.high)
+        with monkeypatch.context() as m:
+            m.setattr(robust, "INT32_PAIRS", 0)
+            assert robust.prob_better_interval(a, b, higher) == (p, ref.low, ref.high)
+        (ia, ib), (wa, wb) = robust._indices((n_a, n_b)), robust._draw_counts((n_a, n_b))
+        assert (wa == np.apply_along_axis(np.bincount, 1, ia, minlength=n_a).T).all()
+        assert (wb == np.apply_along_axis(np.bincount, 1, ib, minlength=n_b).T).all()
+
+
 def test_the_ert_ratio_and_its_interval_are_reproducible_and_infinite_when_b_never_reached():
     r, lo, hi = robust.ert_ratio_interval(TA, HA, TB, HB)
     assert r == pytest.approx((sum(TB) / 3) / (sum(TA) / 4)) and lo <= r <= hi

@@ -72,9 +72,9 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: Clock,
                       "clock_end_s": g["clock_s"].max(),
                       "_no_clock": g[clock.metric].count() < g["epoch"].count()})
     for p in targets:  # the clock at the first epoch at target P (statistics.target; NaN: never reached)
-        hit = ep[target.at_target(ep[schema.ACCURACY], p)].groupby("run_id", sort=False)
-        d[schema.time_to_target(p)] = hit["clock_s"].first()
-        d[reached(p)] = d.index.isin(list(hit.groups))
+        at = pd.Series(target.at_target(ep[schema.ACCURACY], p), index=ep.index)
+        d[schema.time_to_target(p)] = ep[at].groupby("run_id", sort=False)["clock_s"].first()
+        d[reached(p)] = at.groupby(ep["run_id"], sort=False).any()  # not isin(groups): 0.8 s per target at 10,000 runs
     summaries = f.logged_summary[["run_id", *schema.SUMMARY_METRICS]]
     runs = f.runs.merge(d, left_on="run_id", right_index=True).merge(summaries, on="run_id", how="left")
     bad_acc = set(f.invalid.loc[f.invalid["metric"].isin(ACCURACY_FEEDS), "run_id"])
@@ -92,9 +92,11 @@ def per_run(f: Fetched, targets: tuple[float, ...], clock: Clock,
     # Equal seeds: the run's start, then its name and numbers; the run id (random per store) only last.
     runs = runs.sort_values(key + ["seed", "start_time", "run_name", *schema.SUMMARY_METRICS, "run_id"])
     runs = runs.reset_index(drop=True)
-    if key:
-        runs["configuration"] = runs[key].apply(lambda r: ", ".join(f"{k}={_label(v)}" for k, v in r.items()),
-                                                axis=1)
+    if key:  # labelled once per distinct combination (as a row of runs[key]: 32.0 beside a float), not per run
+        same = runs[key].astype(str).groupby(key, sort=False, dropna=False).ngroup().to_numpy()  # "-0.0" != "0.0"
+        first = runs[key].iloc[np.unique(same, return_index=True)[1]]
+        labels = first.apply(lambda r: ", ".join(f"{k}={_label(v)}" for k, v in r.items()), axis=1)
+        runs["configuration"] = labels.iloc[same].set_axis(runs.index)
     else:
         runs["configuration"] = runs["model"].astype(str) if "model" in runs else "all runs"
     if pool_hardware:  # a configuration's hardware: every device_name its runs ran on

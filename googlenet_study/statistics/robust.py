@@ -74,16 +74,35 @@ def iqm_interval(x) -> tuple[float, float, float]:
     return m, lo, hi
 
 
+def _draw(sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """The resample indices scipy.stats.bootstrap draws from a fresh BOOTSTRAP_SEED generator: one
+    (BOOTSTRAP_RESAMPLES, n) block per sample, in order."""
+    rng = _rng()
+    return [rng.integers(0, n, (BOOTSTRAP_RESAMPLES, n)) for n in sizes]
+
+
 @functools.lru_cache(maxsize=256)
 def _indices(sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """The resample indices scipy.stats.bootstrap draws from a fresh BOOTSTRAP_SEED generator: one
-    (BOOTSTRAP_RESAMPLES, n) block per sample, in order. They depend on the sizes alone, so they are drawn
-    once per sizes and shared (read-only) by every statistic of a report."""
-    rng = _rng()
-    out = tuple(rng.integers(0, n, (BOOTSTRAP_RESAMPLES, n)) for n in sizes)
+    """_draw(sizes), drawn once per sizes and shared (read-only) by every statistic of a report: they depend
+    on the sizes alone."""
+    out = tuple(_draw(sizes))
     for i in out:
         i.flags.writeable = False
     return out
+
+
+@functools.lru_cache(maxsize=32)  # a report has few distinct pairs of sizes (3 at 10,000 runs); ~9 MB each there
+def _draw_counts(sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """How many times each run is drawn in each resample of _draw(sizes): one (n, BOOTSTRAP_RESAMPLES) int32
+    block per sample (runs on axis 0: a statistic reads whole rows, one per run), read-only like _indices."""
+    out = []
+    for i, n in zip(_draw(sizes), sizes):
+        r = np.arange(BOOTSTRAP_RESAMPLES)[:, None]  # resample r's count of run j lands in bin j R + r
+        c = np.bincount((i * BOOTSTRAP_RESAMPLES + r).ravel(), minlength=n * BOOTSTRAP_RESAMPLES)
+        c = c.reshape(n, BOOTSTRAP_RESAMPLES).astype(np.int32)
+        c.flags.writeable = False
+        out.append(c)
+    return tuple(out)
 
 
 def _bootstrap(samples: tuple, statistic, paired: bool = False) -> tuple[float, float]:
@@ -97,6 +116,11 @@ def _bootstrap(samples: tuple, statistic, paired: bool = False) -> tuple[float, 
         theta = statistic(*(x[i] for x in samples), axis=-1)
     else:
         theta = statistic(*(x[i] for x, i in zip(samples, _indices(tuple(x.shape[-1] for x in samples)))), axis=-1)
+    return _percentile(theta)
+
+
+def _percentile(theta) -> tuple[float, float]:
+    """The percentile interval of the resamples' statistic, as scipy.stats.bootstrap reads it."""
     alpha = (1 - CONFIDENCE) / 2
     with warnings.catch_warnings():  # a degenerate resample distribution (all runs equal): the interval is a point
         warnings.simplefilter("ignore")
@@ -110,51 +134,54 @@ def lose_missing(x, higher_is_better: bool) -> np.ndarray:
     return np.where(np.isnan(x), -np.inf if higher_is_better else np.inf, x)
 
 
-def _codes(a, b, higher_is_better: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    """A's and B's values as ranks among all their distinct values (better = larger), missing values
-    losing; ±inf are values like any other, so ties stay ties."""
-    a, b = lose_missing(a, higher_is_better), lose_missing(b, higher_is_better)
-    if not higher_is_better:
-        a, b = -a, -b
-    u = np.unique(np.concatenate([a.ravel(), b.ravel()]))
-    return np.searchsorted(u, a), np.searchsorted(u, b), len(u)
+def _oriented(x, higher_is_better: bool) -> np.ndarray:
+    """x as values where larger is better, missing values losing; ±inf are values like any other, so ties
+    stay ties."""
+    x = lose_missing(x, higher_is_better)
+    return x if higher_is_better else -x
 
 
-def _p_from_codes(ca: np.ndarray, cb: np.ndarray, k: int) -> np.ndarray:
-    """Per row (runs on the last axis): the mean over A's runs of (B's runs below it + half those equal).
-    Counted per distinct value in integers (twice the score, so halves stay whole): both runs' counts per row
-    by one bincount each, then one row-wise dot product; the sum is exact, so the one division rounds the
-    same rational the float score gave (2x faster at 10,000 runs: no n_A gather, no copies)."""
-    ca, cb = ca.reshape(-1, ca.shape[-1]), cb.reshape(-1, cb.shape[-1])
-    rows = max(len(ca), len(cb))
-    off = (k * np.arange(rows))[:, None]  # row r's counts in bins [r k, (r + 1) k)
+# Pairs of runs (n_A n_B) below which _p_drawn counts in int32: every count, and their sum, is at most 2 n_A n_B.
+INT32_PAIRS = 2**30
 
-    def counts(c: np.ndarray) -> np.ndarray:
-        return np.bincount((np.broadcast_to(c, (rows, c.shape[1])) + off).ravel(),
-                           minlength=rows * k).reshape(rows, k)
 
-    cnt_b = counts(cb)
-    twice = 2 * np.cumsum(cnt_b, axis=1) - cnt_b  # 2 x (B's runs below a value + half those equal to it)
-    return np.einsum("ij,ij->i", counts(ca), twice) / (2 * ca.shape[1] * cb.shape[1])
+def _p_drawn(a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """P(A better) per resample, given how many times each run is drawn in it (wa: (n_A, R), wb: (n_B, R)):
+    over A's draws, the mean of (B's draws below it + half those equal). Counted in integers, twice the score
+    so halves stay whole: sum over A's runs of their draws x (B's draws below + B's draws not above); the sum
+    is exact, so the one division rounds the same rational as counting the resampled runs themselves
+    (tests/test_report_stats_unit.py checks it against scipy.stats.bootstrap). Every step is a row gather or
+    a row add over R resamples: at 10,000 runs, 4x faster than a bincount of the 2,000 x n resampled runs."""
+    dtype = np.int32 if len(a) * len(b) < INT32_PAIRS else np.int64  # int32: half the memory traffic
+    order = np.argsort(b, kind="stable")
+    wb, sb = wb[order], b[order]
+    below = np.zeros((len(b) + 1, wb.shape[1]), dtype=dtype)  # below[j]: draws of B's j smallest runs
+    for j in range(len(b)):  # one row add per run: 4x numpy's cumsum along axis 0 (measured)
+        np.add(below[j], wb[j], out=below[j + 1])
+    twice = below[np.searchsorted(sb, a, "left")]
+    twice += below[np.searchsorted(sb, a, "right")]
+    return np.einsum("ir,ir->r", wa, twice) / (2 * len(a) * len(b))
 
 
 def prob_better(a, b, higher_is_better: bool) -> float:
     """P(a random run of A beats a random run of B), ties half (Bouthillier et al. 2021); missing values
-    lose. Counted from ranks with bincount (no n_A x n_B table), so a bootstrap's resamples are cheap."""
+    lose. Counted in integers from B's runs in order, as _p_drawn counts a resample where each run is drawn
+    once (no n_A x n_B table)."""
     if len(a) == 0 or len(b) == 0:
         return math.nan
-    return float(_p_from_codes(*_codes(a, b, higher_is_better))[0])
+    a, b = _oriented(a, higher_is_better), np.sort(_oriented(b, higher_is_better))
+    twice = np.searchsorted(b, a, "left").sum() + np.searchsorted(b, a, "right").sum()
+    return float(twice / (2 * len(a) * len(b)))
 
 
 def prob_better_interval(a, b, higher_is_better: bool) -> tuple[float, float, float]:
-    """(P(A better), low, high): A's and B's runs resampled independently; NaN interval when n < 2."""
-    if len(a) == 0 or len(b) == 0:
-        return math.nan, math.nan, math.nan
-    ca, cb, k = _codes(a, b, higher_is_better)
-    p = float(_p_from_codes(ca, cb, k)[0])
+    """(P(A better), low, high): A's and B's runs resampled independently (scipy.stats.bootstrap's resamples,
+    as _bootstrap's); NaN interval when n < 2."""
+    p = prob_better(a, b, higher_is_better)
     if len(a) < 2 or len(b) < 2:
         return p, math.nan, math.nan
-    lo, hi = _bootstrap((ca, cb), lambda x, y, axis=-1: _p_from_codes(x, y, k))  # resampling runs = their ranks
+    a, b = _oriented(a, higher_is_better), _oriented(b, higher_is_better)
+    lo, hi = _percentile(_p_drawn(a, b, *_draw_counts((len(a), len(b)))))
     return p, lo, hi
 
 
