@@ -41,10 +41,11 @@ def test_bulk_history_read_equals_mlflows_public_per_run_history(tmp_path):
         assert list(got[rid]) == ks
         for k in ks:
             want = [(m.step, m.value, m.timestamp) for m in c.get_metric_history(rid, k)]
-            have = got[rid][k]
+            assert got[rid][k].dtype == bulk.POINT
+            have = got[rid][k].tolist()
             assert [(s, t) for s, _, t in have] == [(s, t) for s, _, t in want]
             assert all((math.isnan(a) and math.isnan(b)) or a == b for (_, a, _), (_, b, _) in zip(have, want))
-    assert math.isnan(got[ids[0]]["test_acc"][1][1]) and got[ids[0]]["test_acc"][-1] == (2, 0.9, now + 9)
+    assert math.isnan(got[ids[0]]["test_acc"][1][1]) and got[ids[0]]["test_acc"].tolist()[-1] == (2, 0.9, now + 9)
     assert got[ids[1]]["elapsed_time_s"][2][1] > 1e308  # MLflow stores inf as the largest double
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
 from .. import schema
 from ..config import UserError
 from ..statistics.clock import EPOCH, TIMESTAMP_COLUMN, Clock
@@ -56,20 +59,77 @@ def is_ours(run: dict) -> bool:
     return schema.CONFIG_HASH_TAG in run["tags"]
 
 
-def rows(run: dict, history: dict[str, list], reading: Reading) -> list[dict]:
-    """The run's per-epoch rows: {run_id, epoch, metric: value, timestamp_s}. This tool's runs keep the logged
-    epoch (a resumed run may re-log one: the last value wins). Otherwise the k-th accuracy value, in step
-    order, is epoch k, and every other metric is taken at that value's step. timestamp_s (the timestamps
-    clock, whichever clock was asked for) is the seconds from the run's start_time to the MLflow timestamp
-    of the accuracy value."""
-    if reading.as_logged and is_ours(run):
-        by_epoch: dict[int, dict] = {}
-        for k, points in history.items():
-            for step, value, ts in points:
-                by_epoch.setdefault(step, {})[k] = value
-                if k == schema.ACCURACY:
-                    by_epoch[step][TIMESTAMP_COLUMN] = (ts - run["start_time"]) / 1000.0  # ms -> s
-        return [{"run_id": run["run_id"], "epoch": e, **v} for e, v in sorted(by_epoch.items())]
+def frame(runs: list[dict], histories: dict[str, dict], reading: Reading) -> pd.DataFrame:
+    """Every run's per-epoch rows as one frame, its columns in the order of first appearance, run by run,
+    epoch by epoch (as a frame of one dict per row has them). This tool's runs read as logged are pivoted in
+    numpy all at once (`_logged_frame`): a Python dict per value took ~3 s for 10,000 runs x 30 epochs x 12
+    metrics; another tool's runs go through `rows`."""
+    order: dict[str, None] = dict.fromkeys(["run_id", "epoch"])
+    logged, other = [], []
+    for r in runs:
+        h = histories[r["run_id"]]
+        if reading.as_logged and is_ours(r):
+            logged.append(r)
+            present = [k for k, pts in h.items() if len(pts)]
+            if not order.keys() >= {*present, *([TIMESTAMP_COLUMN] if schema.ACCURACY in present else [])}:
+                order.update(dict.fromkeys(_logged_columns(h, present)))
+        else:
+            theirs = rows(r, h, reading)
+            other += theirs
+            for row in theirs:
+                order.update(dict.fromkeys(row))
+    parts = ([_logged_frame(logged, histories)] if logged else []) + ([pd.DataFrame(other)] if other else [])
+    return pd.concat(parts, ignore_index=True)[list(order)]
+
+
+def _logged_columns(history: dict[str, np.ndarray], present: list[str]) -> list[str]:
+    """The columns a logged run's rows bring, in their dicts' order: a row's keys come in the history's key
+    order (the accuracy's timestamp right after it), and the rows come by epoch, so a key first appears at its
+    first step."""
+    at = sorted(present, key=lambda k: (history[k]["step"].min(), present.index(k)))
+    return [c for k in at for c in ((k, TIMESTAMP_COLUMN) if k == schema.ACCURACY else (k,))]
+
+
+def _logged_frame(runs: list[dict], histories: dict[str, dict]) -> pd.DataFrame:
+    """The rows of this tool's runs read as logged, all at once: one row per (run, logged epoch), a column per
+    key, timestamp_s as `rows` gives it; an epoch logged again (a resumed run) keeps its last value in MLflow's
+    order, and that value's timestamp."""
+    groups = [(i, k, pts) for i, r in enumerate(runs) for k, pts in histories[r["run_id"]].items() if len(pts)]
+    keys = list(dict.fromkeys(k for _, k, _ in groups))
+    code = {k: j for j, k in enumerate(keys)}
+    counts = np.array([len(pts) for _, _, pts in groups], dtype=np.int64)
+    run = np.repeat(np.array([i for i, _, _ in groups], dtype=np.int64), counts)
+    key = np.repeat(np.array([code[k] for _, k, _ in groups], dtype=np.int64), counts)
+    p = np.concatenate([pts for _, _, pts in groups])
+    o = np.lexsort((key, p["step"], run))  # stable: a (run, step, key)'s points stay in MLflow's order
+    run, key, p = run[o], key[o], p[o]
+    last = np.ones(len(o), dtype=bool)
+    last[:-1] = (run[1:] != run[:-1]) | (p["step"][1:] != p["step"][:-1]) | (key[1:] != key[:-1])
+    run, key, p = run[last], key[last], p[last]
+    new_row = np.ones(len(run), dtype=bool)
+    new_row[1:] = (run[1:] != run[:-1]) | (p["step"][1:] != p["step"][:-1])
+    row = np.cumsum(new_row) - 1
+    values = np.full((int(new_row.sum()), len(keys)), np.nan)
+    values[row, key] = p["value"]
+    ids = np.array([r["run_id"] for r in runs], dtype=object)
+    out = {"run_id": ids[run[new_row]], "epoch": p["step"][new_row]}
+    for j, k in enumerate(keys):
+        out[k] = values[:, j]
+        if k == schema.ACCURACY:
+            at = key == j
+            start = np.array([r["start_time"] for r in runs], dtype=np.int64)
+            stamp = np.full(len(values), np.nan)
+            stamp[row[at]] = (p["timestamp"][at] - start[run[at]]) / 1000.0  # ms -> s
+            out[TIMESTAMP_COLUMN] = stamp
+    return pd.DataFrame(out)
+
+
+def rows(run: dict, history: dict[str, np.ndarray], reading: Reading) -> list[dict]:
+    """The per-epoch rows {run_id, epoch, metric: value, timestamp_s} of a run not read as logged: the k-th
+    accuracy value, in step order, is epoch k, and every other metric is taken at that value's step.
+    timestamp_s (the timestamps clock, whichever clock was asked for) is the seconds from the run's start_time
+    to the MLflow timestamp of the accuracy value."""
+    history = {k: pts.tolist() for k, pts in history.items()}  # (step, value, timestamp_ms) tuples
     acc = {step: (value, ts) for step, value, ts in history.get(reading.accuracy, [])}  # last per step wins
     at = {k: {step: value for step, value, _ in pts} for k, pts in history.items() if k != reading.accuracy}
     out = []
@@ -96,7 +156,7 @@ def check(runs: list[dict], histories: dict[str, dict], reading: Reading) -> Non
         if clock.metric == reading.accuracy:
             raise UserError(f"--clock {clock.name}: that is the accuracy metric, not cumulative seconds")
         for r in runs:
-            pts = sorted(histories.get(r["run_id"], {}).get(clock.metric, []))
+            pts = sorted(histories.get(r["run_id"], {}).get(clock.metric, np.empty(0)).tolist())
             for (s0, v0, _), (s1, v1, _) in zip(pts, pts[1:]):
                 if v1 < v0:
                     raise UserError(f"--clock {clock.name}: {clock.metric} is not cumulative seconds: in run "

@@ -22,9 +22,10 @@ TLS settings; a server without it (or refusing it) gets per-run requests."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from itertools import groupby
-from operator import itemgetter
 
+import numpy as np
+
+POINT = np.dtype([("step", "<i8"), ("value", "<f8"), ("timestamp", "<i8")])  # a history's value; timestamp in ms
 CHUNK = 200  # runs per query: keeps the SQL IN (...) list within every database's limit
 BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 SERVER_RUNS = 100       # run ids per request: the server's limit (MAX_RUN_IDS_PER_REQUEST)
@@ -53,21 +54,25 @@ def database_store(c):
 
 
 def histories(store, keys_by_run: dict[str, list[str]], progress, chunk: int = CHUNK) -> dict:
-    """{run_id: {key: [(step, value, timestamp_ms)]}} in MLflow's order (timestamp, step, value), one query
-    per chunk of runs; a value stored with is_nan is NaN, as MLflow's Metric entity gives it."""
-    result: dict[str, dict] = {rid: {k: [] for k in keys} for rid, keys in keys_by_run.items()}
+    """{run_id: {key: POINT array of (step, value, timestamp_ms)}} in MLflow's order (timestamp, step, value),
+    two queries per chunk of runs; a value stored with is_nan is NaN, as MLflow's Metric entity gives it."""
+    empty = np.empty(0, dtype=POINT)
+    result: dict[str, dict] = {rid: {k: empty for k in keys} for rid, keys in keys_by_run.items()}
     ids = list(keys_by_run)
-    nan = float("nan")
     for i in range(0, len(ids), chunk):
         part = ids[i:i + chunk]
         keys = sorted({k for rid in part for k in keys_by_run[rid]})
-        q = history_query(part, keys)
+        counts, points = history_queries(part, keys)
         with store.ManagedSessionMaker() as session:
-            rows = _plain_rows(session, q)
-        for (rid, key), points in groupby(rows, key=itemgetter(0, 1)):
-            h = result[rid].get(key)
-            if h is not None:
-                h.extend([(step, nan if is_nan else value, ts) for _, _, step, value, ts, is_nan in points])
+            groups, rows = _plain_rows(session, counts), _plain_rows(session, points)
+        # No run id or key per value (3.6 M strings for 10,000 runs), no Python per value: numpy reads the
+        # rows (NULL, i.e. is_nan, as NaN) and each (run, key) is a slice of them.
+        rows = np.fromiter(rows, dtype=POINT, count=len(rows))
+        at = 0
+        for rid, key, n in groups:
+            if key in result[rid]:
+                result[rid][key] = rows[at:at + n]
+            at += n
         if progress is not None:
             progress(len(part))
     return result
@@ -104,17 +109,23 @@ def runs(store, experiment_id: str) -> list[dict]:
     return list(out.values())
 
 
-def history_query(run_ids: list[str], keys: list[str]):
-    """The rows of these runs and keys, in MLflow's per-run order (timestamp, step, value)."""
+def history_queries(run_ids: list[str], keys: list[str]):
+    """(run_uuid, key, rows) of these runs and keys in (run_uuid, key) order (from the index alone); and their
+    rows as (step, value or NULL when is_nan, timestamp) in the same order, within it MLflow's per-run order
+    (timestamp, step, value)."""
     import sqlalchemy as sa
 
     m = _metrics_table().c
     # key || '': the same keys, but no index on key can serve it. Given `key IN (...)`, SQLite (no
     # statistics) walks the primary key (key, timestamp, ...), i.e. every run's rows of each key, for
     # every chunk: 10x the runs read 100x the rows. Now it finds the chunk's rows by run_uuid.
-    return (sa.select(m.run_uuid, m.key, m.step, m.value, m.timestamp, m.is_nan)
-            .where(m.run_uuid.in_(run_ids), m.key.concat("").in_(keys))
-            .order_by(m.run_uuid, m.key, m.timestamp, m.step, m.value))
+    where = (m.run_uuid.in_(run_ids), m.key.concat("").in_(keys))
+    counts = (sa.select(m.run_uuid, m.key, sa.func.count()).where(*where)
+              .group_by(m.run_uuid, m.key).order_by(m.run_uuid, m.key))
+    value = sa.case((m.is_nan == sa.true(), sa.null()), else_=m.value)
+    points = (sa.select(m.step, value, m.timestamp).where(*where)
+              .order_by(m.run_uuid, m.key, m.timestamp, m.step, m.value))
+    return counts, points
 
 
 def _plain_rows(session, q) -> list[tuple]:

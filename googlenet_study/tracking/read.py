@@ -6,6 +6,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from mlflow.exceptions import MlflowException
 
 from ..config import UserError
@@ -45,8 +46,9 @@ def _run_dict(r) -> dict:
 
 
 def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, progress=None,
-                     workers: int = HISTORY_WORKERS) -> dict[str, dict[str, list[tuple[int, float, int]]]]:
-    """{run_id: {key: [(step, value, timestamp_ms)]}}; `progress(n)` as runs complete.
+                     workers: int = HISTORY_WORKERS) -> dict[str, dict[str, np.ndarray]]:
+    """{run_id: {key: bulk.POINT array of (step, value, timestamp_ms)}} in MLflow's order; `progress(n)` as
+    runs complete.
 
     A database store answers in bulk (see bulk.py); an MLflow server in bulk too, 100 runs per request
     for one key; whatever neither can give (another store, a server without the bulk endpoint, a history
@@ -72,7 +74,7 @@ def metric_histories(keys_by_run: dict[str, list[str]], uri: str | None = None, 
             result.setdefault(run_id, {}).update(hist)
             if progress is not None:
                 progress(1)
-    return result
+    return {rid: {k: np.array(pts, dtype=bulk.POINT) for k, pts in h.items()} for rid, h in result.items()}
 
 
 def download_artifact(run_id: str, path: str, dst: str | os.PathLike, uri: str | None = None) -> Path | None:
