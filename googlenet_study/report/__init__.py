@@ -113,7 +113,7 @@ def build(req: Request) -> tuple[Path, dict]:
     at["stats_s"] = time.perf_counter()
 
     with outdir.building(out, out_label) as tmp:  # on any error or signal: tmp removed, out untouched
-        csv_cells.write_frame(_tidy(n), tmp / "runs.csv")
+        csv_cells.write_per_key(*_tidy(n), "run_id", tmp / "runs.csv")
         csv_cells.write_frame(n.summary, tmp / "summary.csv")
         csv_cells.write_frame(n.comparisons, tmp / "comparisons.csv")
         with plt.rc_context(figures.style()):
@@ -163,21 +163,21 @@ def _gc_paused():
             gc.enable()
 
 
-def _tidy(n: stats.Numbers) -> pd.DataFrame:
-    """runs.csv: one row per run per epoch, the run's params, hardware, times to target and every per-epoch
-    metric."""
+def _tidy(n: stats.Numbers) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """runs.csv, one row per run per epoch, in two parts written side by side (csv_cells.write_per_key): per
+    run, its params, hardware and times to target; per epoch (with its run_id), every per-epoch metric."""
     per_target = [c for p in n.targets for c in (schema.time_to_target(p), stats.reached(p))]
     cols = ["run_id", "run_name", "configuration", "seed"] + [p for p in n.fetched.params if p != "seed"] + \
         ["study", "trial", schema.DEVICE_NAME_TAG, schema.HOST_TAG, stats.HARDWARE, "time_excluded", *per_target]
-    tidy = n.runs[cols].merge(n.fetched.epochs, on="run_id")
     src = n.fetched.source
     if "accuracy_metric" not in src:  # this tool's runs, read as logged
-        return tidy[cols + ["epoch"] + list(schema.EPOCH_METRICS)]
+        return n.runs[cols], n.fetched.epochs[["run_id", "epoch", *schema.EPOCH_METRICS]]
     # Another tool's runs (reading.py): their accuracy under the name they logged it by, the clock's column, and
     # this tool's per-epoch metrics only when some run of this tool is counted.
     metrics = list(schema.EPOCH_METRICS) if src["ours"] else [schema.ACCURACY]
     clock = [n.clock.metric] if n.clock.metric not in metrics else []
-    return tidy[cols + ["epoch"] + metrics + clock].rename(columns={schema.ACCURACY: src["accuracy_metric"]})
+    epochs = n.fetched.epochs[["run_id", "epoch", *metrics, *clock]]
+    return n.runs[cols], epochs.rename(columns={schema.ACCURACY: src["accuracy_metric"]})
 
 
 def _filters(runs: pd.DataFrame, rank: pd.DataFrame, uri: str | None, tmp: Path) -> list:
