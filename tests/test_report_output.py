@@ -20,8 +20,10 @@ from googlenet_study.statistics.clock import TRAIN
 from googlenet_study.tracking import bulk, read
 
 
-def test_bulk_history_read_equals_mlflows_public_per_run_history(tmp_path):
-    """NaN, inf, a re-logged step and two runs of one chunk come back exactly as get_metric_history gives them."""
+@pytest.mark.parametrize("fast", [True, False], ids=["ADBC", "MLflow's engine"])
+def test_bulk_history_read_equals_mlflows_public_per_run_history(fast, tmp_path):
+    """NaN, inf, a re-logged step and two runs of one chunk come back exactly as get_metric_history gives them,
+    read through ADBC's SQLite driver (the default for a SQLite file) or MLflow's SQLAlchemy engine."""
     uri = new_store(tmp_path / "mlflow.db")
     c = MlflowClient(uri)
     exp = c.create_experiment("bulk")
@@ -36,7 +38,10 @@ def test_bulk_history_read_equals_mlflows_public_per_run_history(tmp_path):
         ids.append(rid)
     keys = {rid: ["elapsed_time_s", "test_acc"] for rid in ids}
     keys[ids[2]] = ["test_acc"]  # a key a run is not asked for is not returned for it
-    got = bulk.histories(bulk.database_store(read.client(uri)), keys, None, chunk=2)
+    store = bulk.database_store(read.client(uri))
+    with bulk.sqlite_reader(store) as reader:  # None (and a TypeError here) if ADBC could not read the file
+        assert reader.uri.startswith("file:/") and reader.uri.endswith("?mode=ro")
+    got = bulk.histories(store, keys, None, chunk=2, fast=fast)
     for rid, ks in keys.items():
         assert list(got[rid]) == ks
         for k in ks:

@@ -17,11 +17,20 @@ one SQL query on the server. (Its sibling get-history-bulk-interval, which the R
 /api/, runs two queries per run per key and samples histories longer than 2,500 values: through a server on
 1,000 runs' SQLite file it took 430 s, against 66.7 s per run.) The MLflow client has no method for either,
 so the endpoint is called through MLflow's private HTTP helper with the client's own credentials, retries and
-TLS settings; a server without it (or refusing it) gets per-run requests."""
+TLS settings; a server without it (or refusing it) gets per-run requests.
+
+A SQLite file's chunks are read through ADBC's SQLite driver where it is installed (_AdbcReader): Python's
+sqlite3 builds a tuple per row, which at 10,000 runs x 30 epochs (3.6 M rows) was most of a cold report's
+fetch; ADBC hands back Arrow columns and reads chunks on several threads."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+from urllib.parse import quote
 
 import numpy as np
 
@@ -53,29 +62,111 @@ def database_store(c):
     return store
 
 
-def histories(store, keys_by_run: dict[str, list[str]], progress, chunk: int = CHUNK) -> dict:
+def histories(store, keys_by_run: dict[str, list[str]], progress, chunk: int = CHUNK, fast: bool = True) -> dict:
     """{run_id: {key: POINT array of (step, value, timestamp_ms)}} in MLflow's order (timestamp, step, value),
-    two queries per chunk of runs; a value stored with is_nan is NaN, as MLflow's Metric entity gives it."""
+    two queries per chunk of runs; a value stored with is_nan is NaN, as MLflow's Metric entity gives it.
+    A SQLite file is read through ADBC on a few threads when it can be (`fast`: sqlite_reader), else, and for
+    any chunk ADBC could not read, through MLflow's own SQLAlchemy engine."""
     empty = np.empty(0, dtype=POINT)
     result: dict[str, dict] = {rid: {k: empty for k in keys} for rid, keys in keys_by_run.items()}
     ids = list(keys_by_run)
-    for i in range(0, len(ids), chunk):
-        part = ids[i:i + chunk]
-        keys = sorted({k for rid in part for k in keys_by_run[rid]})
-        counts, points = history_queries(part, keys)
-        with store.ManagedSessionMaker() as session:
-            groups, rows = _plain_rows(session, counts), _plain_rows(session, points)
-        # No run id or key per value (3.6 M strings for 10,000 runs), no Python per value: numpy reads the
-        # rows (NULL, i.e. is_nan, as NaN) and each (run, key) is a slice of them.
-        rows = np.fromiter(rows, dtype=POINT, count=len(rows))
-        at = 0
-        for rid, key, n in groups:
-            if key in result[rid]:
-                result[rid][key] = rows[at:at + n]
-            at += n
-        if progress is not None:
-            progress(len(part))
+    parts = [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
+    jobs = [(part, sorted({k for rid in part for k in keys_by_run[rid]})) for part in parts]
+    reader = sqlite_reader(store) if fast else None
+    with reader or contextlib.nullcontext():
+        for (part, keys), got in zip(jobs, reader.map(jobs) if reader else (None for _ in jobs)):
+            groups, rows = got or _chunk(store, part, keys)
+            at = 0  # each (run, key) is a slice of the chunk's rows, which come in (run, key) order
+            for rid, key, n in groups:
+                if key in result[rid]:
+                    result[rid][key] = rows[at:at + n]
+                at += n
+            if progress is not None:
+                progress(len(part))
     return result
+
+
+def _chunk(store, run_ids: list[str], keys: list[str]) -> tuple[list[tuple], np.ndarray]:
+    """One chunk through MLflow's engine: its (run_uuid, key, count) groups and its rows as POINTs. No run id
+    or key per value (3.6 M strings for 10,000 runs), no Python per value: numpy reads the driver's rows
+    (NULL, i.e. is_nan, as NaN)."""
+    counts, points = history_queries(run_ids, keys)
+    with store.ManagedSessionMaker() as session:
+        groups, rows = _plain_rows(session, counts), _plain_rows(session, points)
+    return groups, np.fromiter(rows, dtype=POINT, count=len(rows))
+
+
+class _AdbcReader:
+    """A SQLite store's chunks read through ADBC's SQLite driver (adbc-driver-sqlite): rows come as Arrow
+    columns, not a Python tuple per row, and the driver releases the GIL, so `threads` connections read
+    chunks at once. 10,000 runs x 13 keys (2.2 M rows), 2 cores: 6.4 s through Python's sqlite3, 3.7 s
+    through ADBC, 2.0 s on 2 threads. Read-only (mode=ro): a report never writes the store."""
+
+    def __init__(self, path: str, threads: int):
+        import adbc_driver_sqlite.dbapi as adbc
+
+        self.uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro"
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        self.conns = [adbc.connect(self.uri) for _ in range(threads)]
+        for conn in self.conns:
+            self.free.put(conn)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for conn in self.conns:
+            conn.close()
+
+    def map(self, jobs: list) -> Iterator[tuple[list[tuple], np.ndarray] | None]:
+        """Each job's (groups, rows), in order; None for a chunk the driver could not read (say, a column
+        whose values change type), which the caller reads through the engine instead."""
+        def one(job):
+            try:
+                return self._chunk(*job)
+            except Exception:  # noqa: BLE001 - the engine's path reads the same rows
+                return None
+        with ThreadPoolExecutor(max_workers=len(self.conns)) as pool:
+            yield from pool.map(one, jobs)
+
+    def _chunk(self, run_ids: list[str], keys: list[str]) -> tuple[list[tuple], np.ndarray]:
+        from sqlalchemy.dialects import sqlite
+
+        conn = self.free.get()
+        try:
+            cur = conn.cursor()
+            try:
+                tables = []
+                for q in history_queries(run_ids, keys, nan_as_null=False):
+                    compiled = q.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
+                    cur.execute(str(compiled), [compiled.params[k] for k in compiled.positiontup])
+                    tables.append(cur.fetch_arrow_table())
+            finally:
+                cur.close()
+        finally:
+            self.free.put(conn)
+        counts, points = tables
+        groups = list(zip(*(counts.column(i).to_pylist() for i in range(3))))
+        rows = np.empty(points.num_rows, dtype=POINT)
+        if points.num_rows:  # an empty answer's columns have no type to trust
+            rows["step"] = points.column(0).to_numpy()
+            rows["value"] = np.where(points.column(2).to_numpy().astype(bool), np.nan, points.column(1).to_numpy())
+            rows["timestamp"] = points.column(3).to_numpy()
+        return groups, rows
+
+
+def sqlite_reader(store, threads: int = max(2, min(4, os.cpu_count() or 1))) -> _AdbcReader | None:
+    """ADBC's reader over the store's SQLite file; None for another database, an in-memory one, or where
+    adbc-driver-sqlite is not installed or cannot open the file (the engine's path reads it then)."""
+    from .sqlite import sqlite_path
+
+    path = sqlite_path(str(getattr(store, "db_uri", "")))
+    if not path:
+        return None
+    try:
+        return _AdbcReader(path, threads)
+    except Exception:  # noqa: BLE001 - no driver, or it cannot open the file: the slower path is the same read
+        return None
 
 
 def runs(store, experiment_id: str) -> list[dict]:
@@ -109,10 +200,10 @@ def runs(store, experiment_id: str) -> list[dict]:
     return list(out.values())
 
 
-def history_queries(run_ids: list[str], keys: list[str]):
+def history_queries(run_ids: list[str], keys: list[str], nan_as_null: bool = True):
     """(run_uuid, key, rows) of these runs and keys in (run_uuid, key) order (from the index alone); and their
     rows as (step, value or NULL when is_nan, timestamp) in the same order, within it MLflow's per-run order
-    (timestamp, step, value)."""
+    (timestamp, step, value); not nan_as_null: (step, value, is_nan, timestamp), every column one type."""
     import sqlalchemy as sa
 
     m = _metrics_table().c
@@ -122,8 +213,8 @@ def history_queries(run_ids: list[str], keys: list[str]):
     where = (m.run_uuid.in_(run_ids), m.key.concat("").in_(keys))
     counts = (sa.select(m.run_uuid, m.key, sa.func.count()).where(*where)
               .group_by(m.run_uuid, m.key).order_by(m.run_uuid, m.key))
-    value = sa.case((m.is_nan == sa.true(), sa.null()), else_=m.value)
-    points = (sa.select(m.step, value, m.timestamp).where(*where)
+    value = [sa.case((m.is_nan == sa.true(), sa.null()), else_=m.value)] if nan_as_null else [m.value, m.is_nan]
+    points = (sa.select(m.step, *value, m.timestamp).where(*where)
               .order_by(m.run_uuid, m.key, m.timestamp, m.step, m.value))
     return counts, points
 
