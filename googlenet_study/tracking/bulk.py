@@ -129,7 +129,20 @@ class _AdbcReader:
         with ThreadPoolExecutor(max_workers=len(self.conns)) as pool:
             yield from pool.map(one, jobs)
 
-    def _chunk(self, run_ids: list[str], keys: list[str]) -> tuple[list[tuple], np.ndarray]:
+    def rows(self, queries: list) -> list[list[tuple]] | None:
+        """Each query's rows as tuples (what Python's sqlite3 gives), the queries on the threads at once;
+        None if the driver could not read one."""
+        def one(q):
+            t = self._arrow([q])[0]
+            return list(zip(*(col.to_pylist() for col in t.columns)))
+        try:
+            with ThreadPoolExecutor(max_workers=len(self.conns)) as pool:
+                return list(pool.map(one, queries))
+        except Exception:  # noqa: BLE001 - the engine's path reads the same rows
+            return None
+
+    def _arrow(self, queries: list) -> list:
+        """The queries' answers as Arrow tables, on one free connection."""
         from sqlalchemy.dialects import sqlite
 
         conn = self.free.get()
@@ -137,15 +150,18 @@ class _AdbcReader:
             cur = conn.cursor()
             try:
                 tables = []
-                for q in history_queries(run_ids, keys, nan_as_null=False):
+                for q in queries:
                     compiled = q.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
                     cur.execute(str(compiled), [compiled.params[k] for k in compiled.positiontup])
                     tables.append(cur.fetch_arrow_table())
+                return tables
             finally:
                 cur.close()
         finally:
             self.free.put(conn)
-        counts, points = tables
+
+    def _chunk(self, run_ids: list[str], keys: list[str]) -> tuple[list[tuple], np.ndarray]:
+        counts, points = self._arrow(history_queries(run_ids, keys, nan_as_null=False))
         groups = list(zip(*(counts.column(i).to_pylist() for i in range(3))))
         rows = np.empty(points.num_rows, dtype=POINT)
         if points.num_rows:  # an empty answer's columns have no type to trust
@@ -179,21 +195,29 @@ def runs(store, experiment_id: str) -> list[dict]:
 
     r = SqlRun.__table__.c
     active = sa.and_(r.experiment_id == int(experiment_id), r.lifecycle_stage == "active")
+    queries = [sa.select(r.run_uuid, r.name, r.status, r.start_time, r.end_time)
+               .where(active).order_by(r.start_time.desc(), r.run_uuid)]
+    for table, field in ((SqlParam, "params"), (SqlTag, "tags"), (SqlLatestMetric, "metrics")):
+        t = table.__table__.c
+        cols = [t.run_uuid, t.key, t.value] + ([t.is_nan] if field == "metrics" else [])
+        queries.append(sa.select(*cols).join_from(table.__table__, SqlRun.__table__, t.run_uuid == r.run_uuid)
+                       .where(active))
+    reader = sqlite_reader(store)
+    with reader or contextlib.nullcontext():
+        answers = reader.rows(queries) if reader else None
+    if answers is None:
+        with store.ManagedSessionMaker() as session:
+            answers = [_plain_rows(session, q) for q in queries]
+    head, *tables = answers
+    out = {rid: {"run_id": rid, "run_name": name or "", "status": status, "start_time": start,
+                 "end_time": end, "params": {}, "metrics": {}, "tags": {}}
+           for rid, name, status, start, end in head}
     nan = float("nan")
-    with store.ManagedSessionMaker() as session:
-        head = _plain_rows(session, sa.select(r.run_uuid, r.name, r.status, r.start_time, r.end_time)
-                           .where(active).order_by(r.start_time.desc(), r.run_uuid))
-        out = {rid: {"run_id": rid, "run_name": name or "", "status": status, "start_time": start,
-                     "end_time": end, "params": {}, "metrics": {}, "tags": {}}
-               for rid, name, status, start, end in head}
-        for table, field in ((SqlParam, "params"), (SqlTag, "tags"), (SqlLatestMetric, "metrics")):
-            t = table.__table__.c
-            cols = [t.run_uuid, t.key, t.value] + ([t.is_nan] if field == "metrics" else [])
-            q = sa.select(*cols).join_from(table.__table__, SqlRun.__table__, t.run_uuid == r.run_uuid).where(active)
-            for row in _plain_rows(session, q):
-                run = out.get(row[0])
-                if run is not None:
-                    run[field][row[1]] = nan if field == "metrics" and row[3] else row[2]
+    for field, rows in zip(("params", "tags", "metrics"), tables):
+        for row in rows:
+            run = out.get(row[0])
+            if run is not None:
+                run[field][row[1]] = nan if field == "metrics" and row[3] else row[2]
     for run in out.values():  # as MLflow's entity: a run without a name takes its mlflow.runName tag
         if not run["run_name"]:
             run["run_name"] = run["tags"].get("mlflow.runName", "")
