@@ -45,7 +45,7 @@ import yaml
 from mlflow import MlflowClient
 
 from helpers import ROOT, STATE_TIMEOUT_S, free_port
-from helpers.servers import stop_mlflow_server
+from helpers.servers import NO_JOBS, stop_mlflow_server
 
 from googlenet_study import cli
 from googlenet_study.sweep import study_file
@@ -327,7 +327,8 @@ def serves(path: str, expect: str) -> Callable:
         command = re.sub(r"--port \d+", f"--port {port}", command)
         log = clone["dir"] / f"server-{port}.log"
         with open(log, "w") as out:
-            proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=clone["dir"], env=clone["env"],
+            proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=clone["dir"],
+                                    env={**clone["env"], **NO_JOBS},  # no GenAI job runner beside it
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             body = poll(f"http://127.0.0.1:{port}{path}", proc, log)

@@ -16,6 +16,11 @@ from typing import Iterator
 from helpers import free_port, http_up, wait_for
 
 
+# MLflow 3's server starts a job runner and five huey consumers beside its workers, for GenAI jobs no test
+# asks for: seconds of CPU at every start (and restart) that the suite's other core waits for.
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def start_mlflow_server(port: int, backend: str, folder: Path, *extra: str,
                         env: dict | None = None) -> subprocess.Popen:
     """A real `mlflow server` on 127.0.0.1:`port` (one worker) over the store `backend`, its artifacts in
@@ -27,7 +32,7 @@ def start_mlflow_server(port: int, backend: str, folder: Path, *extra: str,
                                  "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
                                  "--port", str(port), "--workers", "1", *extra],
                                 cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **NO_JOBS, **(env or {})}, start_new_session=True)
     try:
         wait_for(lambda: http_up(f"http://127.0.0.1:{port}/health", proc, log),
                  f"mlflow server on port {port} to answer /health", every=0.2)
