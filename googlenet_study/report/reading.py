@@ -100,7 +100,7 @@ def _logged_frame(runs: list[dict], histories: dict[str, dict]) -> pd.DataFrame:
     counts = np.array([len(pts) for _, _, pts in groups], dtype=np.int64)
     run = np.repeat(np.array([i for i, _, _ in groups], dtype=np.int64), counts)
     key = np.repeat(np.array([code[k] for _, k, _ in groups], dtype=np.int64), counts)
-    p = np.concatenate([pts for _, _, pts in groups])
+    p = np.concatenate([pts for _, _, pts in groups], dtype=groups[0][2].dtype)  # dtype=: no promotion per array
     o = np.lexsort((key, p["step"], run))  # stable: a (run, step, key)'s points stay in MLflow's order
     run, key, p = run[o], key[o], p[o]
     last = np.ones(len(o), dtype=bool)
