@@ -5,6 +5,7 @@ with 130/143 and leaves neither a half report nor a changed destination."""
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -226,3 +227,42 @@ def test_a_signal_during_the_build_stops_at_once_and_leaves_the_previous_report(
     assert "report:" not in proc.stdout.read()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]  # the build folder is gone
     assert {p.name: p.read_bytes() for p in prev.iterdir()} == before  # the previous report, as it was
+
+
+@pytest.mark.slow  # a fresh process: under pytest-xdist this one runs threads, and _beside forks only without
+def test_the_csvs_are_written_by_a_forked_child_whose_failure_is_raised_here(tmp_path):
+    """report._beside: the job runs in another process while the block runs; its failure comes back as a
+    RuntimeError (a full disk as OSError ENOSPC, which outdir turns into its one line); a failing block kills
+    the child at once. With another thread running, the job runs here."""
+    script = '''
+import errno, os, sys, threading, time
+from pathlib import Path
+from googlenet_study import report
+out = Path(sys.argv[1])
+with report._beside(lambda: (out / "pid").write_text(str(os.getpid()))):
+    pass
+print("child" if int((out / "pid").read_text()) != os.getpid() else "here")
+for exc in (ValueError("boom"), OSError(errno.ENOSPC, "full")):
+    def job(exc=exc):
+        raise exc
+    try:
+        with report._beside(job):
+            pass
+    except Exception as e:
+        print(type(e).__name__, getattr(e, "errno", None))
+t0 = time.monotonic()
+try:
+    with report._beside(lambda: time.sleep(60)):
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    print("stopped in", round(time.monotonic() - t0))
+threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
+with report._beside(lambda: (out / "pid").write_text(str(os.getpid()))):
+    pass
+print("child" if int((out / "pid").read_text()) != os.getpid() else "here")
+'''
+    p = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split("\n")[:5] == ["child", "RuntimeError None", f"OSError {errno.ENOSPC}", "stopped in 0",
+                                        "here"], p.stdout + p.stderr[-2000:]
+    assert "ValueError: boom" in p.stderr  # the child's trace, on the report's stderr

@@ -23,6 +23,12 @@ from . import reading as reading_mod
 from .reading import Reading
 from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TAGS, SUMMARY_METRICS, TRIAL_TAGS
 
+class _Bar(tqdm):
+    """tqdm without its monitor thread (it only tunes how often a bar redraws): the report forks a child for
+    its CSVs (report/__init__._beside) only while no other thread runs."""
+    monitor_interval = 0
+
+
 CACHE_ENV = "GOOGLENET_STUDY_CACHE"  # folder for cached histories of finished runs; "off" disables
 # What a value may be (else the run is listed under "Runs with invalid metrics" and the value is not used):
 ACCURACIES = schema.FRACTIONS  # in [0, 1]
@@ -349,7 +355,7 @@ def _histories(runs: list[dict], uri: str | None, cache_dir: Path | None,
             if cached.get(r["run_id"], (None,))[0] != (r["end_time"], tuple(keys[r["run_id"]]))}
     out = {r["run_id"]: cached[r["run_id"]][1] for r in runs if r["run_id"] not in todo}
     if todo:
-        with tqdm(total=len(todo), desc="metric histories", unit="run", disable=None, leave=False) as bar:
+        with _Bar(total=len(todo), desc="metric histories", unit="run", disable=None, leave=False) as bar:
             out.update(tracking.metric_histories(todo, uri, progress=bar.update))
     if cache is not None and todo:
         end = {r["run_id"]: (r["end_time"], tuple(keys[r["run_id"]])) for r in runs}
@@ -370,13 +376,14 @@ CACHE_FORMAT = 1
 
 
 def write_cache(f, cached: dict) -> None:
-    """{run_id: ((end_time, keys), {key: POINT array})} into the open binary file `f`."""
+    """{run_id: ((end_time, keys), {key: POINT array})} into the open binary file `f`. (concatenate's dtype=
+    spares numpy a structured-dtype promotion per array: 240,000 histories, 2.4 -> 0.6 s.)"""
     runs = [[rid, end_time, list(hist), [len(p) for p in hist.values()], list(keys)]
             for rid, ((end_time, keys), hist) in cached.items()]
     points = [p for _, hist in cached.values() for p in hist.values()]
     header = json.dumps({"format": CACHE_FORMAT, "runs": runs}).encode()
     np.savez(f, header=np.frombuffer(header, dtype=np.uint8),
-             points=np.concatenate(points) if points else np.empty(0, dtype=POINT))
+             points=np.concatenate(points, dtype=POINT) if points else np.empty(0, dtype=POINT))
 
 
 def read_cache(cache: Path) -> dict:
