@@ -23,6 +23,7 @@ from . import reading as reading_mod
 from .reading import Reading
 from ..schema import EPOCH_METRICS, NOT_CONFIG, REQUIRED_EPOCH_METRICS, STUDY_TAGS, SUMMARY_METRICS, TRIAL_TAGS
 
+
 class _Bar(tqdm):
     """tqdm without its monitor thread (it only tunes how often a bar redraws): the report forks a child for
     its CSVs (report/__init__._beside) only while no other thread runs."""
