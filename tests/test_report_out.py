@@ -233,9 +233,10 @@ def test_a_signal_during_the_build_stops_at_once_and_leaves_the_previous_report(
 def test_the_csvs_are_written_by_a_forked_child_whose_failure_is_raised_here(tmp_path):
     """report._beside: the job runs in another process while the block runs; its failure comes back as a
     RuntimeError (a full disk as OSError ENOSPC, which outdir turns into its one line); a failing block kills
-    the child at once. With another thread running, the job runs here."""
+    the child at once, and so does SIGTERM under stop_at_once even while fork runs its hooks. With another
+    thread running, the job runs here."""
     script = '''
-import errno, os, sys, threading, time
+import errno, os, signal, sys, threading, time
 from pathlib import Path
 from googlenet_study import report
 out = Path(sys.argv[1])
@@ -256,6 +257,20 @@ try:
         raise KeyboardInterrupt
 except KeyboardInterrupt:
     print("stopped in", round(time.monotonic() - t0))
+from googlenet_study.stop import stop_at_once
+armed = [True]
+def sigterm_inside_the_fork():  # as CI saw it: the signal arrives while fork runs its hooks
+    if armed:
+        armed.clear()
+        os.kill(os.getpid(), signal.SIGTERM)
+os.register_at_fork(after_in_parent=sigterm_inside_the_fork)
+t0 = time.monotonic()
+try:
+    with stop_at_once(), report._beside(lambda: time.sleep(60)):
+        time.sleep(30)
+    print("not stopped")
+except KeyboardInterrupt:
+    print("SIGTERM at the fork stopped in", round(time.monotonic() - t0))
 threading.Thread(target=time.sleep, args=(3,), daemon=True).start()
 with report._beside(lambda: (out / "pid").write_text(str(os.getpid()))):
     pass
@@ -263,6 +278,7 @@ print("child" if int((out / "pid").read_text()) != os.getpid() else "here")
 '''
     p = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.split("\n")[:5] == ["child", "RuntimeError None", f"OSError {errno.ENOSPC}", "stopped in 0",
-                                        "here"], p.stdout + p.stderr[-2000:]
+    assert p.stdout.split("\n")[:6] == ["child", "RuntimeError None", f"OSError {errno.ENOSPC}", "stopped in 0",
+                                        "SIGTERM at the fork stopped in 0", "here"], p.stdout + p.stderr[-2000:]
+    assert "Exception ignored" not in p.stderr  # a KeyboardInterrupt dropped inside fork's hooks
     assert "ValueError: boom" in p.stderr  # the child's trace, on the report's stderr

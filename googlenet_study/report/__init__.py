@@ -162,12 +162,21 @@ def _beside(job):
         return
     sys.stdout.flush()
     sys.stderr.flush()  # else the child's exit would write the parent's buffered lines a second time
-    pid = os.fork()
+    # SIGINT/SIGTERM held across the fork: a handler that ran inside fork's own hooks (logging's lock release)
+    # had its KeyboardInterrupt printed and dropped there, and the report went on to exit 0 (seen in CI).
+    held = (signal.SIGINT, signal.SIGTERM)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if pid == 0:
         code = 0
         try:
-            for s in (signal.SIGINT, signal.SIGTERM):  # the parent's stop handlers are the parent's
+            for s in held:  # the parent's stop handlers are the parent's
                 signal.signal(s, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             job()
         except BaseException as e:  # noqa: BLE001 - reported through the exit status, the trace on stderr
             code = NO_SPACE_EXIT if out_of_space(e) else 1
@@ -175,6 +184,7 @@ def _beside(job):
             sys.stderr.flush()
         os._exit(code)  # not the parent's atexit handlers, not its buffers
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal held since the fork raises here
         yield
     except BaseException:
         os.kill(pid, signal.SIGKILL)
