@@ -93,8 +93,9 @@ def _fake() -> tuple[Split, Split, tuple[str, ...]]:
 
 
 def _cifar10(root: Path, download: bool) -> tuple[Split, Split, tuple[str, ...]]:
-    from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import check_integrity
+    from .vision import torchvision
+
+    CIFAR10, check_integrity = torchvision.datasets.CIFAR10, torchvision.datasets.utils.check_integrity
 
     folder = root / CIFAR10.base_folder
     # Name the exact file that fails torchvision's MD5 check: never re-download over it silently.

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
-from torchvision import models
 
 from . import schema
 from .config import RunConfig, UserError
 from .safe_files import NotRegular, open_regular
+from .vision import models
 
 NUM_CLASSES = 10
 

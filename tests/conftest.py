@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import googlenet_study.vision  # noqa: F401 - torchvision without torch._dynamo (vision.py), before a test file's import
 from googlenet_study.config import RunConfig
 
 # What test files share is in tests/helpers/ (a test file imports from there, never from here); these are the

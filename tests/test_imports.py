@@ -18,9 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "googlenet_study"
 # space, pruners, outage riding and racing decision, which sit lower than the sweep's runner (the run
 # pipeline and the race decision import them; they import none of the runner).
 FLOORS = (
-    ("schema", "stop", "sweep.outage", "csv_cells", "strict_yaml", "safe_files"),  # names, process-wide flags, file
-                                                               # formats, opening files in shared folders:
-                                                               # they import nothing of ours
+    ("schema", "stop", "sweep.outage", "csv_cells", "strict_yaml", "safe_files", "vision"),  # names, process-wide
+                                                               # flags, file formats, opening files in shared
+                                                               # folders, torchvision's import: they import
+                                                               # nothing of ours
     ("config",),                          # the run's config, validated; YAML reading
     ("sweep.space", "sweep.pruners", "sweep.samplers"),  # a study file's search space: values and ranges of
                                           # config fields; its pruner and sampler names, each with its Optuna builder

@@ -244,3 +244,29 @@ def test_frozen_builds_no_autograd_graph_through_the_trunk(tiny_cfg):
     for name, p in net.net.named_parameters():
         assert (p.grad is not None) == p.requires_grad, name
     assert not any(p.requires_grad for p in net.net.inception5b.parameters())
+
+
+@pytest.mark.slow  # a fresh process: this one imported torchvision long ago
+def test_torchvision_loads_without_torch_dynamo_which_still_loads_whole_for_torch_compile():
+    """vision.py: stand-ins for torch._dynamo while torchvision imports (1.8 s of 3.8 s per process); roi_align's
+    one use of it gives the real answer, and torch.compile afterwards gets the real package."""
+    import subprocess
+    import sys
+
+    script = '''
+import sys
+import googlenet_study.model
+print("dynamo after import:", "torch._dynamo" in sys.modules)
+ra = sys.modules["torchvision.ops.roi_align"]
+ours = [ra.is_compile_supported(d) for d in ("cpu", "cuda", "meta")]
+import torch, torch._dynamo.utils
+print("same answer:", ours == [torch._dynamo.utils.is_compile_supported(d) for d in ("cpu", "cuda", "meta")])
+print("stand-ins left:", [n for n, m in list(sys.modules.items()) if getattr(m, "__dict__", {}).get("_stand_in") is True])
+net = torch.compile(torch.nn.Linear(3, 2), backend="eager")
+x = torch.ones(1, 3)
+print("compiled:", torch.equal(net(x), net._orig_mod(x)), type(net).__name__)
+'''
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split("\n")[:4] == ["dynamo after import: False", "same answer: True", "stand-ins left: []",
+                                        "compiled: True OptimizedModule"], p.stdout + p.stderr[-2000:]

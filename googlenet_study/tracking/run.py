@@ -49,7 +49,8 @@ def _git() -> tuple[str, str]:
 def provenance_tags(cfg: RunConfig, dataset_digest: str, weights) -> dict[str, str]:
     """Where a result came from: code, libraries, hardware, data and weights (schema.PROVENANCE_TAGS)."""
     import torch
-    import torchvision
+
+    from ..vision import torchvision
 
     sha, dirty = _git()
     dev = torch.device(cfg.device)
