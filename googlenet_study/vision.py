@@ -23,11 +23,15 @@ def _is_stand_in(m) -> bool:
     return isinstance(m, types.ModuleType) and vars(m).get("_stand_in") is True
 
 
-def _real(name: str) -> types.ModuleType:
-    """The real module `name`, once every stand-in has left sys.modules."""
+def _drop_stand_ins() -> None:
     for n in _STANDS_IN:
         if _is_stand_in(sys.modules.get(n)):
             del sys.modules[n]
+
+
+def _real(name: str) -> types.ModuleType:
+    """The real module `name`, once every stand-in has left sys.modules."""
+    _drop_stand_ins()
     return importlib.import_module(name)
 
 
@@ -62,9 +66,7 @@ def _import() -> types.ModuleType:
     try:
         import torchvision
     finally:
-        for n in _STANDS_IN:
-            if _is_stand_in(sys.modules.get(n)):
-                del sys.modules[n]
+        _drop_stand_ins()
     return torchvision
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import schema, tracking
 from ..config import UserError, dir_problem
 from ..safe_files import out_of_space
-from ..stop import stop_at_once
+from ..stop import SIGNALS, install, stop_at_once
 from .. import csv_cells
 from ..statistics import clock as clocks
 from . import document, fetch, figures, lecture, outdir, race_section, render, stats
@@ -164,8 +164,7 @@ def _beside(job):
     sys.stderr.flush()  # else the child's exit would write the parent's buffered lines a second time
     # SIGINT/SIGTERM held across the fork: a handler that ran inside fork's own hooks (logging's lock release)
     # had its KeyboardInterrupt printed and dropped there, and the report went on to exit 0 (seen in CI).
-    held = (signal.SIGINT, signal.SIGTERM)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     try:
         pid = os.fork()
     except BaseException:
@@ -174,8 +173,7 @@ def _beside(job):
     if pid == 0:
         code = 0
         try:
-            for s in held:  # the parent's stop handlers are the parent's
-                signal.signal(s, signal.SIG_DFL)
+            install(signal.SIG_DFL)  # the parent's stop handlers are the parent's
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             job()
         except BaseException as e:  # noqa: BLE001 - reported through the exit status, the trace on stderr
